@@ -1,0 +1,54 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "tcptrail",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tcptrail", targets: ["tcptrail"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The kernel-to-user event layout, shared with bpf/tcptrail.bpf.c.
+        .target(name: "CTCPTrailEvent"),
+        // libbpf, from Debian's libbpf-dev.
+        .systemLibrary(
+            name: "CLibBPF",
+            pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev", "libelf-dev", "zlib1g-dev"])]
+        ),
+        // Signal and process helpers that need C (async-signal-safe flags, prctl).
+        .target(name: "CTCPTrailSys"),
+        // Pure Swift core: decoding, names, formatting. Never imports libbpf.
+        .target(name: "TCPTrailCore", dependencies: ["CTCPTrailEvent"]),
+        // Compiles bpf/*.bpf.c at build time and embeds the object as Swift source.
+        .executableTarget(name: "bpf-embed"),
+        .plugin(
+            name: "BPFObjectPlugin",
+            capability: .buildTool(),
+            dependencies: ["bpf-embed"]
+        ),
+        // The thin layer around libbpf: open, configure, load, attach, ring buffer.
+        .target(
+            name: "TCPTrailLoader",
+            dependencies: ["CLibBPF", "CTCPTrailEvent", "TCPTrailCore"],
+            plugins: ["BPFObjectPlugin"]
+        ),
+        .executableTarget(
+            name: "tcptrail",
+            dependencies: [
+                "TCPTrailCore", "TCPTrailLoader", "CTCPTrailSys",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Test peer: a TCP client or server with a chosen process name.
+        .executableTarget(name: "tt-peer", dependencies: ["CTCPTrailSys"]),
+        .testTarget(name: "TCPTrailCoreTests", dependencies: ["TCPTrailCore", "CTCPTrailEvent"]),
+        .testTarget(
+            name: "TCPTrailSystemTests",
+            dependencies: ["TCPTrailCore", "tcptrail", "tt-peer"]
+        ),
+    ]
+)

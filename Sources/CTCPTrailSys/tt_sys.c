@@ -1,0 +1,23 @@
+#include "tt_sys.h"
+#include <string.h>
+#include <sys/prctl.h>
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig) { stop_signal = sig; }
+
+int tt_stop_signal(void) { return stop_signal; }
+
+int tt_install_stop_handlers(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+int tt_set_comm(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }

@@ -1,0 +1,132 @@
+/// Writes records in the JSON Lines contract v1 (docs/event-log.md).
+///
+/// Records are written by hand into a reused `OutputBuffer`: Foundation's
+/// JSONEncoder allocates per record and is far too slow for the event path.
+public struct JSONLinesWriter: Sendable {
+    /// The contract version in every record's `v`.
+    public static let formatVersion = 1
+
+    public var clock: WallClock
+    /// The `seq` of the next record.
+    public private(set) var nextSequence: UInt64 = 1
+
+    public init(clock: WallClock) {
+        self.clock = clock
+    }
+
+    private mutating func appendPrologue(type: StaticString, mono: UInt64, to out: inout OutputBuffer) {
+        out.append("{\"v\":1,\"seq\":" as StaticString)
+        out.append(decimal: nextSequence)
+        nextSequence += 1
+        out.append(",\"type\":\"" as StaticString)
+        out.append(type)
+        out.append("\",\"time\":\"" as StaticString)
+        clock.appendRFC3339(mono: mono, to: &out)
+        out.append("\",\"mono_ns\":" as StaticString)
+        out.append(decimal: mono)
+    }
+
+    private func appendEndpoint(_ e: KernelEvent, to out: inout OutputBuffer) {
+        out.append(",\"conn\":" as StaticString)
+        if e.noSocket {
+            out.append("\"\"" as StaticString)
+        } else {
+            out.append(UInt8(ascii: "\""))
+            out.append(decimal: e.cookie)
+            if e.generation != 0 {
+                out.append(UInt8(ascii: "."))
+                out.append(decimal: UInt64(e.generation))
+            }
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(",\"pid\":" as StaticString)
+        out.append(decimal: UInt64(e.pid))
+        out.append(",\"comm\":" as StaticString)
+        out.appendJSONString(e.comm)
+        out.append(",\"netns\":" as StaticString)
+        out.append(decimal: UInt64(e.netns))
+        out.append(",\"family\":" as StaticString)
+        out.append(decimal: UInt64(e.family))
+        out.append(",\"laddr\":\"" as StaticString)
+        out.append(address: e.localAddress, family: e.family)
+        out.append("\",\"lport\":" as StaticString)
+        out.append(decimal: UInt64(e.localPort))
+        out.append(",\"raddr\":\"" as StaticString)
+        out.append(address: e.remoteAddress, family: e.family)
+        out.append("\",\"rport\":" as StaticString)
+        out.append(decimal: UInt64(e.remotePort))
+        out.append(",\"owner_known\":" as StaticString)
+        out.append(e.ownerKnown ? "true" as StaticString : "false")
+        out.append(",\"cpu\":" as StaticString)
+        out.append(decimal: UInt64(e.cpu))
+    }
+
+    private func appendState(_ key: StaticString, _ state: KernelTCPState?, to out: inout OutputBuffer) {
+        out.append(key)
+        if let state {
+            out.append(UInt8(ascii: "\""))
+            out.append(state.nameBytes)
+            out.append(UInt8(ascii: "\""))
+        } else {
+            out.append("null" as StaticString)
+        }
+    }
+
+    /// Appends one kernel event as a record, with its newline.
+    public mutating func append(_ e: KernelEvent, to out: inout OutputBuffer) {
+        switch e.kind {
+        case .transition:
+            appendPrologue(type: "transition", mono: e.monoNanoseconds, to: &out)
+            appendEndpoint(e, to: &out)
+            appendState(",\"kernel_from\":", e.oldState, to: &out)
+            appendState(",\"kernel_to\":", e.newState, to: &out)
+            out.append(",\"prev_state_ns\":" as StaticString)
+            if let prev = e.previousStateNanoseconds {
+                out.append(decimal: prev)
+            } else {
+                out.append("null" as StaticString)
+            }
+            out.append(",\"peer_fin\":" as StaticString)
+            out.append(e.peerFinReceived ? "true" as StaticString : "false")
+        case .retransmit:
+            appendPrologue(type: "retransmit", mono: e.monoNanoseconds, to: &out)
+            appendEndpoint(e, to: &out)
+            appendState(",\"kernel_state\":", e.newState, to: &out)
+            out.append(",\"what\":\"" as StaticString)
+            out.append((e.retransmit ?? .data).name)
+            out.append(UInt8(ascii: "\""))
+        case .reset:
+            appendPrologue(type: "reset", mono: e.monoNanoseconds, to: &out)
+            appendEndpoint(e, to: &out)
+            out.append(",\"direction\":\"" as StaticString)
+            out.append((e.reset ?? .received).name)
+            out.append(UInt8(ascii: "\""))
+            appendState(",\"kernel_state\":", e.newState, to: &out)
+            if e.reset == .sent {
+                out.append(",\"reason\":" as StaticString)
+                out.append(decimal: UInt64(e.resetReason))
+            }
+            if e.noSocket { out.append(",\"no_socket\":true" as StaticString) }
+        case .error:
+            appendPrologue(type: "error", mono: e.monoNanoseconds, to: &out)
+            appendEndpoint(e, to: &out)
+            appendState(",\"kernel_state\":", e.newState, to: &out)
+            out.append(",\"errno\":" as StaticString)
+            out.append(decimal: Int64(e.errorNumber))
+            out.append(",\"error\":\"" as StaticString)
+            ErrnoName.append(e.errorNumber, to: &out)
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append("}\n" as StaticString)
+    }
+
+    /// Appends a `lost` record: `count` events dropped since the last one, `total` in all.
+    public mutating func appendLost(count: UInt64, total: UInt64, mono: UInt64, to out: inout OutputBuffer) {
+        appendPrologue(type: "lost", mono: mono, to: &out)
+        out.append(",\"count\":" as StaticString)
+        out.append(decimal: count)
+        out.append(",\"total\":" as StaticString)
+        out.append(decimal: total)
+        out.append("}\n" as StaticString)
+    }
+}

@@ -1,0 +1,254 @@
+import CTCPTrailEvent
+
+/// What a kernel record is about.
+public enum KernelEventKind: UInt8, Sendable {
+    /// A state change (`sock:inet_sock_set_state`).
+    case transition = 1
+    /// A retransmitted SYN, SYN-ACK or data segment.
+    case retransmit = 2
+    /// An RST sent or received.
+    case reset = 3
+    /// A socket error reported to the application (`sock:inet_sk_error_report`).
+    case error = 4
+}
+
+/// Which segment was retransmitted.
+public enum RetransmitKind: UInt8, Sendable {
+    case data = 0
+    case syn = 1
+    case synack = 2
+
+    public var name: StaticString {
+        switch self {
+        case .data: "data"
+        case .syn: "syn"
+        case .synack: "synack"
+        }
+    }
+}
+
+/// Whether this host sent or received an RST.
+public enum ResetDirection: UInt8, Sendable {
+    case sent = 1
+    case received = 2
+
+    public var name: StaticString {
+        switch self {
+        case .sent: "sent"
+        case .received: "received"
+        }
+    }
+}
+
+/// A 16-byte address as the kernel stores it, network order; IPv4 in the first 4 bytes.
+public struct RawAddress: Sendable, Equatable, Hashable {
+    public var high: UInt64
+    public var low: UInt64
+
+    public init(high: UInt64 = 0, low: UInt64 = 0) {
+        self.high = high
+        self.low = low
+    }
+
+    /// Builds an address from up to 16 bytes in network order.
+    public init<C: Collection>(bytes: C) where C.Element == UInt8 {
+        var value = RawAddress()
+        withUnsafeMutableBytes(of: &value) { raw in
+            for (i, b) in bytes.prefix(16).enumerated() { raw[i] = b }
+        }
+        self = value
+    }
+
+    /// Calls body with the 16 bytes.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeBytes(of: self, body)
+    }
+}
+
+/// A process name as the kernel keeps it: up to 16 bytes, NUL-padded, any bytes.
+public struct ProcessName: Sendable, Equatable {
+    public var a: UInt64
+    public var b: UInt64
+
+    public init(a: UInt64 = 0, b: UInt64 = 0) {
+        self.a = a
+        self.b = b
+    }
+
+    /// Builds a name from a string's UTF-8 bytes, cut at 15 bytes like the kernel.
+    public init(_ string: String) {
+        var value = ProcessName()
+        withUnsafeMutableBytes(of: &value) { raw in
+            for (i, b) in string.utf8.prefix(15).enumerated() { raw[i] = b }
+        }
+        self = value
+    }
+
+    /// Calls body with the bytes up to the first NUL.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeBytes(of: self) { raw in
+            var n = 0
+            while n < raw.count && raw[n] != 0 { n += 1 }
+            return try body(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
+        }
+    }
+
+    /// The name with every byte that is not printable ASCII escaped as `\xNN`.
+    public var escaped: String {
+        var out = OutputBuffer(capacity: 64)
+        out.appendEscapedText(self)
+        return out.string
+    }
+}
+
+/// One event from the kernel, decoded from a `struct tcptrail_event`.
+public struct KernelEvent: Sendable, Equatable {
+    public var monoNanoseconds: UInt64
+    public var cookie: UInt64
+    public var generation: UInt32
+    /// Nanoseconds spent in `oldState`, when the kernel side knew when it began.
+    public var previousStateNanoseconds: UInt64?
+    public var netns: UInt32
+    public var pid: UInt32
+    public var comm: ProcessName
+    public var kind: KernelEventKind
+    /// 4 or 6.
+    public var family: UInt8
+    public var localAddress: RawAddress
+    public var remoteAddress: RawAddress
+    public var localPort: UInt16
+    public var remotePort: UInt16
+    /// The state before a transition; the current state for other kinds.
+    public var oldState: KernelTCPState?
+    /// The state after a transition; the current state for other kinds.
+    public var newState: KernelTCPState?
+    public var retransmit: RetransmitKind?
+    public var reset: ResetDirection?
+    /// The socket error for `.error` events, the send error for retransmits.
+    public var errorNumber: Int32
+    public var resetReason: UInt32
+    public var flags: UInt8
+    public var cpu: UInt8
+
+    public init(
+        monoNanoseconds: UInt64, cookie: UInt64, generation: UInt32 = 0,
+        previousStateNanoseconds: UInt64? = nil, netns: UInt32 = 0, pid: UInt32 = 0,
+        comm: ProcessName = ProcessName(), kind: KernelEventKind, family: UInt8 = 4,
+        localAddress: RawAddress = RawAddress(), remoteAddress: RawAddress = RawAddress(),
+        localPort: UInt16 = 0, remotePort: UInt16 = 0,
+        oldState: KernelTCPState? = nil, newState: KernelTCPState? = nil,
+        retransmit: RetransmitKind? = nil, reset: ResetDirection? = nil,
+        errorNumber: Int32 = 0, resetReason: UInt32 = 0, flags: UInt8 = 0, cpu: UInt8 = 0
+    ) {
+        self.monoNanoseconds = monoNanoseconds
+        self.cookie = cookie
+        self.generation = generation
+        self.previousStateNanoseconds = previousStateNanoseconds
+        self.netns = netns
+        self.pid = pid
+        self.comm = comm
+        self.kind = kind
+        self.family = family
+        self.localAddress = localAddress
+        self.remoteAddress = remoteAddress
+        self.localPort = localPort
+        self.remotePort = remotePort
+        self.oldState = oldState
+        self.newState = newState
+        self.retransmit = retransmit
+        self.reset = reset
+        self.errorNumber = errorNumber
+        self.resetReason = resetReason
+        self.flags = flags
+        self.cpu = cpu
+    }
+
+    /// The pid and comm are the socket owner's (not the task a softirq interrupted).
+    public var ownerKnown: Bool { flags & UInt8(TT_FLAG_OWNER_KNOWN.rawValue) != 0 }
+    /// The peer's FIN had been received when the transition happened.
+    public var peerFinReceived: Bool { flags & UInt8(TT_FLAG_PEER_FIN.rawValue) != 0 }
+    /// A reset this host sent for a segment that no socket owned.
+    public var noSocket: Bool { flags & UInt8(TT_FLAG_NO_SOCKET.rawValue) != 0 }
+    /// The connection id is a SYN-ACK's request sock, not a full socket.
+    public var requestSock: Bool { flags & UInt8(TT_FLAG_REQUEST_SOCK.rawValue) != 0 }
+
+    /// The connection id: the socket cookie, with `.generation` when one
+    /// socket carried more than one connection. Empty for socket-less resets.
+    public var connectionID: String {
+        if noSocket { return "" }
+        return generation == 0 ? String(cookie) : "\(cookie).\(generation)"
+    }
+}
+
+/// Turns ring-buffer records into `KernelEvent`s.
+public enum EventDecoder {
+    /// Bytes in one kernel record (`TT_EVENT_SIZE`).
+    public static let recordSize = Int(TT_EVENT_SIZE)
+
+    /// Why a record could not be decoded.
+    public enum Failure: Error, Equatable, Sendable {
+        case wrongSize(Int)
+        case unknownKind(UInt8)
+        case unknownFamily(UInt16)
+    }
+
+    /// Decodes one record; the bytes need no particular alignment.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) -> Result<KernelEvent, Failure> {
+        guard bytes.count == recordSize, let base = bytes.baseAddress else {
+            return .failure(.wrongSize(bytes.count))
+        }
+        let raw = base.loadUnaligned(as: tcptrail_event.self)
+        guard let kind = KernelEventKind(rawValue: raw.type) else { return .failure(.unknownKind(raw.type)) }
+        let family: UInt8
+        switch raw.family {
+        case 2: family = 4
+        case 10: family = 6
+        default: return .failure(.unknownFamily(raw.family))
+        }
+        let prevKnown = raw.flags & UInt8(TT_FLAG_PREV_KNOWN.rawValue) != 0
+        var event = KernelEvent(
+            monoNanoseconds: raw.mono_ns, cookie: raw.cookie, generation: raw.generation,
+            previousStateNanoseconds: prevKnown ? raw.prev_state_ns : nil,
+            netns: raw.netns, pid: raw.pid, kind: kind, family: family,
+            localPort: raw.sport, remotePort: raw.dport,
+            oldState: KernelTCPState(rawValue: raw.old_state),
+            newState: KernelTCPState(rawValue: raw.new_state),
+            errorNumber: raw.error, resetReason: raw.reason, flags: raw.flags, cpu: raw.cpu
+        )
+        withUnsafeBytes(of: raw.saddr) { event.localAddress = $0.loadUnaligned(as: RawAddress.self) }
+        withUnsafeBytes(of: raw.daddr) { event.remoteAddress = $0.loadUnaligned(as: RawAddress.self) }
+        withUnsafeBytes(of: raw.comm) { event.comm = $0.loadUnaligned(as: ProcessName.self) }
+        switch kind {
+        case .retransmit: event.retransmit = RetransmitKind(rawValue: raw.detail)
+        case .reset: event.reset = ResetDirection(rawValue: raw.detail)
+        default: break
+        }
+        return .success(event)
+    }
+
+    /// Encodes an event back into a kernel record, for tests and recordings.
+    public static func encode(_ event: KernelEvent) -> [UInt8] {
+        var raw = tcptrail_event()
+        raw.mono_ns = event.monoNanoseconds
+        raw.cookie = event.cookie
+        raw.generation = event.generation
+        raw.prev_state_ns = event.previousStateNanoseconds ?? 0
+        raw.netns = event.netns
+        raw.pid = event.pid
+        raw.error = event.errorNumber
+        raw.sport = event.localPort
+        raw.dport = event.remotePort
+        raw.family = event.family == 6 ? 10 : 2
+        raw.type = event.kind.rawValue
+        raw.old_state = event.oldState?.rawValue ?? 0
+        raw.new_state = event.newState?.rawValue ?? 0
+        raw.detail = event.retransmit?.rawValue ?? event.reset?.rawValue ?? 0
+        raw.flags = event.flags | (event.previousStateNanoseconds != nil ? UInt8(TT_FLAG_PREV_KNOWN.rawValue) : 0)
+        raw.cpu = event.cpu
+        raw.reason = event.resetReason
+        withUnsafeMutableBytes(of: &raw.saddr) { $0.storeBytes(of: event.localAddress, as: RawAddress.self) }
+        withUnsafeMutableBytes(of: &raw.daddr) { $0.storeBytes(of: event.remoteAddress, as: RawAddress.self) }
+        withUnsafeMutableBytes(of: &raw.comm) { $0.storeBytes(of: event.comm, as: ProcessName.self) }
+        return withUnsafeBytes(of: raw) { Array($0) }
+    }
+}

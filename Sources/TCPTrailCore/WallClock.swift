@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Maps the kernel's monotonic timestamps to wall-clock time and writes them
+/// as RFC 3339 UTC with nanoseconds.
+///
+/// The date part is formatted once per second and reused, so writing a
+/// timestamp costs a few integer divisions.
+public struct WallClock: Sendable {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns, when the clock was made.
+    public let bootOffsetNanoseconds: Int64
+    private var cachedSecond: Int64 = .min
+    private var cachedPrefix: (UInt64, UInt64, UInt64) = (0, 0, 0)  // "YYYY-MM-DDTHH:MM:SS." (20 bytes)
+
+    public init(bootOffsetNanoseconds: Int64) {
+        self.bootOffsetNanoseconds = bootOffsetNanoseconds
+    }
+
+    /// A clock for this host now: samples both clocks back to back.
+    public static func current() -> WallClock {
+        var mono = timespec(), real = timespec(), mono2 = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &mono)
+        clock_gettime(CLOCK_REALTIME, &real)
+        clock_gettime(CLOCK_MONOTONIC, &mono2)
+        let m = (Int64(mono.tv_sec) * 1_000_000_000 + Int64(mono.tv_nsec) + Int64(mono2.tv_sec) * 1_000_000_000 + Int64(mono2.tv_nsec)) / 2
+        let r = Int64(real.tv_sec) * 1_000_000_000 + Int64(real.tv_nsec)
+        return WallClock(bootOffsetNanoseconds: r - m)
+    }
+
+    /// CLOCK_MONOTONIC now, in ns: the kernel side's time base.
+    public static func monotonicNow() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Unix time in ns for a monotonic timestamp.
+    public func unixNanoseconds(mono: UInt64) -> Int64 {
+        Int64(bitPattern: mono) &+ bootOffsetNanoseconds
+    }
+
+    /// Appends `2026-11-21T04:43:00.123456789Z`.
+    public mutating func appendRFC3339(mono: UInt64, to out: inout OutputBuffer) {
+        let unix = unixNanoseconds(mono: mono)
+        var seconds = unix / 1_000_000_000
+        var nanos = unix % 1_000_000_000
+        if nanos < 0 { nanos += 1_000_000_000; seconds -= 1 }
+        if seconds != cachedSecond { fillPrefix(seconds) }
+        withUnsafeBytes(of: cachedPrefix) { out.append(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+        out.append(decimal: UInt64(nanos), zeroPaddedTo: 9)
+        out.append(UInt8(ascii: "Z"))
+    }
+
+    /// Appends `HH:MM:SS.uuuuuu` (UTC), the text view's time column.
+    public mutating func appendTimeOfDay(mono: UInt64, to out: inout OutputBuffer) {
+        let unix = unixNanoseconds(mono: mono)
+        var seconds = unix / 1_000_000_000
+        var nanos = unix % 1_000_000_000
+        if nanos < 0 { nanos += 1_000_000_000; seconds -= 1 }
+        if seconds != cachedSecond { fillPrefix(seconds) }
+        withUnsafeBytes(of: cachedPrefix) { out.append(UnsafeRawBufferPointer(rebasing: $0[11..<20])) }
+        out.append(decimal: UInt64(nanos / 1000), zeroPaddedTo: 6)
+    }
+
+    private mutating func fillPrefix(_ seconds: Int64) {
+        cachedSecond = seconds
+        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+        let secOfDay = seconds - days * 86400
+        let (y, m, d) = Self.civil(fromDays: days)
+        var tmp = OutputBuffer(capacity: 24)
+        tmp.append(decimal: UInt64(max(0, y)), zeroPaddedTo: 4)
+        tmp.append(UInt8(ascii: "-"))
+        tmp.append(decimal: UInt64(m), zeroPaddedTo: 2)
+        tmp.append(UInt8(ascii: "-"))
+        tmp.append(decimal: UInt64(d), zeroPaddedTo: 2)
+        tmp.append(UInt8(ascii: "T"))
+        tmp.append(decimal: UInt64(secOfDay / 3600), zeroPaddedTo: 2)
+        tmp.append(UInt8(ascii: ":"))
+        tmp.append(decimal: UInt64(secOfDay / 60 % 60), zeroPaddedTo: 2)
+        tmp.append(UInt8(ascii: ":"))
+        tmp.append(decimal: UInt64(secOfDay % 60), zeroPaddedTo: 2)
+        tmp.append(UInt8(ascii: "."))
+        withUnsafeMutableBytes(of: &cachedPrefix) { dst in
+            tmp.bytes.withUnsafeBytes { dst.copyMemory(from: $0) }
+        }
+    }
+
+    /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+    static func civil(fromDays z0: Int64) -> (Int64, Int64, Int64) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let y = yoe + era * 400
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        return (m <= 2 ? y + 1 : y, m, d)
+    }
+}

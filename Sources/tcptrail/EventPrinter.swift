@@ -1,0 +1,69 @@
+import TCPTrailCore
+import TCPTrailLoader
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The hot path: decodes each ring-buffer record and writes it to stdout as
+/// text or JSON, through one reused buffer flushed in large writes.
+final class EventPrinter: RingBufferConsumer {
+    enum Format { case text, json }
+
+    private let format: Format
+    private let addressFilter: [AddressPrefix]
+    private let limit: UInt64?
+    private var json: JSONLinesWriter
+    private var text: TextLinesWriter
+    private var out = OutputBuffer(capacity: 1 << 20)
+    private(set) var events: UInt64 = 0
+    private(set) var undecodable: UInt64 = 0
+    /// stdout's reader went away (EPIPE): end quietly.
+    private(set) var outputClosed = false
+    /// The run should end: --count reached or stdout closed.
+    var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
+
+    init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool) {
+        self.format = format
+        self.addressFilter = addressFilter
+        self.limit = limit
+        let clock = WallClock.current()
+        json = JSONLinesWriter(clock: clock)
+        text = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15)
+        if format == .text { text.appendHeader(to: &out) }
+    }
+
+    func consume(_ record: UnsafeRawBufferPointer) -> Bool {
+        if finished { return false }
+        guard case .success(let event) = EventDecoder.decode(record) else {
+            undecodable += 1
+            return true
+        }
+        if !addressFilter.isEmpty && !addressFilter.contains(where: {
+            $0.contains(event.localAddress, family: event.family) || $0.contains(event.remoteAddress, family: event.family)
+        }) {
+            return true
+        }
+        switch format {
+        case .json: json.append(event, to: &out)
+        case .text: text.append(event, to: &out)
+        }
+        events += 1
+        if out.count >= 1 << 19 { flush() }
+        return !finished
+    }
+
+    /// Reports events the kernel could not queue, as soon as they are counted.
+    func lost(count: UInt64, total: UInt64) {
+        let now = WallClock.monotonicNow()
+        switch format {
+        case .json: json.appendLost(count: count, total: total, mono: now, to: &out)
+        case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
+        }
+    }
+
+    func flush() {
+        guard !out.isEmpty, !outputClosed else { return }
+        let err = out.flush(to: STDOUT_FILENO)
+        if err == EPIPE { outputClosed = true }
+    }
+}

@@ -1,0 +1,193 @@
+import ArgumentParser
+import CTCPTrailSys
+import Foundation
+import TCPTrailCore
+import TCPTrailLoader
+
+/// `tcptrail trace`: one line (or JSON record) per TCP event on the host, live.
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print every TCP state change, retransmit, reset and socket error, live.",
+        discussion: """
+        Filters on --pid, --port, --lport, --rport, -4/-6 and --netns run in the kernel; \
+        --addr runs in user space. Each repeatable filter takes up to \(TraceSettings.maxFilterValues) values. \
+        Ctrl-C (or SIGTERM) drains what is queued, prints a summary on stderr and exits 0.
+        """
+    )
+
+    @Flag(help: "Write one JSON object per line (contract v1, docs/event-log.md) instead of text.")
+    var json = false
+
+    @Option(name: .customLong("pid"), help: "Only sockets owned by this process (repeatable).")
+    var pids: [UInt32] = []
+
+    @Option(name: .customLong("port"), help: "Only connections with this local or remote port (repeatable).")
+    var ports: [UInt16] = []
+
+    @Option(name: .customLong("lport"), help: "Only connections with this local port (repeatable).")
+    var localPorts: [UInt16] = []
+
+    @Option(name: .customLong("rport"), help: "Only connections with this remote port (repeatable).")
+    var remotePorts: [UInt16] = []
+
+    @Flag(name: .customShort("4"), help: "Only IPv4.")
+    var ipv4Only = false
+
+    @Flag(name: .customShort("6"), help: "Only IPv6.")
+    var ipv6Only = false
+
+    @Option(help: "Only this network namespace (inode, as in 'ls -L -i /proc/PID/ns/net').")
+    var netns: UInt32?
+
+    @Option(name: .customLong("addr"), help: "Only connections whose local or remote address is in this CIDR (repeatable; user space).")
+    var addresses: [String] = []
+
+    @Option(help: "Stop after this many seconds.")
+    var duration: Double?
+
+    @Option(help: "Stop after this many events.")
+    var count: UInt64?
+
+    @Option(help: "Ring buffer size in bytes (K/M suffixes; a power of two, at least 4K).")
+    var bufferSize: String = "16M"
+
+    @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
+    var pollInterval: Int32 = 50
+
+    @Flag(help: "Show libbpf's log, including the verifier log when the kernel rejects the program.")
+    var verbose = false
+
+    mutating func validate() throws {
+        if ipv4Only && ipv6Only { throw ValidationError("-4 and -6 exclude each other; give at most one") }
+        for (name, n) in [("--pid", pids.count), ("--port", ports.count), ("--lport", localPorts.count), ("--rport", remotePorts.count)]
+        where n > TraceSettings.maxFilterValues {
+            throw ValidationError("\(name) takes at most \(TraceSettings.maxFilterValues) values, got \(n)")
+        }
+        for a in addresses where AddressPrefix(a) == nil {
+            throw ValidationError("--addr '\(a)' is not an address or CIDR block such as 198.18.0.0/15 or fd00::/8")
+        }
+        guard let bytes = Self.parseSize(bufferSize) else {
+            throw ValidationError("--buffer-size '\(bufferSize)' is not a size such as 4096, 64K or 16M")
+        }
+        if bytes < 4096 || bytes & (bytes - 1) != 0 || bytes > 1 << 30 {
+            throw ValidationError("--buffer-size must be a power of two from 4K to 1G, got \(bytes)")
+        }
+        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
+    }
+
+    static func parseSize(_ text: String) -> UInt64? {
+        let upper = text.uppercased()
+        var digits = Substring(upper)
+        var scale: UInt64 = 1
+        if let last = upper.last, "KMG".contains(last) {
+            digits = upper.dropLast()
+            scale = last == "K" ? 1 << 10 : last == "M" ? 1 << 20 : 1 << 30
+        }
+        guard let value = UInt64(digits) else { return nil }
+        let (result, overflow) = value.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : result
+    }
+
+    func settings() -> TraceSettings {
+        var s = TraceSettings()
+        s.pids = pids
+        s.ports = ports
+        s.localPorts = localPorts
+        s.remotePorts = remotePorts
+        s.family = ipv4Only ? 4 : ipv6Only ? 6 : nil
+        s.netns = netns
+        s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 16 << 20)
+        return s
+    }
+
+    /// Open, configure, load, attach: each step's failure is one line and its own exit status.
+    private func startProgram() throws(LoaderError) -> TraceProgram {
+        LibBPFLog.install(verbose: verbose)
+        try Preflight.checkBeforeTrace()
+        let program = try TraceProgram.open()
+        try program.configure(settings())
+        try program.load()
+        try program.attach()
+        return program
+    }
+
+    func run() throws {
+        let program: TraceProgram
+        switch Result(catching: { () throws(LoaderError) in try startProgram() }) {
+        case .success(let p): program = p
+        case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
+        }
+        defer { program.close() }
+
+        tt_install_stop_handlers()
+        let sink = EventPrinter(
+            format: json ? .json : .text,
+            addressFilter: addresses.compactMap(AddressPrefix.init),
+            limit: count,
+            wideAddresses: ipv6Only
+        )
+        let reader: RingBufferReader
+        switch Result(catching: { () throws(LoaderError) in try RingBufferReader(mapFD: program.eventsFD, consumer: sink) }) {
+        case .success(let r): reader = r
+        case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
+        }
+        let loss = LossReporter(program: program, sink: sink)
+        Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")
+
+        let deadline = duration.map { WallClock.monotonicNow() + UInt64($0 * 1e9) }
+        while tt_stop_signal() == 0 && !sink.finished {
+            if let deadline, WallClock.monotonicNow() >= deadline { break }
+            reader.poll(timeoutMilliseconds: pollInterval)
+            loss.check()
+            sink.flush()
+        }
+        // Stop new events, then take what is still queued.
+        program.detach()
+        if !sink.finished { reader.drain() }
+        loss.check()
+        sink.flush()
+        if sink.outputClosed { throw ExitCode.success }
+        let stats = program.readStats()
+        var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
+        if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
+        Diagnostics.note(summary)
+    }
+}
+
+/// Turns the kernel's failed-reserve counter into `lost` records as it grows.
+final class LossReporter {
+    private let program: TraceProgram
+    private let sink: EventPrinter
+    private var seen: UInt64 = 0
+
+    init(program: TraceProgram, sink: EventPrinter) {
+        self.program = program
+        self.sink = sink
+    }
+
+    func check() {
+        let lost = program.readStats().lost
+        if lost > seen {
+            sink.lost(count: lost - seen, total: lost)
+            seen = lost
+        }
+    }
+}
+
+/// One-line messages on stderr.
+enum Diagnostics {
+    static func note(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    /// Prints `tcptrail: <message>` and exits with `status`.
+    static func fail(_ message: String, status: Int32) -> Never {
+        note("tcptrail: " + message)
+        if LibBPFLog.echoing == false, case let log = LibBPFLog.text, !log.isEmpty, status == 71 {
+            note("tcptrail: the last lines of libbpf's log (all of it with --verbose):")
+            for line in log.split(separator: "\n").suffix(8) { note("  " + line) }
+        }
+        exit(status)
+    }
+}

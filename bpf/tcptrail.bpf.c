@@ -1,0 +1,525 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tcptrail's kernel side: every TCP state change, plus the retransmits,
+ * resets and socket errors that explain it, streamed through one ring buffer.
+ *
+ * The traps this program works around (../shared/docs/kernel-notes.md):
+ *  - pid/comm at a tracepoint is whoever is on the CPU; we report the owner,
+ *    learnt at the transitions that run in the owner's context (connect,
+ *    listen, close) and inherited by accepted children from their listener;
+ *  - socket addresses are reused: the connection id is the socket cookie
+ *    plus a generation bumped each time one socket leaves CLOSE again;
+ *  - CLOSE -> SYN_SENT has no local port yet and LISTEN -> SYN_RECV has no
+ *    remote endpoint yet: those events are held in the socket's tracking
+ *    entry and sent, with their own timestamp, once the socket is complete;
+ *  - the ring buffer reports no losses: failed reserves are counted per CPU.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#define TCPTRAIL_BPF
+#include "tcptrail_event.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The only .rodata variable: the loader writes it before load. */
+const volatile struct tcptrail_config tt_config = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TT_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* What we know about one socket, keyed by its cookie; freed at tcp_destroy_sock. */
+struct conn_info {
+	__u64 last_ns;         /* time of the last transition */
+	__u64 pending_ns;      /* held-back transition, if pending_new != 0 */
+	__u32 generation;
+	__u32 pid;
+	char comm[TT_COMM_LEN];
+	__u8 state;            /* the kernel state after the last transition */
+	__u8 pending_old;
+	__u8 pending_new;
+	__u8 owner_known;
+	__u8 prev_known;
+	__u8 pad[3];
+	/* Last complete endpoints: the kernel clears the local port (and may
+	 * clear addresses) before the -> CLOSE transition fires. */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_info);
+} conns SEC(".maps");
+
+/* Listener owners by (netns, family, port): accepted children inherit them. */
+struct listener_key {
+	__u32 netns;
+	__u16 family;
+	__u16 port;
+};
+
+struct owner {
+	__u32 pid;
+	char comm[TT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listener_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
+
+/* Sockets whose held-back event waits for connect() or listen() to return. */
+struct stash {
+	__u64 cookie;
+	__u64 sk;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct stash);
+} in_syscall SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 netns_of(const struct sock_common *skc)
+{
+	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+}
+
+static __always_inline bool port_in(__u16 port, const volatile __u16 *list, __u32 n)
+{
+	for (int i = 0; i < TT_MAX_FILTER; i++) {
+		if (i >= n)
+			break;
+		if (list[i] == port)
+			return true;
+	}
+	return false;
+}
+
+/* The in-kernel filters, evaluated on a filled event before it is reserved. */
+static __always_inline bool wanted(const struct tcptrail_event *e)
+{
+	if (tt_config.family && e->family != tt_config.family)
+		return false;
+	if (tt_config.netns && e->netns != tt_config.netns)
+		return false;
+	if (tt_config.n_pids) {
+		bool hit = false;
+		for (int i = 0; i < TT_MAX_FILTER; i++) {
+			if (i >= tt_config.n_pids)
+				break;
+			if (tt_config.pids[i] == e->pid)
+				hit = true;
+		}
+		if (!hit)
+			return false;
+	}
+	if (tt_config.n_ports && !port_in(e->sport, tt_config.ports, tt_config.n_ports) &&
+	    !port_in(e->dport, tt_config.ports, tt_config.n_ports))
+		return false;
+	if (tt_config.n_lports && !port_in(e->sport, tt_config.lports, tt_config.n_lports))
+		return false;
+	if (tt_config.n_rports && !port_in(e->dport, tt_config.rports, tt_config.n_rports))
+		return false;
+	return true;
+}
+
+/* Wake user space only past a backlog; it also drains on a short timer. */
+static __always_inline __u64 wakeup_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= tt_config.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/* Copies the filled event into the ring buffer, if it passes the filters. */
+static __always_inline void emit(const struct tcptrail_event *e)
+{
+	if (!wanted(e)) {
+		count(TT_STAT_FILTERED);
+		return;
+	}
+	struct tcptrail_event *out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
+	if (!out) {
+		count(TT_STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(out, e, sizeof(*out));
+	bpf_ringbuf_submit(out, wakeup_flags());
+	count(TT_STAT_SUBMITTED);
+}
+
+/* Endpoints, family and namespace from any socket flavour (full, request, timewait). */
+static __always_inline void fill_endpoints(struct tcptrail_event *e, const struct sock_common *skc)
+{
+	e->family = BPF_CORE_READ(skc, skc_family);
+	e->sport = BPF_CORE_READ(skc, skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	e->netns = netns_of(skc);
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__u32 s = BPF_CORE_READ(skc, skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(skc, skc_daddr);
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	}
+}
+
+static __always_inline void fill_owner(struct tcptrail_event *e, const struct conn_info *ci)
+{
+	if (ci && ci->owner_known) {
+		e->pid = ci->pid;
+		__builtin_memcpy(e->comm, ci->comm, TT_COMM_LEN);
+		e->flags |= TT_FLAG_OWNER_KNOWN;
+	}
+}
+
+static __always_inline bool all_zero(const __u8 *a)
+{
+	__u64 w[2];
+	__builtin_memcpy(w, a, 16);
+	return w[0] == 0 && w[1] == 0;
+}
+
+/* Completes endpoints the kernel already cleared from what the socket had,
+ * and remembers complete ones. */
+static __always_inline void remember_endpoints(struct tcptrail_event *e, struct conn_info *ci)
+{
+	if (!ci)
+		return;
+	if (e->sport && (e->dport || !ci->dport)) {
+		__builtin_memcpy(ci->saddr, e->saddr, 16);
+		__builtin_memcpy(ci->daddr, e->daddr, 16);
+		ci->sport = e->sport;
+		ci->dport = e->dport;
+		return;
+	}
+	if (!ci->sport)
+		return;
+	if (!e->sport)
+		e->sport = ci->sport;
+	if (!e->dport)
+		e->dport = ci->dport;
+	if (all_zero(e->saddr))
+		__builtin_memcpy(e->saddr, ci->saddr, 16);
+	if (all_zero(e->daddr))
+		__builtin_memcpy(e->daddr, ci->daddr, 16);
+}
+
+static __always_inline void fill_common(struct tcptrail_event *e, const struct sock *sk,
+					__u64 cookie, struct conn_info *ci, __u64 now)
+{
+	e->mono_ns = now;
+	e->cookie = cookie;
+	e->generation = ci ? ci->generation : 0;
+	e->cpu = bpf_get_smp_processor_id();
+	fill_endpoints(e, &sk->__sk_common);
+	remember_endpoints(e, ci);
+	fill_owner(e, ci);
+}
+
+/* The event held back in ci, completed from the socket as it is now. */
+static __always_inline void flush_pending(const struct sock *sk, __u64 cookie, struct conn_info *ci)
+{
+	if (!ci->pending_new)
+		return;
+	struct tcptrail_event e = {};
+	fill_common(&e, sk, cookie, ci, ci->pending_ns);
+	e.type = TT_EVENT_TRANSITION;
+	e.old_state = ci->pending_old;
+	e.new_state = ci->pending_new;
+	e.flags |= TT_FLAG_DEFERRED;
+	ci->pending_new = 0;
+	emit(&e);
+}
+
+/* Records the current task as the socket's owner. */
+static __always_inline void take_owner(struct conn_info *ci)
+{
+	ci->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(ci->comm, sizeof(ci->comm));
+	ci->owner_known = 1;
+}
+
+/* Transitions that only run in the calling process: connect, listen, close, shutdown. */
+static __always_inline bool in_owner_context(int oldstate, int newstate)
+{
+	return newstate == TCP_SYN_SENT || newstate == TCP_LISTEN ||
+	       (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
+	       (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK);
+}
+
+static __always_inline struct conn_info *conn_lookup(__u64 cookie)
+{
+	return bpf_map_lookup_elem(&conns, &cookie);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct conn_info *ci = conn_lookup(cookie);
+	if (!ci) {
+		struct conn_info fresh = {};
+		if (bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST) && !conn_lookup(cookie))
+			count(TT_STAT_TRACK_FULL);
+		ci = conn_lookup(cookie);
+	}
+
+	if (ci) {
+		flush_pending(sk, cookie, ci);
+		if (oldstate == TCP_CLOSE && ci->state == TCP_CLOSE && ci->last_ns) {
+			ci->generation++; /* the same socket opens a new connection */
+			ci->sport = ci->dport = 0;
+		}
+		if (in_owner_context(oldstate, newstate))
+			take_owner(ci);
+		if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && !ci->owner_known) {
+			struct listener_key lk = {
+				.netns = netns_of(&sk->__sk_common),
+				.family = BPF_CORE_READ(sk, __sk_common.skc_family),
+				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			};
+			struct owner *o = bpf_map_lookup_elem(&listeners, &lk);
+			if (o) {
+				ci->pid = o->pid;
+				__builtin_memcpy(ci->comm, o->comm, TT_COMM_LEN);
+				ci->owner_known = 1;
+			}
+		}
+	}
+
+	struct tcptrail_event e = {};
+	fill_common(&e, sk, cookie, ci, now);
+	e.type = TT_EVENT_TRANSITION;
+	e.old_state = oldstate;
+	e.new_state = newstate;
+	if (BPF_CORE_READ(sk, sk_flags) & (1UL << SOCK_DONE))
+		e.flags |= TT_FLAG_PEER_FIN;
+	if (ci && ci->prev_known) {
+		e.prev_state_ns = now - ci->last_ns;
+		e.flags |= TT_FLAG_PREV_KNOWN;
+	}
+
+	if (ci) {
+		ci->last_ns = now;
+		ci->prev_known = 1;
+		ci->state = newstate;
+	}
+
+	/* Incomplete endpoints: hold the event until the socket is complete. */
+	bool hold = (newstate == TCP_SYN_SENT && e.sport == 0) ||
+		    (newstate == TCP_LISTEN && e.sport == 0) ||
+		    (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV);
+	if (ci && hold) {
+		ci->pending_ns = now;
+		ci->pending_old = oldstate;
+		ci->pending_new = newstate;
+		if (newstate != TCP_SYN_RECV) {
+			struct stash st = { .cookie = cookie, .sk = (__u64)sk };
+			__u64 id = bpf_get_current_pid_tgid();
+			bpf_map_update_elem(&in_syscall, &id, &st, BPF_ANY);
+		}
+		return 0;
+	}
+
+	if (newstate == TCP_LISTEN && ci && ci->owner_known) {
+		struct listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
+		struct owner o = { .pid = ci->pid };
+		__builtin_memcpy(o.comm, ci->comm, TT_COMM_LEN);
+		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
+	}
+	emit(&e);
+	return 0;
+}
+
+/* connect() or listen() returned: the held-back event now has its local port. */
+static __always_inline int flush_after_syscall(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct stash *st = bpf_map_lookup_elem(&in_syscall, &id);
+	if (!st)
+		return 0;
+	__u64 cookie = st->cookie;
+	const struct sock *sk = (const struct sock *)st->sk;
+	bpf_map_delete_elem(&in_syscall, &id);
+
+	struct conn_info *ci = conn_lookup(cookie);
+	if (!ci || !ci->pending_new)
+		return 0;
+	__u8 held = ci->pending_new;
+	flush_pending(sk, cookie, ci);
+	if (held == TCP_LISTEN && ci->owner_known) {
+		struct listener_key lk = {
+			.netns = netns_of(&sk->__sk_common),
+			.family = BPF_CORE_READ(sk, __sk_common.skc_family),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		struct owner o = { .pid = ci->pid };
+		__builtin_memcpy(o.comm, ci->comm, TT_COMM_LEN);
+		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	return flush_after_syscall();
+}
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int handle_exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	return flush_after_syscall();
+}
+
+/* An event about a socket we may track: flushes what it holds, fills owner. */
+static __always_inline void prepare_sock_event(struct tcptrail_event *e, struct sock *sk, __u8 type)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct conn_info *ci = conn_lookup(cookie);
+	if (ci)
+		flush_pending(sk, cookie, ci);
+	fill_common(e, sk, cookie, ci, bpf_ktime_get_ns());
+	e->type = type;
+	e->new_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->old_state = e->new_state;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(handle_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+{
+	struct tcptrail_event e = {};
+	prepare_sock_event(&e, sk, TT_EVENT_RETRANSMIT);
+	e.detail = e.new_state == TCP_SYN_SENT ? TT_RETRANSMIT_SYN : TT_RETRANSMIT_DATA;
+	emit(&e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(handle_retransmit_synack, struct sock *listener, struct request_sock *req)
+{
+	struct tcptrail_event e = {};
+	e.mono_ns = bpf_ktime_get_ns();
+	e.cookie = bpf_get_socket_cookie(listener);
+	e.cpu = bpf_get_smp_processor_id();
+	e.type = TT_EVENT_RETRANSMIT;
+	e.detail = TT_RETRANSMIT_SYNACK;
+	e.flags = TT_FLAG_REQUEST_SOCK;
+	e.old_state = e.new_state = TCP_SYN_RECV;
+	fill_endpoints(&e, &req->__req_common);
+	fill_owner(&e, conn_lookup(e.cookie));
+	emit(&e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, struct sock *sk, struct sk_buff *skb, int reason)
+{
+	struct tcptrail_event e = {};
+	if (sk) {
+		prepare_sock_event(&e, sk, TT_EVENT_RESET);
+	} else if (skb) {
+		/* No socket: a reset answering a segment nobody owns. Swap the
+		 * segment's addresses so "local" is this host. */
+		e.mono_ns = bpf_ktime_get_ns();
+		e.cpu = bpf_get_smp_processor_id();
+		e.type = TT_EVENT_RESET;
+		e.flags = TT_FLAG_NO_SOCKET;
+		e.old_state = e.new_state = TCP_CLOSE;
+		unsigned char *head = BPF_CORE_READ(skb, head);
+		__u16 nh = BPF_CORE_READ(skb, network_header);
+		__u16 th = BPF_CORE_READ(skb, transport_header);
+		__u8 version = 0;
+		bpf_probe_read_kernel(&version, 1, head + nh);
+		version >>= 4;
+		if (version == 4) {
+			e.family = AF_INET;
+			bpf_probe_read_kernel(e.daddr, 4, head + nh + 12);
+			bpf_probe_read_kernel(e.saddr, 4, head + nh + 16);
+		} else if (version == 6) {
+			e.family = AF_INET6;
+			bpf_probe_read_kernel(e.daddr, 16, head + nh + 8);
+			bpf_probe_read_kernel(e.saddr, 16, head + nh + 24);
+		} else {
+			return 0;
+		}
+		__be16 ports[2] = {};
+		bpf_probe_read_kernel(ports, sizeof(ports), head + th);
+		e.dport = bpf_ntohs(ports[0]);
+		e.sport = bpf_ntohs(ports[1]);
+	} else {
+		return 0;
+	}
+	e.detail = TT_RESET_SENT;
+	e.reason = reason;
+	emit(&e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(handle_receive_reset, struct sock *sk)
+{
+	struct tcptrail_event e = {};
+	prepare_sock_event(&e, sk, TT_EVENT_RESET);
+	e.detail = TT_RESET_RECEIVED;
+	emit(&e);
+	return 0;
+}
+
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(handle_error_report, struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct tcptrail_event e = {};
+	prepare_sock_event(&e, sk, TT_EVENT_ERROR);
+	e.error = BPF_CORE_READ(sk, sk_err);
+	emit(&e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(handle_destroy_sock, struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct conn_info *ci = conn_lookup(cookie);
+	if (!ci)
+		return 0;
+	flush_pending(sk, cookie, ci);
+	bpf_map_delete_elem(&conns, &cookie);
+	return 0;
+}

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one definition of what the kernel side hands to user space.
+ *
+ * Included by bpf/tcptrail.bpf.c (compiled with clang -target bpf) and by the
+ * Swift package through the CTCPTrailEvent module. Both compilers check the
+ * static asserts at the bottom, so a layout change that is not made on both
+ * sides fails the build instead of producing garbage.
+ */
+#ifndef TCPTRAIL_EVENT_H
+#define TCPTRAIL_EVENT_H
+
+#ifndef TCPTRAIL_BPF
+#include <linux/types.h>
+#endif
+
+/* Record kinds (tcptrail_event.type). */
+enum tcptrail_event_type {
+	TT_EVENT_TRANSITION = 1, /* sock:inet_sock_set_state */
+	TT_EVENT_RETRANSMIT = 2, /* tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack */
+	TT_EVENT_RESET = 3,      /* tcp:tcp_send_reset, tcp:tcp_receive_reset */
+	TT_EVENT_ERROR = 4,      /* sock:inet_sk_error_report */
+};
+
+/* tcptrail_event.detail for TT_EVENT_RETRANSMIT. */
+enum tcptrail_retransmit_kind {
+	TT_RETRANSMIT_DATA = 0,
+	TT_RETRANSMIT_SYN = 1,
+	TT_RETRANSMIT_SYNACK = 2,
+};
+
+/* tcptrail_event.detail for TT_EVENT_RESET. */
+enum tcptrail_reset_direction {
+	TT_RESET_SENT = 1,
+	TT_RESET_RECEIVED = 2,
+};
+
+/* tcptrail_event.flags bits. */
+enum tcptrail_event_flags {
+	TT_FLAG_OWNER_KNOWN = 1 << 0,   /* pid/comm come from the socket's owner */
+	TT_FLAG_PREV_KNOWN = 1 << 1,    /* prev_state_ns is meaningful */
+	TT_FLAG_PEER_FIN = 1 << 2,      /* the peer's FIN had arrived (SOCK_DONE, set by tcp_fin) */
+	TT_FLAG_DEFERRED = 1 << 3,      /* held back until the socket's addresses were set */
+	TT_FLAG_NO_SOCKET = 1 << 4,     /* reset sent with no socket (e.g. SYN to a closed port) */
+	TT_FLAG_REQUEST_SOCK = 1 << 5,  /* conn is a request sock (SYN-ACK retransmit) */
+};
+
+#define TT_COMM_LEN 16
+
+/*
+ * One fixed-size record per kernel event. Addresses are plain bytes (no
+ * __int128: Swift's importer drops such declarations), in network order;
+ * an IPv4 address sits in the first 4 bytes. Ports are in host order.
+ */
+struct tcptrail_event {
+	__u64 mono_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 cookie;         /* socket cookie: never repeats while the system runs */
+	__u64 prev_state_ns;  /* time spent in old_state, if TT_FLAG_PREV_KNOWN */
+	__u32 generation;     /* bumped each time one socket leaves CLOSE again */
+	__u32 netns;          /* network namespace inode */
+	__u32 pid;            /* owning process (tgid) */
+	__s32 error;          /* errno for TT_EVENT_ERROR, err for retransmits */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;         /* AF_INET (2) or AF_INET6 (10) */
+	__u8 type;            /* enum tcptrail_event_type */
+	__u8 old_state;       /* kernel TCP_* value */
+	__u8 new_state;       /* kernel TCP_* value; the current state for non-transitions */
+	__u8 detail;          /* retransmit kind or reset direction */
+	__u8 flags;           /* enum tcptrail_event_flags */
+	__u8 cpu;             /* CPU that saw the event */
+	__u32 reason;         /* tcp_send_reset reason (enum sk_rst_reason) */
+	char comm[TT_COMM_LEN];
+};
+
+#define TT_EVENT_SIZE 104
+
+/* Settings written into .rodata before load (const volatile in the program). */
+#define TT_MAX_FILTER 8
+struct tcptrail_config {
+	__u32 pids[TT_MAX_FILTER];
+	__u16 ports[TT_MAX_FILTER];   /* local or remote */
+	__u16 lports[TT_MAX_FILTER];
+	__u16 rports[TT_MAX_FILTER];
+	__u32 n_pids;
+	__u32 n_ports;
+	__u32 n_lports;
+	__u32 n_rports;
+	__u32 netns;                  /* 0: every namespace */
+	__u16 family;                 /* 0: both */
+	__u16 pad;
+	__u64 wakeup_bytes;           /* wake user space once this much is queued */
+};
+
+/* Indexes into the per-CPU "stats" array. */
+enum tcptrail_stat {
+	TT_STAT_LOST = 0,        /* bpf_ringbuf_reserve failed: event dropped */
+	TT_STAT_TRACK_FULL = 1,  /* the connection table was full: socket not tracked */
+	TT_STAT_FILTERED = 2,    /* events dropped by the in-kernel filters */
+	TT_STAT_SUBMITTED = 3,   /* events written to the ring buffer */
+	TT_STAT_MAX = 4,
+};
+
+_Static_assert(sizeof(struct tcptrail_event) == TT_EVENT_SIZE, "tcptrail_event size");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, cookie) == 8, "cookie offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, generation) == 24, "generation offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, saddr) == 40, "saddr offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, sport) == 72, "sport offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, type) == 78, "type offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, reason) == 84, "reason offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, comm) == 88, "comm offset");
+_Static_assert(sizeof(struct tcptrail_config) == 112, "tcptrail_config size");
+
+#endif /* TCPTRAIL_EVENT_H */
