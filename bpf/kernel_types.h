@@ -98,13 +98,13 @@ struct sock_common {
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	possible_net_t skc_net;
+	unsigned long skc_flags; /* sk->sk_flags is a macro for this */
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
 struct sock {
 	struct sock_common __sk_common;
-	unsigned long sk_flags;
 	__u16 sk_protocol;
 	int sk_err;
 };

@@ -68,22 +68,11 @@ struct {
 } conns SEC(".maps");
 
 /* Listener owners by (netns, family, port): accepted children inherit them. */
-struct listener_key {
-	__u32 netns;
-	__u16 family;
-	__u16 port;
-};
-
-struct owner {
-	__u32 pid;
-	char comm[TT_COMM_LEN];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct listener_key);
-	__type(value, struct owner);
+	__type(key, struct tcptrail_listener_key);
+	__type(value, struct tcptrail_owner);
 } listeners SEC(".maps");
 
 /* Sockets whose held-back event waits for connect() or listen() to return. */
@@ -306,13 +295,14 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 		}
 		if (in_owner_context(oldstate, newstate))
 			take_owner(ci);
-		if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && !ci->owner_known) {
-			struct listener_key lk = {
+		/* Accepted children, and listeners older than the trace. */
+		if (oldstate == TCP_LISTEN && !ci->owner_known) {
+			struct tcptrail_listener_key lk = {
 				.netns = netns_of(&sk->__sk_common),
 				.family = BPF_CORE_READ(sk, __sk_common.skc_family),
 				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
 			};
-			struct owner *o = bpf_map_lookup_elem(&listeners, &lk);
+			struct tcptrail_owner *o = bpf_map_lookup_elem(&listeners, &lk);
 			if (o) {
 				ci->pid = o->pid;
 				__builtin_memcpy(ci->comm, o->comm, TT_COMM_LEN);
@@ -326,7 +316,7 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	e.type = TT_EVENT_TRANSITION;
 	e.old_state = oldstate;
 	e.new_state = newstate;
-	if (BPF_CORE_READ(sk, sk_flags) & (1UL << SOCK_DONE))
+	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE))
 		e.flags |= TT_FLAG_PEER_FIN;
 	if (ci && ci->prev_known) {
 		e.prev_state_ns = now - ci->last_ns;
@@ -356,8 +346,8 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	}
 
 	if (newstate == TCP_LISTEN && ci && ci->owner_known) {
-		struct listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
-		struct owner o = { .pid = ci->pid };
+		struct tcptrail_listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
+		struct tcptrail_owner o = { .pid = ci->pid };
 		__builtin_memcpy(o.comm, ci->comm, TT_COMM_LEN);
 		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
 	}
@@ -382,12 +372,12 @@ static __always_inline int flush_after_syscall(void)
 	__u8 held = ci->pending_new;
 	flush_pending(sk, cookie, ci);
 	if (held == TCP_LISTEN && ci->owner_known) {
-		struct listener_key lk = {
+		struct tcptrail_listener_key lk = {
 			.netns = netns_of(&sk->__sk_common),
 			.family = BPF_CORE_READ(sk, __sk_common.skc_family),
 			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
 		};
-		struct owner o = { .pid = ci->pid };
+		struct tcptrail_owner o = { .pid = ci->pid };
 		__builtin_memcpy(o.comm, ci->comm, TT_COMM_LEN);
 		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
 	}

@@ -94,6 +94,20 @@ struct tcptrail_config {
 	__u64 wakeup_bytes;           /* wake user space once this much is queued */
 };
 
+/* Key and value of the "listeners" map: accepted children inherit the owner
+ * of the listener on their port. User space seeds it at start with the
+ * listeners that already exist (from /proc), the program adds new ones. */
+struct tcptrail_listener_key {
+	__u32 netns;
+	__u16 family;  /* AF_INET or AF_INET6 */
+	__u16 port;    /* host order */
+};
+
+struct tcptrail_owner {
+	__u32 pid;
+	char comm[TT_COMM_LEN];
+};
+
 /* Indexes into the per-CPU "stats" array. */
 enum tcptrail_stat {
 	TT_STAT_LOST = 0,        /* bpf_ringbuf_reserve failed: event dropped */
@@ -112,5 +126,7 @@ _Static_assert(__builtin_offsetof(struct tcptrail_event, type) == 78, "type offs
 _Static_assert(__builtin_offsetof(struct tcptrail_event, reason) == 84, "reason offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, comm) == 88, "comm offset");
 _Static_assert(sizeof(struct tcptrail_config) == 112, "tcptrail_config size");
+_Static_assert(sizeof(struct tcptrail_listener_key) == 8, "tcptrail_listener_key size");
+_Static_assert(sizeof(struct tcptrail_owner) == 20, "tcptrail_owner size");
 
 #endif /* TCPTRAIL_EVENT_H */

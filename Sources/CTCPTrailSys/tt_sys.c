@@ -17,7 +17,14 @@ int tt_install_stop_handlers(void)
 	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
 		return -1;
 	signal(SIGPIPE, SIG_IGN);
-	return 0;
+	/* A parent may have started us with these blocked (posix_spawn from a
+	 * thread that blocks signals): a tracer that ignores Ctrl-C is worse. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	return sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 int tt_set_comm(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }

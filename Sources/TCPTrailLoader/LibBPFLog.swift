@@ -16,7 +16,7 @@ public enum LibBPFLog {
         echo = verbose
         libbpf_set_print { level, format, args in
             guard let format, let args else { return 0 }
-            var buffer = [UInt8](repeating: 0, count: 4096)
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)  // verifier logs come in one piece
             let n = buffer.withUnsafeMutableBufferPointer { b in
                 b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { vsnprintf($0, b.count, format, args) }
             }

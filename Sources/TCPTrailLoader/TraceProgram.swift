@@ -1,5 +1,6 @@
 import CLibBPF
 import CTCPTrailEvent
+import TCPTrailCore
 import Foundation
 
 /// The embedded BPF object through its life: open, configure, load, attach,
@@ -190,5 +191,24 @@ extension TraceProgram {
             prog = bpf_object__next_program(object, p)
         }
         return results
+    }
+}
+
+extension TraceProgram {
+    /// Tells the kernel side who owns listeners that predate the trace
+    /// (after load, before attach). Returns how many were written.
+    @discardableResult
+    public func seedListeners(_ owners: [ListenerOwner]) -> Int {
+        guard let m = map(named: "listeners") else { return 0 }
+        let fd = bpf_map__fd(m)
+        var written = 0
+        for o in owners {
+            var key = tcptrail_listener_key(netns: o.netns, family: o.family == 6 ? 10 : 2, port: o.port)
+            var value = tcptrail_owner()
+            value.pid = o.pid
+            withUnsafeMutableBytes(of: &value.comm) { $0.storeBytes(of: o.comm, as: ProcessName.self) }
+            if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 }
+        }
+        return written
     }
 }

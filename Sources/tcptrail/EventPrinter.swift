@@ -61,6 +61,15 @@ final class EventPrinter: RingBufferConsumer {
         }
     }
 
+    /// Notices a reader that went away even when there is nothing to write
+    /// (`tcptrail trace | head` on a quiet host).
+    func checkOutputClosed() {
+        var pfd = pollfd(fd: STDOUT_FILENO, events: Int16(POLLOUT), revents: 0)
+        if poll(&pfd, 1, 0) == 1 && pfd.revents & Int16(POLLERR | POLLHUP) != 0 {
+            outputClosed = true
+        }
+    }
+
     func flush() {
         guard !out.isEmpty, !outputClosed else { return }
         let err = out.flush(to: STDOUT_FILENO)

@@ -108,6 +108,7 @@ struct Trace: ParsableCommand {
         let program = try TraceProgram.open()
         try program.configure(settings())
         try program.load()
+        program.seedListeners(ListenerScan.scan())
         try program.attach()
         return program
     }
@@ -141,6 +142,7 @@ struct Trace: ParsableCommand {
             reader.poll(timeoutMilliseconds: pollInterval)
             loss.check()
             sink.flush()
+            sink.checkOutputClosed()
         }
         // Stop new events, then take what is still queued.
         program.detach()

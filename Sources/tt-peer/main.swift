@@ -4,6 +4,8 @@
 //
 //   tt-peer server ADDR PORT COUNT [--name N] [--close-first] [--linger0]
 //   tt-peer client ADDR PORT COUNT [--name N] [--linger0]
+//   tt-peer reconnect ADDR PORT CLOSED-PORT: one socket, refused by
+//       CLOSED-PORT, then connected to PORT (the kernel reuses the socket)
 // Lines: "pid P", "listening", then per connection
 // "conn LADDR LPORT RADDR RPORT". Exit 0 when COUNT connections are done.
 import CTCPTrailSys
@@ -136,6 +138,15 @@ case "client":
         }
         close(fd)
     }
+case "reconnect":
+    // COUNT is the closed port here: the first connect is refused.
+    guard let closed = Endpoint(args[2], UInt16(count)) else { fail("bad closed port") }
+    let fd = socket(endpoint.family, Int32(SOCK_STREAM.rawValue), 0)
+    let refused = closed.withSockaddr { connect(fd, $0, $1) }
+    say("refused \(refused == 0 ? "no" : String(cString: strerror(errno)))")
+    guard endpoint.withSockaddr({ connect(fd, $0, $1) }) == 0 else { fail("connect: \(String(cString: strerror(errno)))") }
+    say("conn \(describe(fd, peer: false)) \(describe(fd, peer: true))")
+    close(fd)
 default:
-    fail("mode must be server or client")
+    fail("mode must be server, client or reconnect")
 }

@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A listening TCP socket and the process that holds it.
+public struct ListenerOwner: Sendable, Equatable {
+    public var netns: UInt32
+    /// 4 or 6.
+    public var family: UInt8
+    public var port: UInt16
+    public var pid: UInt32
+    public var comm: ProcessName
+}
+
+/// Finds the listeners that exist now and their processes, in every network
+/// namespace a process sits in, the way `ss -ltp` does it from /proc: socket
+/// inodes from /proc/PID/fd, listeners from /proc/PID/net/tcp{,6}.
+///
+/// The kernel side learns a listener's owner when listen() runs; listeners
+/// older than the trace are learnt here, so their accepted children get the
+/// right process from their first event.
+public enum ListenerScan {
+    public static func scan(procRoot: String = "/proc") -> [ListenerOwner] {
+        var ownerOfInode: [UInt64: UInt32] = [:]
+        var pidInNetns: [UInt32: UInt32] = [:]
+        for pid in numericEntries(procRoot) {
+            if let ns = linkNumber("\(procRoot)/\(pid)/ns/net", prefix: "net:["), pidInNetns[ns] == nil {
+                pidInNetns[ns] = pid
+            }
+            let fdDir = "\(procRoot)/\(pid)/fd"
+            for fd in numericEntries(fdDir) {
+                if let inode = linkNumber("\(fdDir)/\(fd)", prefix: "socket:["), ownerOfInode[UInt64(inode)] == nil {
+                    ownerOfInode[UInt64(inode)] = pid
+                }
+            }
+        }
+        var result: [ListenerOwner] = []
+        var comms: [UInt32: ProcessName] = [:]
+        for (netns, pid) in pidInNetns {
+            for (file, family) in [("tcp", UInt8(4)), ("tcp6", UInt8(6))] {
+                guard let table = readText("\(procRoot)/\(pid)/net/\(file)") else { continue }
+                for (port, inode) in listeners(in: table) {
+                    guard let owner = ownerOfInode[inode] else { continue }
+                    let comm = comms[owner] ?? ProcessName(readText("\(procRoot)/\(owner)/comm").map { String($0.prefix { $0 != "\n" }) } ?? "")
+                    comms[owner] = comm
+                    result.append(ListenerOwner(netns: netns, family: family, port: port, pid: owner, comm: comm))
+                }
+            }
+        }
+        return result
+    }
+
+    /// (port, inode) of each LISTEN row (state 0A) in a /proc/net/tcp table.
+    public static func listeners(in table: String) -> [(UInt16, UInt64)] {
+        var out: [(UInt16, UInt64)] = []
+        for line in table.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count > 9, f[3] == "0A",
+                  let colon = f[1].lastIndex(of: ":"),
+                  let port = UInt16(f[1][f[1].index(after: colon)...], radix: 16),
+                  let inode = UInt64(f[9]), inode != 0
+            else { continue }
+            out.append((port, inode))
+        }
+        return out
+    }
+
+    static func numericEntries(_ path: String) -> [UInt32] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [UInt32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let n = UInt32(name) { out.append(n) }
+        }
+        return out
+    }
+
+    /// The number in a link such as `socket:[12345]`.
+    static func linkNumber(_ path: String, prefix: String) -> UInt32? {
+        var buf = [CChar](repeating: 0, count: 128)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        let text = String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard text.hasPrefix(prefix), text.hasSuffix("]") else { return nil }
+        return UInt32(text.dropFirst(prefix.count).dropLast())
+    }
+
+    static func readText(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n <= 0 { break }
+            data.append(contentsOf: chunk.prefix(n))
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

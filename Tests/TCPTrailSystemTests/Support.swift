@@ -1,0 +1,276 @@
+import Foundation
+import Testing
+
+/// Whether the privileged tests can run here, and whether they must.
+enum Privileged {
+    /// Set by .ci/run: a skipped privileged test is a failure there.
+    static let required = ProcessInfo.processInfo.environment["TCPTRAIL_REQUIRE_PRIVILEGED"] == "1"
+    static let isRoot = geteuid() == 0
+    static let hasBTF = access("/sys/kernel/btf/vmlinux", R_OK) == 0
+    /// Root with kernel BTF: the real BPF object can load.
+    static let available = isRoot && hasBTF
+    static let reason = "needs root and /sys/kernel/btf/vmlinux (run scripts/test with sudo)"
+}
+
+/// Where `swift build` put the executables (beside the test bundle).
+enum Products {
+    static let directory: URL = {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // XCTest bundles on Linux are files; Swift Testing may run from inside .xctest.
+        if dir.pathExtension == "xctest" { dir = dir.deletingLastPathComponent() }
+        return dir
+    }()
+    static var tcptrail: String { directory.appendingPathComponent("tcptrail").path }
+    static var peer: String { directory.appendingPathComponent("tt-peer").path }
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a command to completion and captures its output.
+@discardableResult
+func run(_ args: [String], check: Bool = true, timeout: Double = 120) throws -> CommandResult {
+    let b = try Background(args)
+    let status = try b.wait(timeout: timeout)
+    let result = CommandResult(status: status, stdout: b.stdout, stderr: b.stderr)
+    if check && result.status != 0 {
+        throw TestFailure("\(args.joined(separator: " ")) exited \(result.status): \(result.stderr)")
+    }
+    return result
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A unique small number per test run and call: names and ports that
+/// parallel runs do not share.
+enum Unique {
+    nonisolated(unsafe) private static var counter = 0
+    private static let lock = NSLock()
+    static func next() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        counter += 1
+        return counter
+    }
+
+    /// A TCP port no socket in the root namespace uses now.
+    static func port() -> UInt16 {
+        while true {
+            let candidate = UInt16.random(in: 20000...59999)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = candidate.bigEndian
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            close(fd)
+            if rc == 0 { return candidate }
+        }
+    }
+}
+
+/// A process started in the background, output to files (no pipe deadlocks).
+final class Background {
+    let process = Process()
+    let stdoutURL: URL
+    let stderrURL: URL
+
+    init(_ args: [String]) throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("tt-\(getpid())-\(Unique.next())")
+        stdoutURL = base.appendingPathExtension("out")
+        stderrURL = base.appendingPathExtension("err")
+        FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = args
+        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        process.standardInput = FileHandle.nullDevice
+        // Children inherit this thread's signal mask, and test threads block
+        // most signals: unblock them so SIGINT and SIGTERM reach the child.
+        var all = sigset_t(), saved = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_UNBLOCK, &all, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            for _ in 0..<250 where process.isRunning { usleep(20_000) }
+        }
+        try? FileManager.default.removeItem(at: stdoutURL)
+        try? FileManager.default.removeItem(at: stderrURL)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+
+    /// Waits until `text` shows in stdout or stderr.
+    func waitFor(_ text: String, inStderr: Bool = false, timeout: Double = 30) throws {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if (inStderr ? stderr : stdout).contains(text) { return }
+            if !process.isRunning {
+                throw TestFailure("\(process.arguments ?? []) exited \(process.terminationStatus) before printing '\(text)': \(stderr)")
+            }
+            usleep(20_000)
+        }
+        throw TestFailure("timed out waiting for '\(text)' from \(process.arguments ?? [])")
+    }
+
+    /// Waits for exit; fails the test on timeout.
+    @discardableResult
+    func wait(timeout: Double = 60) throws -> Int32 {
+        let end = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < end { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            throw TestFailure("\(process.arguments ?? []) still running after \(timeout) s")
+        }
+        return process.terminationStatus
+    }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
+}
+
+/// A running `tcptrail trace --json`, stopped by SIGINT.
+final class Tracer {
+    let background: Background
+
+    init(_ extra: [String]) throws {
+        background = try Background([Products.tcptrail, "trace", "--json"] + extra)
+        try background.waitFor("tracing TCP events", inStderr: true)
+    }
+
+    /// Stops the tracer (SIGINT) and returns every record it wrote.
+    func stop() throws -> (records: [[String: Any]], status: Int32, stderr: String) {
+        background.signal(SIGINT)
+        let status = try background.wait()
+        var records: [[String: Any]] = []
+        for line in background.stdout.split(separator: "\n") {
+            guard let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                throw TestFailure("not a JSON object: \(line)")
+            }
+            records.append(obj)
+        }
+        return (records, status, background.stderr)
+    }
+}
+
+/// One test host: a network namespace, deleted on deinit.
+final class NetworkNamespace {
+    let name: String
+
+    init(prefix: String = "tt") throws {
+        name = "\(prefix)\(getpid() % 100000)-\(Unique.next())"
+        try run(["ip", "netns", "add", name])
+        try run(["ip", "-n", name, "link", "set", "lo", "up"])
+    }
+
+    deinit { _ = try? run(["ip", "netns", "del", name], check: false) }
+
+    /// The namespace's inode, as the kernel side reports it.
+    var inode: UInt64 {
+        get throws {
+            let attrs = try FileManager.default.attributesOfItem(atPath: "/run/netns/\(name)")
+            return (attrs[.systemFileNumber] as? UInt64) ?? 0
+        }
+    }
+
+    func command(_ args: [String]) -> [String] { ["ip", "netns", "exec", name] + args }
+
+    /// Absolute values of kernel counters in this namespace, via nstat.
+    func nstat(_ names: [String]) throws -> [String: Int] {
+        let out = try run(command(["nstat", "-asz"] + names)).stdout
+        var values: [String: Int] = [:]
+        for line in out.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if f.count >= 2, let v = Int(f[1]) { values[String(f[0])] = v }
+        }
+        return values
+    }
+}
+
+/// Two namespaces joined by a veth pair: client at .1, server at .2.
+final class VethPair {
+    let client: NetworkNamespace
+    let server: NetworkNamespace
+    let clientV4: String, serverV4: String
+    let clientV6: String, serverV6: String
+
+    init() throws {
+        client = try NetworkNamespace(prefix: "ttc")
+        server = try NetworkNamespace(prefix: "tts")
+        let n = (Int(getpid()) * 7 + Unique.next()) % 16000
+        // 198.18.0.0/15 in /30s, and fd00:7474::/32 in /64s.
+        let third = n / 64, fourth = (n % 64) * 4
+        clientV4 = "198.\(18 + third / 256).\(third % 256).\(fourth + 1)"
+        serverV4 = "198.\(18 + third / 256).\(third % 256).\(fourth + 2)"
+        clientV6 = "fd00:7474:\(String(n, radix: 16))::1"
+        serverV6 = "fd00:7474:\(String(n, radix: 16))::2"
+        let a = "ttv\(n)a", b = "ttv\(n)b"
+        try run(["ip", "link", "add", a, "netns", client.name, "type", "veth", "peer", "name", b, "netns", server.name])
+        try run(["ip", "-n", client.name, "addr", "add", "\(clientV4)/30", "dev", a])
+        try run(["ip", "-n", server.name, "addr", "add", "\(serverV4)/30", "dev", b])
+        try run(["ip", "-n", client.name, "-6", "addr", "add", "\(clientV6)/64", "dev", a, "nodad"])
+        try run(["ip", "-n", server.name, "-6", "addr", "add", "\(serverV6)/64", "dev", b, "nodad"])
+        try run(["ip", "-n", client.name, "link", "set", a, "up"])
+        try run(["ip", "-n", server.name, "link", "set", b, "up"])
+    }
+}
+
+/// A tt-peer process and what it reported.
+final class Peer {
+    let background: Background
+
+    init(_ ns: NetworkNamespace?, _ args: [String]) throws {
+        let cmd = [Products.peer] + args
+        background = try Background(ns.map { $0.command(cmd) } ?? cmd)
+    }
+
+    var pid: Int {
+        get throws {
+            try background.waitFor("pid ")
+            for line in background.stdout.split(separator: "\n") where line.hasPrefix("pid ") {
+                if let p = Int(line.dropFirst(4)) { return p }
+            }
+            throw TestFailure("tt-peer printed no pid")
+        }
+    }
+
+    /// The connections as the process saw them: (laddr, lport, raddr, rport).
+    var connections: [(String, Int, String, Int)] {
+        background.stdout.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ")
+            guard f.count == 5, f[0] == "conn", let lp = Int(f[2]), let rp = Int(f[4]) else { return nil }
+            return (String(f[1]), lp, String(f[3]), rp)
+        }
+    }
+}
+
+extension Dictionary where Key == String, Value == Any {
+    func int(_ key: String) -> Int { (self[key] as? Int) ?? -1 }
+    func str(_ key: String) -> String { (self[key] as? String) ?? "" }
+    /// "FROM->TO" of a transition record.
+    var transition: String { "\(str("kernel_from"))->\(str("kernel_to"))" }
+}
+
+/// The transitions of each connection id, in record order.
+func transitionsByConnection(_ records: [[String: Any]]) -> [String: [[String: Any]]] {
+    var out: [String: [[String: Any]]] = [:]
+    for r in records where r.str("type") == "transition" {
+        out[r.str("conn"), default: []].append(r)
+    }
+    return out
+}
+
+let activeOpenAndClose = ["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"]
+let passiveOpenAndClose = ["LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"]
