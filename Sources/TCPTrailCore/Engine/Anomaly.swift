@@ -1,0 +1,47 @@
+/// Something about a connection an operator should know, with what to do.
+public struct Anomaly: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case connectionRefused = "connection_refused"
+        case handshakeTimeout = "handshake_timeout"
+        case synRetransmit = "syn_retransmit"
+        case synackRetransmit = "synack_retransmit"
+        case resetReceived = "reset_received"
+        case resetSent = "reset_sent"
+        case closeWaitStall = "close_wait_stall"
+        case finWait2Stall = "fin_wait_2_stall"
+        case serverTimeWait = "server_time_wait"
+        case timeWaitBuildup = "time_wait_buildup"
+        case dataRetransmit = "data_retransmit"
+        case listenOverflow = "listen_overflow"
+        case unexpectedTransition = "unexpected_transition"
+    }
+
+    public enum Severity: String, Sendable {
+        case info, warning, critical
+    }
+
+    public var kind: Kind
+    public var severity: Severity
+    /// One sentence an operator understands.
+    public var detail: String
+    /// When it was detected (kernel monotonic ns).
+    public var monoNanoseconds: UInt64
+    /// The connection it is about (endpoints, owner).
+    public var connection: ConnectionIdentity
+    /// A count where the kind has one (retransmits, TIME_WAIT sockets).
+    public var count: Int?
+}
+
+/// The thresholds behind the anomalies that have one.
+public struct AnomalyThresholds: Sendable, Equatable {
+    /// `close_wait_stall` after this long in CLOSE_WAIT.
+    public var closeWaitNanoseconds: UInt64 = 60_000_000_000
+    /// `fin_wait_2_stall` after this long in FIN_WAIT_2.
+    public var finWait2Nanoseconds: UInt64 = 60_000_000_000
+    /// `time_wait_buildup` when one local endpoint holds more TIME_WAIT sockets than this.
+    public var timeWaitSockets: Int = 1000
+    /// `data_retransmit` when one connection retransmits more data segments than this.
+    public var dataRetransmits: Int = 3
+
+    public init() {}
+}

@@ -1,0 +1,77 @@
+/// Who and where a connection is, as the latest kernel event said.
+public struct ConnectionIdentity: Sendable, Equatable {
+    public var conn: String
+    public var pid: UInt32
+    public var comm: ProcessName
+    public var ownerKnown: Bool
+    public var netns: UInt32
+    public var family: UInt8
+    public var localAddress: RawAddress
+    public var localPort: UInt16
+    public var remoteAddress: RawAddress
+    public var remotePort: UInt16
+
+    public init(_ e: KernelEvent) {
+        conn = e.connectionID
+        pid = e.pid
+        comm = e.comm
+        ownerKnown = e.ownerKnown
+        netns = e.netns
+        family = e.family
+        localAddress = e.localAddress
+        localPort = e.localPort
+        remoteAddress = e.remoteAddress
+        remotePort = e.remotePort
+    }
+
+    /// "198.18.0.1:41234 -> 198.18.0.2:8080" for sentences.
+    public var endpoints: String {
+        var out = OutputBuffer(capacity: 96)
+        out.append(address: localAddress, family: family)
+        out.append(UInt8(ascii: ":"))
+        out.append(decimal: UInt64(localPort))
+        out.append(" -> " as StaticString)
+        out.append(address: remoteAddress, family: family)
+        out.append(UInt8(ascii: ":"))
+        out.append(decimal: UInt64(remotePort))
+        return out.string
+    }
+}
+
+/// One step of a connection's life in the documents' terms.
+public struct StateChange: Sendable, Equatable {
+    public var connection: ConnectionIdentity
+    public var monoNanoseconds: UInt64
+    public var from: TCPState
+    public var to: TCPState
+    public var step: Step
+    /// The engine worked this out; the kernel did not report it as such.
+    public var inferred: Bool
+    /// The kernel transition behind it; nil for changes the engine made up
+    /// (TIME_WAIT -> CLOSED after 2MSL).
+    public var kernel: KernelEvent?
+    /// Why, where the step alone does not say (e.g. `fin_wait_2_timeout`).
+    public var reason: String?
+}
+
+/// What the engine knows about one connection.
+struct ConnectionRecord {
+    var identity: ConnectionIdentity
+    var state: TCPState
+    var since: UInt64
+    /// Opened by LISTEN -> SYN_RECEIVED: the server side.
+    var passive = false
+    var synRetransmits = 0
+    var dataRetransmits = 0
+    var dataRetransmitReported = false
+    var stallReported = false
+    var lastError: Int32 = 0
+    var resetReceived = false
+    var resetSent = false
+    /// A -> CLOSE whose cause (reset, error, nothing) may still arrive.
+    var pendingClose: KernelEvent?
+    var pendingCloseFrom: TCPState = .closed
+    /// TIME_WAIT ends (inferred) at this time.
+    var timeWaitEnds: UInt64 = 0
+    var lastMono: UInt64
+}

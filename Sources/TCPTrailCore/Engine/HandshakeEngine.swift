@@ -1,0 +1,332 @@
+/// What the engine emits, in order.
+public enum EngineOutput: Sendable, Equatable {
+    case change(StateChange)
+    case anomaly(Anomaly)
+    /// A kernel event that is not a transition (retransmit, reset, error),
+    /// passed through in order.
+    case event(KernelEvent)
+}
+
+/// Turns the kernel's raw transitions into each connection's life as the TCP
+/// documents describe it, fills in what the kernel hides, and flags anomalies.
+///
+/// Feed it kernel events with `process`, and call `advance(to:)` as time passes
+/// (it runs the timers: TIME_WAIT expiry, stalls, held closes). It is a plain
+/// value with no I/O, so live tracing and replay give the same answers.
+public struct HandshakeEngine: Sendable {
+    /// Linux's TCP_TIMEWAIT_LEN: TIME_WAIT lasts 60 s (not a sysctl).
+    public static let timeWaitNanoseconds: UInt64 = 60_000_000_000
+    /// How long a -> CLOSE waits for the reset or error that explains it
+    /// (the kernel reports a sent RST right after the transition).
+    public static let closeCauseWindow: UInt64 = 5_000_000
+
+    public var thresholds: AnomalyThresholds
+    private var connections: [String: ConnectionRecord] = [:]
+    /// TIME_WAIT sockets per local endpoint, for `time_wait_buildup`.
+    private var timeWaitByEndpoint: [EndpointKey: Int] = [:]
+    private var buildupReported: Set<EndpointKey> = []
+    /// The latest time seen: events from two CPUs may come slightly out of order.
+    public private(set) var now: UInt64 = 0
+    private var nextTimer: UInt64 = .max
+    /// Connections whose -> CLOSE waits for its cause.
+    private var pendingCloses: Set<String> = []
+    /// Connections in CLOSE_WAIT or FIN_WAIT_2 not yet reported as stalled.
+    private var stallWatch: Set<String> = []
+    /// TIME_WAIT expiries in order (all last 60 s, so entry order is expiry order).
+    private var timeWaitQueue: [(ends: UInt64, id: String)] = []
+    private var timeWaitHead = 0
+
+    public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
+    public private(set) var finalStates: [TCPState: Int] = [:]
+    /// SYN_SENT -> ESTABLISHED and SYN_RECEIVED -> ESTABLISHED, in ns.
+    public private(set) var activeHandshakes: [UInt64] = []
+    public private(set) var passiveHandshakes: [UInt64] = []
+
+    struct EndpointKey: Hashable, Sendable {
+        var netns: UInt32
+        var address: RawAddress
+        var port: UInt16
+    }
+
+    public init(thresholds: AnomalyThresholds = AnomalyThresholds()) {
+        self.thresholds = thresholds
+    }
+
+    /// Connections the engine tracks now (not yet CLOSED, or in TIME_WAIT).
+    public var trackedConnections: Int { connections.count }
+
+    /// The documented state of a connection, if tracked.
+    public func state(of conn: String) -> TCPState? { connections[conn]?.state }
+
+    // MARK: - Events
+
+    public mutating func process(_ e: KernelEvent, emit: (EngineOutput) -> Void) {
+        advance(to: e.monoNanoseconds, emit: emit)
+        let id = e.connectionID
+        switch e.kind {
+        case .transition:
+            transition(e, id: id, emit: emit)
+        case .retransmit:
+            emit(.event(e))
+            retransmit(e, id: id, emit: emit)
+        case .reset:
+            emit(.event(e))
+            reset(e, id: id, emit: emit)
+        case .error:
+            emit(.event(e))
+            if var c = connections[id] {
+                c.lastError = e.errorNumber
+                connections[id] = c
+                if c.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
+            }
+        }
+    }
+
+    private mutating func transition(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
+        guard let kfrom = e.oldState, let kto = e.newState else { return }
+        // A new transition settles a held close of the same connection first.
+        if connections[id]?.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
+        let identity = ConnectionIdentity(e)
+        var c = connections[id] ?? ConnectionRecord(identity: identity, state: TCPState(kernel: kfrom), since: e.monoNanoseconds - (e.previousStateNanoseconds ?? 0), lastMono: e.monoNanoseconds)
+        c.identity = identity
+        c.lastMono = e.monoNanoseconds
+
+        guard let move = StateDiagram.move(kfrom, kto) else {
+            let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: TCPState(kernel: kfrom), to: TCPState(kernel: kto), step: .aborted, inferred: false, kernel: e, reason: "outside the state diagram")
+            emit(.change(change))
+            report(.unexpectedTransition, .warning, "The kernel moved \(identity.endpoints) from \(kfrom.name) to \(kto.name), which RFC 9293's state diagram has no arrow for.", e.monoNanoseconds, identity, emit: emit)
+            c.state = TCPState(kernel: kto)
+            c.since = e.monoNanoseconds
+            connections[id] = c
+            return
+        }
+
+        if kto == .close && move.step == .aborted {
+            // FIN_WAIT2 -> CLOSE: the hand-over to TIME_WAIT if the peer's FIN came.
+            if kfrom == .finWait2 {
+                let change: StateChange
+                if e.peerFinReceived {
+                    change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .timeWait, step: .timeWait, inferred: true, kernel: e)
+                } else {
+                    // No peer FIN: the FIN_WAIT_2 timer ran out, or an orphaned socket
+                    // was handed to a FIN_WAIT_2 timewait sock; either way it is gone here.
+                    change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .closed, step: .closed, inferred: true, kernel: e, reason: "fin_wait_2_timeout")
+                }
+                apply(change, to: &c, id: id, emit: emit)
+                connections[id] = c
+                return
+            }
+            // Other -> CLOSE: wait briefly for the reset or error that explains it.
+            c.pendingClose = e
+            c.pendingCloseFrom = c.state == move.from ? c.state : move.from
+            connections[id] = c
+            pendingCloses.insert(id)
+            scheduleTimer(e.monoNanoseconds + Self.closeCauseWindow)
+            return
+        }
+
+        // CLOSING -> CLOSE is the hand-over to TIME_WAIT: the state is inferred.
+        let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: move.from, to: move.to, step: move.step, inferred: move.to == .timeWait, kernel: e)
+        if move.step == .synReceived { c.passive = true }
+        apply(change, to: &c, id: id, emit: emit)
+        connections[id] = c
+    }
+
+    /// Records a change: emits it, updates the connection and the statistics.
+    private mutating func apply(_ change: StateChange, to c: inout ConnectionRecord, id: String, emit: (EngineOutput) -> Void) {
+        let elapsed = change.monoNanoseconds >= c.since ? change.monoNanoseconds - c.since : 0
+        if change.step == .established {
+            if change.from == .synSent { activeHandshakes.append(elapsed) }
+            if change.from == .synReceived { passiveHandshakes.append(elapsed) }
+        }
+        if c.state == .timeWait { leaveTimeWait(c) }
+        emit(.change(change))
+        c.state = change.to
+        c.since = change.monoNanoseconds
+        c.stallReported = false
+        if change.to == .closeWait || change.to == .finWait2 { stallWatch.insert(id) } else { stallWatch.remove(id) }
+        switch change.to {
+        case .timeWait:
+            c.timeWaitEnds = change.monoNanoseconds + Self.timeWaitNanoseconds
+            timeWaitQueue.append((c.timeWaitEnds, id))
+            scheduleTimer(c.timeWaitEnds)
+            enterTimeWait(c, emit: emit)
+            if c.passive {
+                report(.serverTimeWait, .warning, "The server side of \(c.identity.endpoints) closed first and now holds TIME_WAIT for 60 s; servers should let clients close first, or TIME_WAIT sockets pile up on the listening port.", change.monoNanoseconds, c.identity, emit: emit)
+            }
+        case .closeWait:
+            scheduleTimer(change.monoNanoseconds + thresholds.closeWaitNanoseconds)
+        case .finWait2:
+            scheduleTimer(change.monoNanoseconds + thresholds.finWait2Nanoseconds)
+        case .closed:
+            finalStates[.closed, default: 0] += 1
+        default:
+            break
+        }
+    }
+
+    private mutating func resolvePendingClose(id: String, emit: (EngineOutput) -> Void) {
+        guard var c = connections[id], let e = c.pendingClose else { return }
+        c.pendingClose = nil
+        pendingCloses.remove(id)
+        let from = c.pendingCloseFrom
+        let identity = c.identity
+        var step = Step.aborted
+        var reason: String?
+        if c.resetReceived || c.resetSent {
+            step = .reset
+            reason = c.resetReceived ? "reset_received" : "reset_sent"
+        } else if c.lastError != 0 {
+            reason = ErrnoName.name(c.lastError)
+        } else if from == .synSent || from == .synReceived || from == .listen {
+            reason = "closed_by_application"
+        }
+        let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: from, to: .closed, step: step, inferred: false, kernel: e, reason: reason)
+        apply(change, to: &c, id: id, emit: emit)
+        if from == .synSent {
+            if c.resetReceived || c.lastError == 111 {
+                report(.connectionRefused, .warning, "The connection to \(endpointText(identity, remote: true)) was refused: the peer answered the SYN with an RST (nothing listens on that port, or a firewall rejects it).", e.monoNanoseconds, identity, emit: emit)
+            } else if c.lastError == 110 {
+                report(.handshakeTimeout, .critical, "The connection to \(endpointText(identity, remote: true)) timed out after \(c.synRetransmits) SYN retransmissions: the peer or the path drops SYNs (host down, firewall dropping, wrong address).", e.monoNanoseconds, identity, count: c.synRetransmits, emit: emit)
+            }
+        }
+        // The connection is over: forget it (TIME_WAIT entries stay until expiry).
+        if c.state == .closed { connections[id] = nil } else { connections[id] = c }
+    }
+
+    private mutating func retransmit(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
+        let identity = ConnectionIdentity(e)
+        switch e.retransmit ?? .data {
+        case .syn:
+            var c = connections[id] ?? ConnectionRecord(identity: identity, state: .synSent, since: e.monoNanoseconds, lastMono: e.monoNanoseconds)
+            c.synRetransmits += 1
+            c.identity = identity
+            connections[id] = c
+            report(.synRetransmit, .warning, "SYN to \(endpointText(identity, remote: true)) retransmitted (\(c.synRetransmits) so far): no SYN-ACK came back in time.", e.monoNanoseconds, identity, count: c.synRetransmits, emit: emit)
+        case .synack:
+            report(.synackRetransmit, .warning, "SYN-ACK to \(endpointText(identity, remote: true)) retransmitted: the client's ACK was lost or the client is gone.", e.monoNanoseconds, identity, emit: emit)
+        case .data:
+            guard var c = connections[id] else { return }
+            c.dataRetransmits += 1
+            if c.dataRetransmits > thresholds.dataRetransmits && !c.dataRetransmitReported {
+                c.dataRetransmitReported = true
+                report(.dataRetransmit, .warning, "\(identity.endpoints) retransmitted \(c.dataRetransmits) segments: packets are being lost on the path or the peer is overloaded.", e.monoNanoseconds, identity, count: c.dataRetransmits, emit: emit)
+            }
+            connections[id] = c
+        }
+    }
+
+    private mutating func reset(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
+        guard !e.noSocket, var c = connections[id] else { return }
+        let stateBefore = c.pendingClose != nil ? c.pendingCloseFrom : c.state
+        if e.reset == .received { c.resetReceived = true } else { c.resetSent = true }
+        connections[id] = c
+        if stateBefore.isSynchronized {
+            if e.reset == .received {
+                report(.resetReceived, .warning, "\(c.identity.endpoints) was reset by the peer in \(stateBefore.rawValue): it aborted the connection (crashed, closed with unread data, or a middlebox cut it).", e.monoNanoseconds, c.identity, emit: emit)
+            } else {
+                report(.resetSent, .warning, "This host reset \(c.identity.endpoints) in \(stateBefore.rawValue): the application aborted it (SO_LINGER 0, or close with unread data) and the peer lost any data in flight.", e.monoNanoseconds, c.identity, emit: emit)
+            }
+        }
+        if c.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
+    }
+
+    // MARK: - Time
+
+    private mutating func scheduleTimer(_ at: UInt64) {
+        if at < nextTimer { nextTimer = at }
+    }
+
+    /// Moves the engine's clock forward and fires what is due. Time never goes back.
+    public mutating func advance(to mono: UInt64, emit: (EngineOutput) -> Void) {
+        if mono > now { now = mono }
+        guard now >= nextTimer else { return }
+        nextTimer = .max
+        for id in pendingCloses.sorted() {
+            guard let pending = connections[id]?.pendingClose else { pendingCloses.remove(id); continue }
+            if now >= pending.monoNanoseconds + Self.closeCauseWindow {
+                resolvePendingClose(id: id, emit: emit)
+            } else {
+                scheduleTimer(pending.monoNanoseconds + Self.closeCauseWindow)
+            }
+        }
+        for id in stallWatch.sorted() {
+            guard var c = connections[id], !c.stallReported, c.state == .closeWait || c.state == .finWait2 else {
+                stallWatch.remove(id)
+                continue
+            }
+            let limit = c.state == .closeWait ? thresholds.closeWaitNanoseconds : thresholds.finWait2Nanoseconds
+            guard now >= c.since + limit else {
+                scheduleTimer(c.since + limit)
+                continue
+            }
+            c.stallReported = true
+            stallWatch.remove(id)
+            connections[id] = c
+            if c.state == .closeWait {
+                report(.closeWaitStall, .critical, "\(c.identity.endpoints) has been in CLOSE_WAIT for \((now - c.since) / 1_000_000_000) s: the peer closed and \(processText(c.identity)) never called close() on the socket (a descriptor leak).", now, c.identity, emit: emit)
+            } else {
+                report(.finWait2Stall, .warning, "\(c.identity.endpoints) has been in FIN_WAIT_2 for \((now - c.since) / 1_000_000_000) s: this side closed, and the peer has not closed its side.", now, c.identity, emit: emit)
+            }
+        }
+        while timeWaitHead < timeWaitQueue.count, timeWaitQueue[timeWaitHead].ends <= now {
+            let (ends, id) = timeWaitQueue[timeWaitHead]
+            timeWaitHead += 1
+            guard var c = connections[id], c.state == .timeWait, c.timeWaitEnds == ends else { continue }
+            let change = StateChange(connection: c.identity, monoNanoseconds: ends, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: "2msl_expired")
+            apply(change, to: &c, id: id, emit: emit)
+            connections[id] = nil
+        }
+        if timeWaitHead > 4096 && timeWaitHead * 2 > timeWaitQueue.count {
+            timeWaitQueue.removeFirst(timeWaitHead)
+            timeWaitHead = 0
+        }
+        if timeWaitHead < timeWaitQueue.count { scheduleTimer(timeWaitQueue[timeWaitHead].ends) }
+    }
+
+    /// Settles everything held (closes waiting for their cause) at the end of a run.
+    public mutating func finish(emit: (EngineOutput) -> Void) {
+        for id in connections.keys.sorted() where connections[id]?.pendingClose != nil {
+            resolvePendingClose(id: id, emit: emit)
+        }
+        for c in connections.values { finalStates[c.state, default: 0] += 1 }
+    }
+
+    // MARK: - TIME_WAIT accounting
+
+    private mutating func enterTimeWait(_ c: ConnectionRecord, emit: (EngineOutput) -> Void) {
+        let key = EndpointKey(netns: c.identity.netns, address: c.identity.localAddress, port: c.identity.localPort)
+        let n = (timeWaitByEndpoint[key] ?? 0) + 1
+        timeWaitByEndpoint[key] = n
+        if n > thresholds.timeWaitSockets && !buildupReported.contains(key) {
+            buildupReported.insert(key)
+            report(.timeWaitBuildup, .warning, "\(n) sockets on local endpoint \(endpointText(c.identity, remote: false)) are in TIME_WAIT: connections there close first at a high rate, which ties up ports and memory; let the peer close first or reuse connections.", now, c.identity, count: n, emit: emit)
+        }
+    }
+
+    private mutating func leaveTimeWait(_ c: ConnectionRecord) {
+        let key = EndpointKey(netns: c.identity.netns, address: c.identity.localAddress, port: c.identity.localPort)
+        let n = (timeWaitByEndpoint[key] ?? 1) - 1
+        timeWaitByEndpoint[key] = n > 0 ? n : nil
+        if n <= thresholds.timeWaitSockets / 2 { buildupReported.remove(key) }
+    }
+
+    // MARK: - Reporting
+
+    private mutating func report(_ kind: Anomaly.Kind, _ severity: Anomaly.Severity, _ detail: String, _ mono: UInt64, _ identity: ConnectionIdentity, count: Int? = nil, emit: (EngineOutput) -> Void) {
+        anomalyCounts[kind, default: 0] += 1
+        emit(.anomaly(Anomaly(kind: kind, severity: severity, detail: detail, monoNanoseconds: mono, connection: identity, count: count)))
+    }
+
+    private func endpointText(_ id: ConnectionIdentity, remote: Bool) -> String {
+        var out = OutputBuffer(capacity: 64)
+        out.append(address: remote ? id.remoteAddress : id.localAddress, family: id.family)
+        out.append(UInt8(ascii: ":"))
+        out.append(decimal: UInt64(remote ? id.remotePort : id.localPort))
+        return out.string
+    }
+
+    private func processText(_ id: ConnectionIdentity) -> String {
+        id.ownerKnown ? "process \(id.pid) (\(id.comm.escaped))" : "the owning process"
+    }
+}

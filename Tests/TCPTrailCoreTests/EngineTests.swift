@@ -1,0 +1,310 @@
+import CTCPTrailEvent
+import Testing
+@testable import TCPTrailCore
+
+/// Builds recorded kernel event sequences for one connection.
+final class Script {
+    var cookie: UInt64
+    var mono: UInt64 = 1_000_000_000
+    var lport: UInt16 = 40000
+    var rport: UInt16 = 8080
+    var generation: UInt32 = 0
+    var events: [KernelEvent] = []
+
+    init(_ cookie: UInt64, lport: UInt16 = 40000, rport: UInt16 = 8080, at mono: UInt64 = 1_000_000_000) {
+        self.cookie = cookie
+        self.lport = lport
+        self.rport = rport
+        self.mono = mono
+    }
+
+    private func base(_ kind: KernelEventKind) -> KernelEvent {
+        KernelEvent(monoNanoseconds: mono, cookie: cookie, generation: generation, netns: 1, pid: 42, comm: ProcessName("app"),
+                    kind: kind, family: 4, localAddress: RawAddress(bytes: [198, 18, 0, 1]), remoteAddress: RawAddress(bytes: [198, 18, 0, 2]),
+                    localPort: lport, remotePort: rport, flags: UInt8(TT_FLAG_OWNER_KNOWN.rawValue))
+    }
+
+    @discardableResult func t(_ from: KernelTCPState, _ to: KernelTCPState, after ms: UInt64 = 1, peerFin: Bool = false) -> Self {
+        mono += ms * 1_000_000
+        var e = base(.transition)
+        e.oldState = from
+        e.newState = to
+        if peerFin { e.flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
+        events.append(e)
+        return self
+    }
+
+    @discardableResult func retransmit(_ what: RetransmitKind, in state: KernelTCPState, after ms: UInt64 = 1) -> Self {
+        mono += ms * 1_000_000
+        var e = base(.retransmit)
+        e.retransmit = what
+        e.oldState = state
+        e.newState = state
+        events.append(e)
+        return self
+    }
+
+    @discardableResult func reset(_ d: ResetDirection, in state: KernelTCPState, after ms: UInt64 = 0) -> Self {
+        mono += ms * 1_000_000
+        var e = base(.reset)
+        e.reset = d
+        e.oldState = state
+        e.newState = state
+        events.append(e)
+        return self
+    }
+
+    @discardableResult func error(_ errno: Int32, in state: KernelTCPState, after ms: UInt64 = 0) -> Self {
+        mono += ms * 1_000_000
+        var e = base(.error)
+        e.errorNumber = errno
+        e.oldState = state
+        e.newState = state
+        events.append(e)
+        return self
+    }
+}
+
+struct Run {
+    var changes: [StateChange] = []
+    var anomalies: [Anomaly] = []
+    var engine: HandshakeEngine
+
+    init(_ events: [KernelEvent], thresholds: AnomalyThresholds = AnomalyThresholds(), advanceTo: UInt64? = nil) {
+        engine = HandshakeEngine(thresholds: thresholds)
+        var changes: [StateChange] = [], anomalies: [Anomaly] = []
+        let sink: (EngineOutput) -> Void = { out in
+            switch out {
+            case .change(let c): changes.append(c)
+            case .anomaly(let a): anomalies.append(a)
+            case .event: break
+            }
+        }
+        for e in events { engine.process(e, emit: sink) }
+        if let advanceTo { engine.advance(to: advanceTo, emit: sink) }
+        engine.finish(emit: sink)
+        self.changes = changes
+        self.anomalies = anomalies
+    }
+
+    var steps: [Step] { changes.map(\.step) }
+    var kinds: [Anomaly.Kind] { anomalies.map(\.kind) }
+    func steps(_ conn: String) -> [Step] { changes.filter { $0.connection.conn == conn }.map(\.step) }
+}
+
+let minute: UInt64 = 60_000_000_000
+
+@Suite struct EngineStepTests {
+    @Test func clientClosesFirstThenTimeWaitExpires() {
+        let s = Script(1)
+        let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1)
+            .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
+        let run = Run(events, advanceTo: s.mono + minute + 1)
+        #expect(run.steps == [.synSent, .established, .finSent, .finAcked, .timeWait, .closed])
+        #expect(run.changes.map(\.to) == [.synSent, .established, .finWait1, .finWait2, .timeWait, .closed])
+        #expect(run.changes[4].inferred && run.changes[4].kernel != nil)
+        let expiry = run.changes[5]
+        #expect(expiry.inferred && expiry.kernel == nil && expiry.monoNanoseconds == s.mono + minute)
+        #expect(run.anomalies.isEmpty, "a normal client close is not server_time_wait")
+        #expect(run.engine.trackedConnections == 0)
+        #expect(run.engine.activeHandshakes == [1_000_000])
+    }
+
+    @Test func timeWaitStaysUntilTwoMSL() {
+        let s = Script(1)
+        let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1)
+            .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
+        let run = Run(events, advanceTo: s.mono + minute - 1)
+        #expect(run.changes.last?.to == .timeWait)
+        #expect(run.engine.state(of: "1") == .timeWait)
+    }
+
+    @Test func serverClosesPassively() {
+        let s = Script(2, lport: 8080, rport: 40000)
+        let events = s.t(.listen, .synRecv).t(.synRecv, .established).t(.established, .closeWait)
+            .t(.closeWait, .lastAck).t(.lastAck, .close).events
+        let run = Run(events)
+        #expect(run.steps == [.synReceived, .established, .finReceived, .finSent, .finAcked])
+        #expect(run.changes.map(\.to) == [.synReceived, .established, .closeWait, .lastAck, .closed])
+        #expect(run.anomalies.isEmpty)
+        #expect(run.engine.passiveHandshakes == [1_000_000])
+    }
+
+    @Test func serverClosingFirstIsFlagged() {
+        let s = Script(3, lport: 8080, rport: 40000)
+        let events = s.t(.listen, .synRecv).t(.synRecv, .established).t(.established, .finWait1)
+            .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
+        let run = Run(events)
+        #expect(run.steps == [.synReceived, .established, .finSent, .finAcked, .timeWait])
+        #expect(run.kinds == [.serverTimeWait])
+    }
+
+    @Test func finWait2WithoutPeerFinIsNotTimeWait() {
+        let s = Script(4)
+        let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1)
+            .t(.finWait1, .finWait2).t(.finWait2, .close, after: 60_000).events
+        let run = Run(events)
+        #expect(run.changes.last?.to == .closed)
+        #expect(run.changes.last?.reason == "fin_wait_2_timeout")
+        #expect(!run.changes.contains { $0.to == .timeWait })
+    }
+
+    @Test func simultaneousClose() {
+        let s = Script(5)
+        let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1)
+            .t(.finWait1, .closing).t(.closing, .close, peerFin: true).events
+        let run = Run(events)
+        #expect(run.steps == [.synSent, .established, .finSent, .simultaneousClose, .timeWait])
+        #expect(run.changes.last?.to == .timeWait)
+    }
+
+    @Test func listenAndUnlisten() {
+        let s = Script(6, lport: 8080, rport: 0)
+        let run = Run(s.t(.close, .listen).t(.listen, .close).events)
+        #expect(run.steps == [.listen, .unlisten])
+        #expect(run.anomalies.isEmpty)
+    }
+
+    @Test func unexpectedTransition() {
+        let s = Script(7)
+        let run = Run(s.t(.close, .synSent).t(.synSent, .established).t(.established, .synSent).events)
+        #expect(run.kinds == [.unexpectedTransition])
+    }
+}
+
+@Suite struct EngineAnomalyTests {
+    @Test func refusedConnect() {
+        let s = Script(10)
+        let events = s.t(.close, .synSent).reset(.received, in: .synSent).t(.synSent, .close).error(111, in: .close).events
+        let run = Run(events)
+        #expect(run.steps == [.synSent, .reset])
+        #expect(run.kinds == [.connectionRefused], "an RST to a SYN is a refusal, not reset_received")
+    }
+
+    @Test func handshakeTimeoutAfterSynRetransmits() {
+        let s = Script(11)
+        let events = s.t(.close, .synSent).retransmit(.syn, in: .synSent, after: 1000).retransmit(.syn, in: .synSent, after: 2000)
+            .error(110, in: .synSent, after: 4000).t(.synSent, .close).events
+        let run = Run(events)
+        #expect(run.steps == [.synSent, .aborted])
+        #expect(run.kinds == [.synRetransmit, .synRetransmit, .handshakeTimeout])
+        #expect(run.anomalies.map(\.count) == [1, 2, 2])
+        #expect(run.changes.last?.reason == "ETIMEDOUT")
+    }
+
+    @Test func lingerZeroAbortResetsBothSides() {
+        // The aborting side: the kernel reports CLOSE first, then the RST it sends.
+        let a = Script(12)
+        let aborting = a.t(.close, .synSent).t(.synSent, .established).t(.established, .close).reset(.sent, in: .close).events
+        let runA = Run(aborting)
+        #expect(runA.steps == [.synSent, .established, .reset])
+        #expect(runA.kinds == [.resetSent])
+        // The peer: RST in, then CLOSE.
+        let b = Script(13, lport: 8080, rport: 40000)
+        let peer = b.t(.listen, .synRecv).t(.synRecv, .established).reset(.received, in: .established).t(.established, .close).error(104, in: .close).events
+        let runB = Run(peer)
+        #expect(runB.steps == [.synReceived, .established, .reset])
+        #expect(runB.kinds == [.resetReceived])
+    }
+
+    @Test func closeWithoutCauseIsAbortedAfterTheWindow() {
+        let s = Script(14)
+        let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .close).events
+        let run = Run(events, advanceTo: s.mono + HandshakeEngine.closeCauseWindow)
+        #expect(run.steps == [.synSent, .established, .aborted])
+        #expect(run.anomalies.isEmpty)
+    }
+
+    @Test func closeWaitAndFinWait2Stalls() {
+        var t = AnomalyThresholds()
+        t.closeWaitNanoseconds = 1_000_000_000
+        t.finWait2Nanoseconds = 2_000_000_000
+        let server = Script(20, lport: 8080, rport: 40000)
+        let client = Script(21)
+        let events = client.t(.close, .synSent).events + server.t(.listen, .synRecv).events
+            + client.t(.synSent, .established).events + server.t(.synRecv, .established).events
+            + client.t(.established, .finWait1).events + server.t(.established, .closeWait).events
+            + client.t(.finWait1, .finWait2).events
+        let early = Run(events, thresholds: t, advanceTo: client.mono + 900_000_000)
+        #expect(early.anomalies.isEmpty)
+        let late = Run(events, thresholds: t, advanceTo: client.mono + 3_000_000_000)
+        #expect(late.kinds.sorted { $0.rawValue < $1.rawValue } == [.closeWaitStall, .finWait2Stall])
+        #expect(late.anomalies.first { $0.kind == .closeWaitStall }?.connection.conn == "20")
+        #expect(late.anomalies.first { $0.kind == .finWait2Stall }?.connection.conn == "21")
+        #expect(late.anomalies.first { $0.kind == .closeWaitStall }?.severity == .critical)
+    }
+
+    @Test func stallsFireOnce() {
+        var t = AnomalyThresholds()
+        t.closeWaitNanoseconds = 1_000_000_000
+        let s = Script(22, lport: 8080, rport: 40000)
+        let events = s.t(.listen, .synRecv).t(.synRecv, .established).t(.established, .closeWait).events
+        var engine = HandshakeEngine(thresholds: t)
+        var count = 0
+        for e in events { engine.process(e) { if case .anomaly = $0 { count += 1 } } }
+        for step in 1...10 { engine.advance(to: s.mono + UInt64(step) * 1_000_000_000) { if case .anomaly = $0 { count += 1 } } }
+        #expect(count == 1)
+    }
+
+    @Test func dataRetransmitsPastThreshold() {
+        var t = AnomalyThresholds()
+        t.dataRetransmits = 2
+        let s = Script(30)
+        let events = s.t(.close, .synSent).t(.synSent, .established).retransmit(.data, in: .established)
+            .retransmit(.data, in: .established).retransmit(.data, in: .established).retransmit(.data, in: .established).events
+        let run = Run(events, thresholds: t)
+        #expect(run.kinds == [.dataRetransmit])
+        #expect(run.anomalies.first?.count == 3)
+    }
+
+    @Test func synackRetransmit() {
+        let s = Script(31, lport: 8080, rport: 40000)
+        let run = Run(s.retransmit(.synack, in: .synRecv).events)
+        #expect(run.kinds == [.synackRetransmit])
+    }
+
+    @Test func timeWaitBuildupOnOneEndpoint() {
+        var t = AnomalyThresholds()
+        t.timeWaitSockets = 3
+        var events: [KernelEvent] = []
+        for i in 0..<5 {
+            let s = Script(UInt64(100 + i), lport: 8080, rport: UInt16(40000 + i), at: 1_000_000_000 + UInt64(i) * 10_000_000)
+            events += s.t(.listen, .synRecv).t(.synRecv, .established).t(.established, .finWait1)
+                .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
+        }
+        let run = Run(events, thresholds: t)
+        #expect(run.kinds.filter { $0 == .timeWaitBuildup }.count == 1)
+        #expect(run.kinds.filter { $0 == .serverTimeWait }.count == 5)
+        #expect(run.anomalies.first { $0.kind == .timeWaitBuildup }?.count == 4)
+    }
+
+    @Test func reusedSocketAddressesDoNotMix() {
+        // Same 4-tuple, two connection ids: one in TIME_WAIT, one new.
+        let first = Script(40)
+        let second = Script(41, at: 2_000_000_000)
+        let events = first.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1)
+            .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
+            + second.t(.close, .synSent).t(.synSent, .established).events
+        let run = Run(events)
+        #expect(run.steps("40") == [.synSent, .established, .finSent, .finAcked, .timeWait])
+        #expect(run.steps("41") == [.synSent, .established])
+        #expect(run.engine.state(of: "40") == .timeWait)
+        #expect(run.engine.state(of: "41") == .established)
+    }
+
+    @Test func eventsSlightlyOutOfOrderAcrossCPUs() {
+        // Connection B's events carry earlier times than A's, as from another CPU.
+        let a = Script(50, at: 10_000_000_000)
+        let b = Script(51, at: 9_990_000_000)
+        var events = a.t(.close, .synSent).t(.synSent, .established).events
+        events += b.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1).t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
+        let run = Run(events, advanceTo: a.mono + minute / 2)
+        #expect(run.steps("51") == [.synSent, .established, .finSent, .finAcked, .timeWait])
+        #expect(run.steps("50") == [.synSent, .established])
+        #expect(run.engine.now == a.mono + minute / 2)
+        // TIME_WAIT of B ends 60 s after its own time, not after A's.
+        let later = Run(events, advanceTo: b.mono + minute)
+        #expect(later.steps("51").last == .closed)
+        #expect(later.changes.last { $0.connection.conn == "51" }?.monoNanoseconds == b.mono + minute)
+    }
+}
