@@ -9,6 +9,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
     ],
     targets: [
         // The kernel-to-user event layout, shared with bpf/tcptrail.bpf.c.
@@ -22,7 +23,10 @@ let package = Package(
         // Signal and process helpers that need C (async-signal-safe flags, prctl).
         .target(name: "CTCPTrailSys"),
         // Pure Swift core: decoding, names, formatting. Never imports libbpf.
-        .target(name: "TCPTrailCore", dependencies: ["CTCPTrailEvent"]),
+        .target(
+            name: "TCPTrailCore",
+            dependencies: ["CTCPTrailEvent", .product(name: "Histogram", package: "hdrhistogram-swift")]
+        ),
         // Compiles bpf/*.bpf.c at build time and embeds the object as Swift source.
         .executableTarget(name: "bpf-embed"),
         .plugin(

@@ -61,6 +61,76 @@ public struct JSONLinesWriter: Sendable {
         out.append(decimal: UInt64(e.cpu))
     }
 
+    private func appendIdentity(_ id: ConnectionIdentity, to out: inout OutputBuffer) {
+        out.append(",\"conn\":" as StaticString)
+        out.appendJSONString(id.conn)
+        out.append(",\"pid\":" as StaticString)
+        out.append(decimal: UInt64(id.pid))
+        out.append(",\"comm\":" as StaticString)
+        out.appendJSONString(id.comm)
+        out.append(",\"netns\":" as StaticString)
+        out.append(decimal: UInt64(id.netns))
+        out.append(",\"family\":" as StaticString)
+        out.append(decimal: UInt64(id.family))
+        out.append(",\"laddr\":\"" as StaticString)
+        out.append(address: id.localAddress, family: id.family)
+        out.append("\",\"lport\":" as StaticString)
+        out.append(decimal: UInt64(id.localPort))
+        out.append(",\"raddr\":\"" as StaticString)
+        out.append(address: id.remoteAddress, family: id.family)
+        out.append("\",\"rport\":" as StaticString)
+        out.append(decimal: UInt64(id.remotePort))
+        out.append(",\"owner_known\":" as StaticString)
+        out.append(id.ownerKnown ? "true" as StaticString : "false")
+    }
+
+    private func appendDocumented(_ change: StateChange, to out: inout OutputBuffer) {
+        out.append(",\"from\":\"" as StaticString)
+        out.append(change.from.rawValue)
+        out.append("\",\"to\":\"" as StaticString)
+        out.append(change.to.rawValue)
+        out.append("\",\"step\":\"" as StaticString)
+        out.append(change.step.rawValue)
+        out.append("\",\"inferred\":" as StaticString)
+        out.append(change.inferred ? "true" as StaticString : "false")
+        if let reason = change.reason {
+            out.append(",\"reason\":" as StaticString)
+            out.appendJSONString(reason)
+        }
+    }
+
+    /// Appends what the handshake engine made of the kernel's events: a kernel
+    /// transition with its documented meaning, an inferred change, or an anomaly.
+    public mutating func append(_ output: EngineOutput, to out: inout OutputBuffer) {
+        switch output {
+        case .event(let e):
+            append(e, to: &out)
+        case .change(let change):
+            if let e = change.kernel {
+                append(e, change: change, to: &out)
+            } else {
+                appendPrologue(type: "transition", mono: change.monoNanoseconds, to: &out)
+                appendIdentity(change.connection, to: &out)
+                appendDocumented(change, to: &out)
+                out.append("}\n" as StaticString)
+            }
+        case .anomaly(let a):
+            appendPrologue(type: "anomaly", mono: a.monoNanoseconds, to: &out)
+            appendIdentity(a.connection, to: &out)
+            out.append(",\"anomaly\":\"" as StaticString)
+            out.append(a.kind.rawValue)
+            out.append("\",\"severity\":\"" as StaticString)
+            out.append(a.severity.rawValue)
+            out.append("\",\"detail\":" as StaticString)
+            out.appendJSONString(a.detail)
+            if let count = a.count {
+                out.append(",\"count\":" as StaticString)
+                out.append(decimal: Int64(count))
+            }
+            out.append("}\n" as StaticString)
+        }
+    }
+
     private func appendState(_ key: StaticString, _ state: KernelTCPState?, to out: inout OutputBuffer) {
         out.append(key)
         if let state {
@@ -72,8 +142,9 @@ public struct JSONLinesWriter: Sendable {
         }
     }
 
-    /// Appends one kernel event as a record, with its newline.
-    public mutating func append(_ e: KernelEvent, to out: inout OutputBuffer) {
+    /// Appends one kernel event as a record, with its newline; a transition
+    /// carries its documented meaning when the engine gave one.
+    public mutating func append(_ e: KernelEvent, change: StateChange? = nil, to out: inout OutputBuffer) {
         switch e.kind {
         case .transition:
             appendPrologue(type: "transition", mono: e.monoNanoseconds, to: &out)
@@ -88,6 +159,7 @@ public struct JSONLinesWriter: Sendable {
             }
             out.append(",\"peer_fin\":" as StaticString)
             out.append(e.peerFinReceived ? "true" as StaticString : "false")
+            if let change { appendDocumented(change, to: &out) }
         case .retransmit:
             appendPrologue(type: "retransmit", mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)

@@ -6,9 +6,83 @@ public struct TextLinesWriter: Sendable {
     /// Width of the address columns: 15 fits IPv4, 39 any IPv6 address.
     public var addressWidth: Int
 
-    public init(clock: WallClock, addressWidth: Int = 15) {
+    /// Show the documents' state names and steps (from the engine) instead of the kernel's.
+    public var documented: Bool
+
+    public init(clock: WallClock, addressWidth: Int = 15, documented: Bool = false) {
         self.clock = clock
         self.addressWidth = addressWidth
+        self.documented = documented
+    }
+
+    /// Appends what the engine emitted: documented transitions, events, anomalies.
+    public mutating func append(_ output: EngineOutput, to out: inout OutputBuffer) {
+        switch output {
+        case .event(let e):
+            append(e, to: &out)
+        case .change(let change):
+            var start = out.count
+            appendPrefix(change.connection, mono: change.monoNanoseconds, to: &out)
+            start = out.count
+            out.append(change.from.rawValue)
+            out.pad(from: start, to: 11); start = out.count
+            out.append("-> " as StaticString)
+            out.append(change.to.rawValue)
+            out.pad(from: start, to: 15)
+            start = out.count
+            if let prev = change.kernel?.previousStateNanoseconds {
+                appendMilliseconds(prev, to: &out)
+            } else {
+                out.append(UInt8(ascii: "-"))
+            }
+            out.pad(from: start, to: 10)
+            out.append(change.step.rawValue)
+            if change.inferred { out.append(" (inferred)" as StaticString) }
+            if let reason = change.reason {
+                out.append(" " as StaticString)
+                out.append(reason)
+            }
+            out.append(UInt8(ascii: "\n"))
+        case .anomaly(let a):
+            appendPrefix(a.connection, mono: a.monoNanoseconds, to: &out)
+            out.append(a.severity == .critical ? "!!! " as StaticString : "!! " as StaticString)
+            out.append(a.kind.rawValue)
+            out.append(": " as StaticString)
+            out.append(a.detail)
+            out.append(UInt8(ascii: "\n"))
+        }
+    }
+
+    private mutating func appendPrefix(_ id: ConnectionIdentity, mono: UInt64, to out: inout OutputBuffer) {
+        appendPrefix(mono: mono, pid: id.pid, comm: id.comm, ownerKnown: id.ownerKnown, family: id.family,
+                     local: id.localAddress, localPort: id.localPort, remote: id.remoteAddress, remotePort: id.remotePort, to: &out)
+    }
+
+    /// Time, owner and endpoint columns.
+    private mutating func appendPrefix(mono: UInt64, pid: UInt32, comm: ProcessName, ownerKnown: Bool, family: UInt8,
+                                       local: RawAddress, localPort: UInt16, remote: RawAddress, remotePort: UInt16,
+                                       to out: inout OutputBuffer) {
+        var start = out.count
+        clock.appendTimeOfDay(mono: mono, to: &out)
+        out.pad(from: start, to: 15); start = out.count
+        if ownerKnown { out.append(decimal: UInt64(pid)) } else { out.append(UInt8(ascii: "-")) }
+        out.pad(from: start, to: 7); start = out.count
+        if ownerKnown { out.appendEscapedText(comm) } else { out.append(UInt8(ascii: "-")) }
+        out.pad(from: start, to: 15); start = out.count
+        out.append(address: local, family: family)
+        out.pad(from: start, to: addressWidth); start = out.count
+        out.append(decimal: UInt64(localPort))
+        out.pad(from: start, to: 5); start = out.count
+        out.append(address: remote, family: family)
+        out.pad(from: start, to: addressWidth); start = out.count
+        out.append(decimal: UInt64(remotePort))
+        out.pad(from: start, to: 5)
+    }
+
+    private func appendMilliseconds(_ ns: UInt64, to out: inout OutputBuffer) {
+        out.append(decimal: ns / 1_000_000)
+        out.append(UInt8(ascii: "."))
+        out.append(decimal: ns / 1000 % 1000, zeroPaddedTo: 3)
     }
 
     /// The column titles.
@@ -22,29 +96,15 @@ public struct TextLinesWriter: Sendable {
         out.append("RADDR" as StaticString); out.pad(from: start, to: addressWidth); start = out.count
         out.append("RPORT" as StaticString); out.pad(from: start, to: 5); start = out.count
         out.append("OLDSTATE" as StaticString); out.pad(from: start, to: 11)
-        out.append("-> NEWSTATE     MS\n" as StaticString)
+        out.append("-> NEWSTATE     MS" as StaticString)
+        if documented { out.append("       STEP" as StaticString) }
+        out.append(UInt8(ascii: "\n"))
     }
 
     public mutating func append(_ e: KernelEvent, to out: inout OutputBuffer) {
+        appendPrefix(mono: e.monoNanoseconds, pid: e.pid, comm: e.comm, ownerKnown: e.ownerKnown, family: e.family,
+                     local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
         var start = out.count
-        clock.appendTimeOfDay(mono: e.monoNanoseconds, to: &out)
-        out.pad(from: start, to: 15); start = out.count
-        if e.ownerKnown {
-            out.append(decimal: UInt64(e.pid))
-        } else {
-            out.append(UInt8(ascii: "-"))
-        }
-        out.pad(from: start, to: 7); start = out.count
-        if e.ownerKnown { out.appendEscapedText(e.comm) } else { out.append(UInt8(ascii: "-")) }
-        out.pad(from: start, to: 15); start = out.count
-        out.append(address: e.localAddress, family: e.family)
-        out.pad(from: start, to: addressWidth); start = out.count
-        out.append(decimal: UInt64(e.localPort))
-        out.pad(from: start, to: 5); start = out.count
-        out.append(address: e.remoteAddress, family: e.family)
-        out.pad(from: start, to: addressWidth); start = out.count
-        out.append(decimal: UInt64(e.remotePort))
-        out.pad(from: start, to: 5); start = out.count
         switch e.kind {
         case .transition:
             appendState(e.oldState, to: &out)
@@ -53,9 +113,7 @@ public struct TextLinesWriter: Sendable {
             appendState(e.newState, to: &out)
             out.pad(from: start, to: 14)
             if let prev = e.previousStateNanoseconds {
-                out.append(decimal: prev / 1_000_000)
-                out.append(UInt8(ascii: "."))
-                out.append(decimal: prev / 1000 % 1000, zeroPaddedTo: 3)
+                appendMilliseconds(prev, to: &out)
             } else {
                 out.append(UInt8(ascii: "-"))
             }

@@ -14,6 +14,8 @@ final class EventPrinter: RingBufferConsumer {
     private let limit: UInt64?
     private var json: JSONLinesWriter
     private var text: TextLinesWriter
+    /// The handshake engine; nil with --raw (kernel transitions only).
+    private(set) var engine: HandshakeEngine?
     private var out = OutputBuffer(capacity: 1 << 20)
     private(set) var events: UInt64 = 0
     private(set) var undecodable: UInt64 = 0
@@ -22,13 +24,14 @@ final class EventPrinter: RingBufferConsumer {
     /// The run should end: --count reached or stdout closed.
     var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
 
-    init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool) {
+    init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?) {
         self.format = format
         self.addressFilter = addressFilter
         self.limit = limit
+        self.engine = engine
         let clock = WallClock.current()
         json = JSONLinesWriter(clock: clock)
-        text = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15)
+        text = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
         if format == .text { text.appendHeader(to: &out) }
     }
 
@@ -43,13 +46,36 @@ final class EventPrinter: RingBufferConsumer {
         }) {
             return true
         }
-        switch format {
-        case .json: json.append(event, to: &out)
-        case .text: text.append(event, to: &out)
+        if engine != nil {
+            engine!.process(event) { write($0) }
+        } else {
+            switch format {
+            case .json: json.append(event, to: &out)
+            case .text: text.append(event, to: &out)
+            }
         }
         events += 1
         if out.count >= 1 << 19 { flush() }
         return !finished
+    }
+
+    private func write(_ output: EngineOutput) {
+        switch format {
+        case .json: json.append(output, to: &out)
+        case .text: text.append(output, to: &out)
+        }
+    }
+
+    /// Runs the engine's timers up to `mono` (TIME_WAIT expiry, stalls).
+    func tick(to mono: UInt64) {
+        guard engine != nil else { return }
+        engine!.advance(to: mono) { write($0) }
+    }
+
+    /// Settles what the engine still holds at the end of the run.
+    func finish() {
+        guard engine != nil else { return }
+        engine!.finish { write($0) }
     }
 
     /// Reports events the kernel could not queue, as soon as they are counted.

@@ -54,6 +54,21 @@ struct Trace: ParsableCommand {
     @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
     var pollInterval: Int32 = 50
 
+    @Flag(help: "Kernel transitions only, as the kernel names them: no handshake engine, no anomalies.")
+    var raw = false
+
+    @Option(help: "Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall).")
+    var closeWaitThreshold: Double = 60
+
+    @Option(help: "Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall).")
+    var finWait2Threshold: Double = 60
+
+    @Option(help: "Flag a local endpoint holding more TIME_WAIT sockets than this (time_wait_buildup).")
+    var timeWaitThreshold: Int = 1000
+
+    @Option(help: "Flag a connection retransmitting more data segments than this (data_retransmit).")
+    var retransmitThreshold: Int = 3
+
     @Flag(help: "Show libbpf's log, including the verifier log when the kernel rejects the program.")
     var verbose = false
 
@@ -74,6 +89,8 @@ struct Trace: ParsableCommand {
         }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
+        if closeWaitThreshold <= 0 || finWait2Threshold <= 0 { throw ValidationError("stall thresholds must be positive seconds") }
+        if timeWaitThreshold < 1 || retransmitThreshold < 1 { throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1") }
     }
 
     static func parseSize(_ text: String) -> UInt64? {
@@ -87,6 +104,15 @@ struct Trace: ParsableCommand {
         guard let value = UInt64(digits) else { return nil }
         let (result, overflow) = value.multipliedReportingOverflow(by: scale)
         return overflow ? nil : result
+    }
+
+    func thresholds() -> AnomalyThresholds {
+        var t = AnomalyThresholds()
+        t.closeWaitNanoseconds = UInt64(closeWaitThreshold * 1e9)
+        t.finWait2Nanoseconds = UInt64(finWait2Threshold * 1e9)
+        t.timeWaitSockets = timeWaitThreshold
+        t.dataRetransmits = retransmitThreshold
+        return t
     }
 
     func settings() -> TraceSettings {
@@ -126,7 +152,8 @@ struct Trace: ParsableCommand {
             format: json ? .json : .text,
             addressFilter: addresses.compactMap(AddressPrefix.init),
             limit: count,
-            wideAddresses: ipv6Only
+            wideAddresses: ipv6Only,
+            engine: raw ? nil : HandshakeEngine(thresholds: thresholds())
         )
         let reader: RingBufferReader
         switch Result(catching: { () throws(LoaderError) in try RingBufferReader(mapFD: program.eventsFD, consumer: sink) }) {
@@ -141,6 +168,8 @@ struct Trace: ParsableCommand {
             if let deadline, WallClock.monotonicNow() >= deadline { break }
             reader.poll(timeoutMilliseconds: pollInterval)
             loss.check()
+            // Timers run a little behind the clock: events still in the ring may explain a close.
+            sink.tick(to: WallClock.monotonicNow() &- 200_000_000)
             sink.flush()
             sink.checkOutputClosed()
         }
@@ -148,12 +177,14 @@ struct Trace: ParsableCommand {
         program.detach()
         if !sink.finished { reader.drain() }
         loss.check()
+        sink.finish()
         sink.flush()
         if sink.outputClosed { throw ExitCode.success }
         let stats = program.readStats()
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
         if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
         Diagnostics.note(summary)
+        if let engine = sink.engine { Diagnostics.note(TraceSummary(engine: engine).text) }
     }
 }
 

@@ -50,7 +50,7 @@ public struct StateChange: Sendable, Equatable {
     /// The kernel transition behind it; nil for changes the engine made up
     /// (TIME_WAIT -> CLOSED after 2MSL).
     public var kernel: KernelEvent?
-    /// Why, where the step alone does not say (e.g. `fin_wait_2_timeout`).
+    /// Why, where the step alone does not say (e.g. `fin_wait_2_orphaned`).
     public var reason: String?
 }
 

@@ -1,3 +1,5 @@
+import Histogram
+
 /// What the engine emits, in order.
 public enum EngineOutput: Sendable, Equatable {
     case change(StateChange)
@@ -38,9 +40,9 @@ public struct HandshakeEngine: Sendable {
 
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
     public private(set) var finalStates: [TCPState: Int] = [:]
-    /// SYN_SENT -> ESTABLISHED and SYN_RECEIVED -> ESTABLISHED, in ns.
-    public private(set) var activeHandshakes: [UInt64] = []
-    public private(set) var passiveHandshakes: [UInt64] = []
+    /// SYN_SENT -> ESTABLISHED and SYN_RECEIVED -> ESTABLISHED, in µs.
+    public private(set) var activeHandshakes = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    public private(set) var passiveHandshakes = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
 
     struct EndpointKey: Hashable, Sendable {
         var netns: UInt32
@@ -108,9 +110,11 @@ public struct HandshakeEngine: Sendable {
                 if e.peerFinReceived {
                     change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .timeWait, step: .timeWait, inferred: true, kernel: e)
                 } else {
-                    // No peer FIN: the FIN_WAIT_2 timer ran out, or an orphaned socket
-                    // was handed to a FIN_WAIT_2 timewait sock; either way it is gone here.
-                    change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .closed, step: .closed, inferred: true, kernel: e, reason: "fin_wait_2_timeout")
+                    // No peer FIN: the application closed and the kernel handed the
+                    // orphan to a FIN_WAIT_2 timewait sock (tcp_time_wait(sk,
+                    // TCP_FIN_WAIT2, tmo)); its end (peer FIN or fin timeout) is
+                    // invisible to tracepoints, so say that rather than guess.
+                    change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .closed, step: .closed, inferred: true, kernel: e, reason: "fin_wait_2_orphaned")
                 }
                 apply(change, to: &c, id: id, emit: emit)
                 connections[id] = c
@@ -136,8 +140,9 @@ public struct HandshakeEngine: Sendable {
     private mutating func apply(_ change: StateChange, to c: inout ConnectionRecord, id: String, emit: (EngineOutput) -> Void) {
         let elapsed = change.monoNanoseconds >= c.since ? change.monoNanoseconds - c.since : 0
         if change.step == .established {
-            if change.from == .synSent { activeHandshakes.append(elapsed) }
-            if change.from == .synReceived { passiveHandshakes.append(elapsed) }
+            let micros = min(max(elapsed / 1000, 1), 3_600_000_000)
+            if change.from == .synSent { _ = activeHandshakes.record(micros) }
+            if change.from == .synReceived { _ = passiveHandshakes.record(micros) }
         }
         if c.state == .timeWait { leaveTimeWait(c) }
         emit(.change(change))
