@@ -60,7 +60,7 @@ struct Trace: ParsableCommand {
     @Option(help: "Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall).")
     var closeWaitThreshold: Double = 60
 
-    @Option(help: "Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall).")
+    @Option(name: .customLong("fin-wait-2-threshold"), help: "Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall).")
     var finWait2Threshold: Double = 60
 
     @Option(help: "Flag a local endpoint holding more TIME_WAIT sockets than this (time_wait_buildup).")

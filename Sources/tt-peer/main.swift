@@ -2,8 +2,10 @@
 // process name, reporting what it did (pid, endpoints) on stdout so tests
 // compare tcptrail with the processes themselves.
 //
-//   tt-peer server ADDR PORT COUNT [--name N] [--close-first] [--linger0]
-//   tt-peer client ADDR PORT COUNT [--name N] [--linger0]
+//   tt-peer server ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--hold S]
+//   tt-peer client ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--half-close] [--hold S]
+//   --hold S: wait S seconds before close() (after the peer's FIN, if awaited)
+//   --half-close: shutdown(SHUT_WR) first, keep the socket open for --hold
 //   tt-peer reconnect ADDR PORT CLOSED-PORT: one socket, refused by
 //       CLOSED-PORT, then connected to PORT (the kernel reuses the socket)
 // Lines: "pid P", "listening", then per connection
@@ -100,6 +102,8 @@ guard args.count >= 5, let port = UInt16(args[3]), let count = Int(args[4]) else
 let mode = args[1]
 guard let endpoint = Endpoint(args[2], port) else { fail("bad address \(args[2])") }
 let flags = Set(args.dropFirst(5))
+let hold: Double = args.firstIndex(of: "--hold").flatMap { $0 + 1 < args.count ? Double(args[$0 + 1]) : nil } ?? 0
+func holdBeforeClose() { if hold > 0 { usleep(useconds_t(hold * 1_000_000)) } }
 if let i = args.firstIndex(of: "--name"), i + 1 < args.count { tt_set_comm(args[i + 1]) }
 let closeFirst = flags.contains("--close-first")
 let linger0 = flags.contains("--linger0")
@@ -121,7 +125,11 @@ case "server":
             setLinger0(fd)
         } else if !closeFirst {
             drain(fd)  // the client closes first
+        } else if flags.contains("--half-close") {
+            shutdown(fd, Int32(SHUT_WR))  // our FIN first, socket kept open
+            drain(fd)
         }
+        holdBeforeClose()
         close(fd)
     }
     close(listener)
@@ -135,7 +143,11 @@ case "client":
         } else if closeFirst {
             // The server closes first: wait for its FIN.
             drain(fd)
+        } else if flags.contains("--half-close") {
+            shutdown(fd, Int32(SHUT_WR))  // our FIN first, socket kept open
+            if !flags.contains("--no-drain") { drain(fd) }
         }
+        holdBeforeClose()
         close(fd)
     }
 case "reconnect":

@@ -205,6 +205,8 @@ final class VethPair {
     let server: NetworkNamespace
     let clientV4: String, serverV4: String
     let clientV6: String, serverV6: String
+    /// The veth ends: clientLink in `client`, serverLink in `server`.
+    let clientLink: String, serverLink: String
 
     init() throws {
         client = try NetworkNamespace(prefix: "ttc")
@@ -217,6 +219,8 @@ final class VethPair {
         clientV6 = "fd00:7474:\(String(n, radix: 16))::1"
         serverV6 = "fd00:7474:\(String(n, radix: 16))::2"
         let a = "ttv\(n)a", b = "ttv\(n)b"
+        clientLink = a
+        serverLink = b
         try run(["ip", "link", "add", a, "netns", client.name, "type", "veth", "peer", "name", b, "netns", server.name])
         try run(["ip", "-n", client.name, "addr", "add", "\(clientV4)/30", "dev", a])
         try run(["ip", "-n", server.name, "addr", "add", "\(serverV4)/30", "dev", b])
@@ -224,6 +228,15 @@ final class VethPair {
         try run(["ip", "-n", server.name, "-6", "addr", "add", "\(serverV6)/64", "dev", b, "nodad"])
         try run(["ip", "-n", client.name, "link", "set", a, "up"])
         try run(["ip", "-n", server.name, "link", "set", b, "up"])
+        // Wait until both families cross the link (carrier, neighbours), so the
+        // scenarios' first SYN is not lost to set-up.
+        for target in [serverV4, serverV6] {
+            var ok = false
+            for _ in 0..<50 where !ok {
+                ok = (try? run(client.command(["ping", "-c", "1", "-W", "1", target]), check: false))?.status == 0
+                if !ok { usleep(100_000) }
+            }
+        }
     }
 }
 
@@ -274,3 +287,38 @@ func transitionsByConnection(_ records: [[String: Any]]) -> [String: [[String: A
 
 let activeOpenAndClose = ["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"]
 let passiveOpenAndClose = ["LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"]
+
+/// A packet capture (tcpdump) inside a namespace: the ground truth.
+final class Capture {
+    let background: Background
+
+    struct Packet {
+        var source: String   // "198.18.0.1.40000"
+        var flags: String    // "S", "S.", "F.", "R", "R.", "."
+    }
+
+    init(_ ns: NetworkNamespace, interface: String, port: UInt16) throws {
+        background = try Background(ns.command(["tcpdump", "-i", interface, "-n", "-l", "-tt", "-U", "tcp port \(port)"]))
+        try background.waitFor("listening on", inStderr: true)
+    }
+
+    /// Stops the capture and parses every TCP segment it saw.
+    func stop() throws -> [Packet] {
+        usleep(200_000)
+        background.signal(SIGINT)
+        try background.wait()
+        return background.stdout.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ")
+            guard f.count > 5, f[1] == "IP" || f[1] == "IP6",
+                  let flagsAt = f.firstIndex(of: "Flags") , flagsAt + 1 < f.count else { return nil }
+            let flags = f[flagsAt + 1].trimmingCharacters(in: CharacterSet(charactersIn: "[],"))
+            return Packet(source: String(f[2]), flags: flags)
+        }
+    }
+}
+
+extension Array where Element == Capture.Packet {
+    /// The first segment with this flag (e.g. "F" for any FIN, "R" for any RST).
+    func first(with flag: Character) -> Capture.Packet? { first { $0.flags.contains(flag) } }
+    func count(with flag: String) -> Int { filter { $0.flags == flag }.count }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Testing
+
+/// Issue 3's scenarios: real processes in two namespaces joined by veth,
+/// tcpdump on the wire as the truth, tcptrail's steps and anomalies checked
+/// against it.
+@Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
+struct HandshakeScenarioTests {
+    struct Outcome {
+        var records: [[String: Any]]
+        var packets: [Capture.Packet]
+        var net: VethPair
+        var port: UInt16
+        var clientAddress: String
+        var serverAddress: String
+
+        func transitions(client: Bool) -> [[String: Any]] {
+            records.filter { $0.str("type") == "transition" && ($0.int("rport") == Int(port)) == client && !($0.str("step") == "listen" || $0.str("step") == "unlisten") }
+        }
+        func steps(client: Bool) -> [String] { transitions(client: client).map { $0.str("step") } }
+        func anomalies(_ name: String) -> [[String: Any]] { records.filter { $0.str("type") == "anomaly" && $0.str("anomaly") == name } }
+        var anomalyNames: [String] { records.filter { $0.str("type") == "anomaly" }.map { $0.str("anomaly") } }
+        /// The wire address.port of a side, as tcpdump prints it.
+        func wire(client: Bool, port p: Int) -> String { "\(client ? clientAddress : serverAddress).\(p)" }
+    }
+
+    /// Runs a server and a client with the given tt-peer flags under tcpdump and tcptrail.
+    func scenario(v6: Bool = false, server: [String]?, client: [String], trace: [String] = [],
+                  setup: (VethPair, UInt16) throws -> Void = { _, _ in }) throws -> Outcome {
+        let net = try VethPair()
+        let port = Unique.port()
+        try setup(net, port)
+        let serverAddress = v6 ? net.serverV6 : net.serverV4
+        let clientAddress = v6 ? net.clientV6 : net.clientV4
+        let capture = try Capture(net.server, interface: net.serverLink, port: port)
+        let tracer = try Tracer(["--port", "\(port)"] + trace)
+        var serverPeer: Peer?
+        if let server {
+            serverPeer = try Peer(net.server, ["server", serverAddress, "\(port)", "1", "--name", "tt-server"] + server)
+            try serverPeer?.background.waitFor("listening")
+        }
+        let clientPeer = try Peer(net.client, ["client", serverAddress, "\(port)", "1", "--name", "tt-client"] + client)
+        _ = try clientPeer.background.wait(timeout: 60)
+        if let serverPeer { _ = try serverPeer.background.wait(timeout: 60) }
+        usleep(300_000)
+        let packets = try capture.stop()
+        let (records, status, _) = try tracer.stop()
+        #expect(status == 0)
+        return Outcome(records: records, packets: packets, net: net, port: port, clientAddress: clientAddress, serverAddress: serverAddress)
+    }
+
+    @Test(arguments: [false, true])
+    func clientClosesFirst(v6: Bool) throws {
+        let o = try scenario(v6: v6, server: [], client: ["--half-close", "--hold", "0.3"])
+        // Truth: the first FIN on the wire is the client's.
+        let firstFin = try #require(o.packets.first(with: "F"))
+        #expect(firstFin.source.hasPrefix(o.clientAddress + "."))
+        #expect(o.packets.first(with: "R") == nil)
+        #expect(o.steps(client: true) == ["syn_sent", "established", "fin_sent", "fin_acked", "time_wait"])
+        #expect(o.steps(client: false) == ["syn_received", "established", "fin_received", "fin_sent", "fin_acked"])
+        #expect(o.transitions(client: true).last?.str("to") == "TIME_WAIT")
+        #expect(o.anomalies("syn_retransmit").count == o.packets.count(with: "S") - 1)
+        #expect(o.anomalyNames.allSatisfy { $0 == "syn_retransmit" }, "\(o.anomalyNames)")
+        // The documents' 3-way open: SYN from the client, SYN-ACK from the server.
+        #expect(o.packets.first?.flags == "S" && o.packets.first?.source.hasPrefix(o.clientAddress + ".") == true)
+        #expect(o.packets.contains { $0.flags == "S." && $0.source == o.wire(client: false, port: Int(o.port)) })
+    }
+
+    @Test func serverClosesFirst() throws {
+        let o = try scenario(server: ["--close-first", "--half-close", "--hold", "0.3"], client: ["--close-first"])
+        let firstFin = try #require(o.packets.first(with: "F"))
+        #expect(firstFin.source == o.wire(client: false, port: Int(o.port)))
+        #expect(o.steps(client: false) == ["syn_received", "established", "fin_sent", "fin_acked", "time_wait"])
+        #expect(o.steps(client: true) == ["syn_sent", "established", "fin_received", "fin_sent", "fin_acked"])
+        #expect(o.anomalyNames == ["server_time_wait"])
+        #expect(o.anomalies("server_time_wait").first?.str("comm") == "tt-server")
+    }
+
+    @Test func connectToClosedPort() throws {
+        let o = try scenario(server: nil, client: [])
+        // Truth: SYN out, RST back from the server's address.
+        #expect(o.packets.first?.flags == "S")
+        let rst = try #require(o.packets.first(with: "R"))
+        #expect(rst.source == o.wire(client: false, port: Int(o.port)))
+        #expect(o.steps(client: true) == ["syn_sent", "reset"])
+        #expect(o.anomalyNames == ["connection_refused"])
+        #expect(o.records.contains { $0.str("type") == "error" && $0.str("error") == "ECONNREFUSED" })
+    }
+
+    @Test func synDroppedUntilTheHandshakeTimesOut() throws {
+        let o = try scenario(server: nil, client: []) { net, port in
+            try run(net.client.command(["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=2"]))
+            try run(net.server.command(["nft", "add table inet tt; add chain inet tt in { type filter hook input priority 0; }; add rule inet tt in tcp dport \(port) drop"]))
+        }
+        // Linux retries SYNs linearly first (tcp_syn_linear_timeouts), so take the
+        // count from the wire, not from tcp_syn_retries.
+        let syns = o.packets.count(with: "S")
+        #expect(syns >= 3, "capture: \(o.packets.map(\.flags))")
+        #expect(o.packets.first(with: "R") == nil)
+        let retransmits = o.anomalies("syn_retransmit")
+        #expect(retransmits.count == syns - 1)
+        #expect(retransmits.map { $0.int("count") } == Array(1...max(1, syns - 1)))
+        #expect(o.anomalies("handshake_timeout").count == 1)
+        #expect(o.steps(client: true) == ["syn_sent", "aborted"])
+        #expect(o.transitions(client: true).last?.str("reason") == "ETIMEDOUT")
+    }
+
+    @Test func lingerZeroAbort() throws {
+        let o = try scenario(server: ["--hold", "0.3"], client: ["--linger0"])
+        let rst = try #require(o.packets.first(with: "R"))
+        #expect(rst.source.hasPrefix(o.clientAddress + "."))
+        #expect(o.packets.first(with: "F") == nil, "an abort sends no FIN")
+        #expect(o.steps(client: true) == ["syn_sent", "established", "reset"])
+        #expect(o.steps(client: false) == ["syn_received", "established", "reset"])
+        let sent = o.anomalies("reset_sent"), received = o.anomalies("reset_received")
+        #expect(sent.count == 1 && sent.first?.int("rport") == Int(o.port))
+        #expect(received.count == 1 && received.first?.int("lport") == Int(o.port))
+    }
+
+    @Test func peerClosesAndApplicationDoesNot() throws {
+        // The client closes its side and keeps the socket; the server never closes
+        // for 2.5 s: CLOSE_WAIT stalls on the server, FIN_WAIT_2 on the client.
+        let o = try scenario(server: ["--hold", "2.5"], client: ["--half-close", "--no-drain", "--hold", "2.5"],
+                             trace: ["--close-wait-threshold", "1", "--fin-wait-2-threshold", "1"])
+        let fins = o.packets.filter { $0.flags.contains("F") }
+        #expect(fins.first?.source.hasPrefix(o.clientAddress + ".") == true)
+        #expect(o.anomalies("close_wait_stall").count == 1)
+        #expect(o.anomalies("close_wait_stall").first?.str("comm") == "tt-server")
+        #expect(o.anomalies("fin_wait_2_stall").count == 1)
+        #expect(o.anomalies("fin_wait_2_stall").first?.str("comm") == "tt-client")
+    }
+}
