@@ -68,6 +68,11 @@ enum {
 #define IPPROTO_TCP 6
 #define SOCK_DONE 1 /* enum sock_flags: set by tcp_fin() when the peer's FIN arrives */
 
+/* Only the value we test; CO-RE relocates it to the running kernel's. */
+enum skb_drop_reason {
+	SKB_DROP_REASON_TCP_LISTEN_OVERFLOW = 40,
+};
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct in6_addr {

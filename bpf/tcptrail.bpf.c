@@ -436,6 +436,34 @@ int BPF_PROG(handle_retransmit_synack, struct sock *listener, struct request_soc
 	return 0;
 }
 
+/* Endpoints from an incoming segment's IP and TCP headers: its source is
+ * the remote end, its destination this host. */
+static __always_inline bool fill_from_segment(struct tcptrail_event *e, struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 version = 0;
+	bpf_probe_read_kernel(&version, 1, head + nh);
+	version >>= 4;
+	if (version == 4) {
+		e->family = AF_INET;
+		bpf_probe_read_kernel(e->daddr, 4, head + nh + 12);
+		bpf_probe_read_kernel(e->saddr, 4, head + nh + 16);
+	} else if (version == 6) {
+		e->family = AF_INET6;
+		bpf_probe_read_kernel(e->daddr, 16, head + nh + 8);
+		bpf_probe_read_kernel(e->saddr, 16, head + nh + 24);
+	} else {
+		return false;
+	}
+	__be16 ports[2] = {};
+	bpf_probe_read_kernel(ports, sizeof(ports), head + th);
+	e->dport = bpf_ntohs(ports[0]);
+	e->sport = bpf_ntohs(ports[1]);
+	return true;
+}
+
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(handle_send_reset, struct sock *sk, struct sk_buff *skb, int reason)
 {
@@ -443,34 +471,14 @@ int BPF_PROG(handle_send_reset, struct sock *sk, struct sk_buff *skb, int reason
 	if (sk) {
 		prepare_sock_event(&e, sk, TT_EVENT_RESET);
 	} else if (skb) {
-		/* No socket: a reset answering a segment nobody owns. Swap the
-		 * segment's addresses so "local" is this host. */
+		/* No socket: a reset answering a segment nobody owns. */
 		e.mono_ns = bpf_ktime_get_ns();
 		e.cpu = bpf_get_smp_processor_id();
 		e.type = TT_EVENT_RESET;
 		e.flags = TT_FLAG_NO_SOCKET;
 		e.old_state = e.new_state = TCP_CLOSE;
-		unsigned char *head = BPF_CORE_READ(skb, head);
-		__u16 nh = BPF_CORE_READ(skb, network_header);
-		__u16 th = BPF_CORE_READ(skb, transport_header);
-		__u8 version = 0;
-		bpf_probe_read_kernel(&version, 1, head + nh);
-		version >>= 4;
-		if (version == 4) {
-			e.family = AF_INET;
-			bpf_probe_read_kernel(e.daddr, 4, head + nh + 12);
-			bpf_probe_read_kernel(e.saddr, 4, head + nh + 16);
-		} else if (version == 6) {
-			e.family = AF_INET6;
-			bpf_probe_read_kernel(e.daddr, 16, head + nh + 8);
-			bpf_probe_read_kernel(e.saddr, 16, head + nh + 24);
-		} else {
+		if (!fill_from_segment(&e, skb))
 			return 0;
-		}
-		__be16 ports[2] = {};
-		bpf_probe_read_kernel(ports, sizeof(ports), head + th);
-		e.dport = bpf_ntohs(ports[0]);
-		e.sport = bpf_ntohs(ports[1]);
 	} else {
 		return 0;
 	}
@@ -511,5 +519,33 @@ int BPF_PROG(handle_destroy_sock, struct sock *sk)
 		return 0;
 	flush_pending(sk, cookie, ci);
 	bpf_map_delete_elem(&conns, &cookie);
+	return 0;
+}
+
+/* A segment dropped because a listener's queue was full. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(handle_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+		return 0;
+	struct tcptrail_event e = {};
+	e.mono_ns = bpf_ktime_get_ns();
+	e.cpu = bpf_get_smp_processor_id();
+	e.type = TT_EVENT_LISTEN_DROP;
+	e.old_state = e.new_state = TCP_LISTEN;
+	if (!skb || !fill_from_segment(&e, skb))
+		return 0;
+	if (rx_sk) {
+		e.cookie = bpf_get_socket_cookie(rx_sk);
+		e.netns = netns_of(&rx_sk->__sk_common);
+		struct tcptrail_listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
+		struct tcptrail_owner *o = bpf_map_lookup_elem(&listeners, &lk);
+		if (o) {
+			e.pid = o->pid;
+			__builtin_memcpy(e.comm, o->comm, TT_COMM_LEN);
+			e.flags |= TT_FLAG_OWNER_KNOWN;
+		}
+	}
+	emit(&e);
 	return 0;
 }

@@ -20,6 +20,7 @@ enum tcptrail_event_type {
 	TT_EVENT_RETRANSMIT = 2, /* tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack */
 	TT_EVENT_RESET = 3,      /* tcp:tcp_send_reset, tcp:tcp_receive_reset */
 	TT_EVENT_ERROR = 4,      /* sock:inet_sk_error_report */
+	TT_EVENT_LISTEN_DROP = 5, /* skb:kfree_skb, reason TCP_LISTEN_OVERFLOW */
 };
 
 /* tcptrail_event.detail for TT_EVENT_RETRANSMIT. */

@@ -179,6 +179,9 @@ public struct JSONLinesWriter: Sendable {
                 out.append(decimal: UInt64(e.resetReason))
             }
             if e.noSocket { out.append(",\"no_socket\":true" as StaticString) }
+        case .listenDrop:
+            appendPrologue(type: "listen_drop", mono: e.monoNanoseconds, to: &out)
+            appendEndpoint(e, to: &out)
         case .error:
             appendPrologue(type: "error", mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)

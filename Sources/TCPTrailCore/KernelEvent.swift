@@ -10,6 +10,8 @@ public enum KernelEventKind: UInt8, Sendable {
     case reset = 3
     /// A socket error reported to the application (`sock:inet_sk_error_report`).
     case error = 4
+    /// A segment dropped because a listener's queue was full (`skb:kfree_skb`).
+    case listenDrop = 5
 }
 
 /// Which segment was retransmitted.

@@ -128,6 +128,10 @@ public struct TextLinesWriter: Sendable {
             out.append("!! RST " as StaticString)
             out.append((e.reset ?? .received).name)
             if e.noSocket { out.append(" (no socket)" as StaticString) }
+        case .listenDrop:
+            appendState(e.newState, to: &out)
+            out.pad(from: start, to: 11)
+            out.append("!! dropped: listen queue full" as StaticString)
         case .error:
             appendState(e.newState, to: &out)
             out.pad(from: start, to: 11)

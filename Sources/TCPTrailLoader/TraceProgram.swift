@@ -23,6 +23,7 @@ public final class TraceProgram {
         ("handle_destroy_sock", "tcp:tcp_destroy_sock"),
         ("handle_exit_connect", "syscalls:sys_exit_connect"),
         ("handle_exit_listen", "syscalls:sys_exit_listen"),
+        ("handle_kfree_skb", "skb:kfree_skb"),
     ]
 
     /// The compiled object embedded at build time.

@@ -2,7 +2,7 @@
 // process name, reporting what it did (pid, endpoints) on stdout so tests
 // compare tcptrail with the processes themselves.
 //
-//   tt-peer server ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--hold S]
+//   tt-peer server ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--hold S] [--backlog N] [--no-accept]
 //   tt-peer client ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--half-close] [--hold S]
 //   --hold S: wait S seconds before close() (after the peer's FIN, if awaited)
 //   --half-close: shutdown(SHUT_WR) first, keep the socket open for --hold
@@ -115,8 +115,13 @@ case "server":
     var one: Int32 = 1
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     guard endpoint.withSockaddr({ bind(listener, $0, $1) }) == 0 else { fail("bind: \(String(cString: strerror(errno)))") }
-    guard listen(listener, 4096) == 0 else { fail("listen failed") }
+    let backlog = args.firstIndex(of: "--backlog").flatMap { $0 + 1 < args.count ? Int32(args[$0 + 1]) : nil } ?? 4096
+    guard listen(listener, backlog) == 0 else { fail("listen failed") }
     say("listening")
+    if flags.contains("--no-accept") {
+        holdBeforeClose()  // a listener that never accepts: its queue overflows
+        exit(0)
+    }
     for _ in 0..<count {
         let fd = accept(listener, nil, nil)
         if fd < 0 { fail("accept: \(String(cString: strerror(errno)))") }

@@ -257,6 +257,23 @@ let minute: UInt64 = 60_000_000_000
         #expect(run.anomalies.first?.count == 3)
     }
 
+    @Test func listenDropsAreReportedOncePerSecondWithCounts() {
+        var events: [KernelEvent] = []
+        for i in 0..<5 {
+            var e = KernelEvent(monoNanoseconds: 1_000_000_000 + UInt64(i) * 300_000_000, cookie: 9, kind: .listenDrop,
+                                localAddress: RawAddress(bytes: [198, 18, 0, 2]), localPort: 8080, remotePort: UInt16(40000 + i))
+            e.oldState = .listen
+            e.newState = .listen
+            events.append(e)
+        }
+        // Drops at 1.0, 1.3, 1.6, 1.9, 2.2 s: reported at 1.0 (1) and 2.2 (4).
+        let run = Run(events)
+        #expect(run.kinds == [.listenOverflow, .listenOverflow])
+        #expect(run.anomalies.map(\.count) == [1, 4])
+        let tail = Run(Array(events.prefix(3)))
+        #expect(tail.anomalies.map(\.count) == [1, 2], "drops since the last report are reported at the end")
+    }
+
     @Test func synackRetransmit() {
         let s = Script(31, lport: 8080, rport: 40000)
         let run = Run(s.retransmit(.synack, in: .synRecv).events)

@@ -130,3 +130,4 @@ struct HandshakeScenarioTests {
         #expect(o.anomalies("fin_wait_2_stall").first?.str("comm") == "tt-client")
     }
 }
+

@@ -27,6 +27,9 @@ public struct HandshakeEngine: Sendable {
     /// TIME_WAIT sockets per local endpoint, for `time_wait_buildup`.
     private var timeWaitByEndpoint: [EndpointKey: Int] = [:]
     private var buildupReported: Set<EndpointKey> = []
+    /// Per listener: when listen_overflow was last reported, drops since.
+    private var listenDrops: [EndpointKey: (UInt64, Int)] = [:]
+    private var lastDropIdentity: [EndpointKey: ConnectionIdentity] = [:]
     /// The latest time seen: events from two CPUs may come slightly out of order.
     public private(set) var now: UInt64 = 0
     private var nextTimer: UInt64 = .max
@@ -74,6 +77,9 @@ public struct HandshakeEngine: Sendable {
         case .reset:
             emit(.event(e))
             reset(e, id: id, emit: emit)
+        case .listenDrop:
+            emit(.event(e))
+            listenDrop(e, emit: emit)
         case .error:
             emit(.event(e))
             if var c = connections[id] {
@@ -221,6 +227,21 @@ public struct HandshakeEngine: Sendable {
         }
     }
 
+    /// Listen-queue drops, reported at most once a second per listener with a count.
+    private mutating func listenDrop(_ e: KernelEvent, emit: (EngineOutput) -> Void) {
+        let key = EndpointKey(netns: e.netns, address: e.localAddress, port: e.localPort)
+        var (last, pending) = listenDrops[key] ?? (0, 0)
+        pending += 1
+        if last == 0 || e.monoNanoseconds >= last + 1_000_000_000 {
+            let identity = ConnectionIdentity(e)
+            report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(pending) segment(s) because its accept queue was full: \(identity.ownerKnown ? "process \(identity.pid) (\(identity.comm.escaped))" : "the application") does not accept() fast enough, or the backlog is too small.", e.monoNanoseconds, identity, count: pending, emit: emit)
+            last = e.monoNanoseconds
+            pending = 0
+        }
+        listenDrops[key] = (last, pending)
+        lastDropIdentity[key] = ConnectionIdentity(e)
+    }
+
     private mutating func reset(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
         guard !e.noSocket, var c = connections[id] else { return }
         let stateBefore = c.pendingClose != nil ? c.pendingCloseFrom : c.state
@@ -295,6 +316,13 @@ public struct HandshakeEngine: Sendable {
             resolvePendingClose(id: id, emit: emit)
         }
         for c in connections.values { finalStates[c.state, default: 0] += 1 }
+        // Drops counted since the last listen_overflow report are reported now.
+        for (key, value) in listenDrops where value.1 > 0 {
+            listenDrops[key] = (value.0, 0)
+            if let identity = lastDropIdentity[key] {
+                report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(value.1) more segment(s) because its accept queue was full.", now, identity, count: value.1, emit: emit)
+            }
+        }
     }
 
     // MARK: - TIME_WAIT accounting
