@@ -20,12 +20,12 @@ let package = Package(
             pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev", "libelf-dev", "zlib1g-dev"])]
         ),
-        // Signal and process helpers that need C (async-signal-safe flags, prctl).
+        // Signal and process helpers that need C (async-signal-safe flags, prctl, setns).
         .target(name: "CTCPTrailSys"),
         // Pure Swift core: decoding, names, formatting. Never imports libbpf.
         .target(
             name: "TCPTrailCore",
-            dependencies: ["CTCPTrailEvent", .product(name: "Histogram", package: "hdrhistogram-swift")]
+            dependencies: ["CTCPTrailEvent", "CTCPTrailSys", .product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
         // Compiles bpf/*.bpf.c at build time and embeds the object as Swift source.
         .executableTarget(name: "bpf-embed"),

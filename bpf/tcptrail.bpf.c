@@ -75,6 +75,14 @@ struct {
 	__type(value, struct tcptrail_owner);
 } listeners SEC(".maps");
 
+/* Owners of sockets that predate the trace, by cookie, from /proc at start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct tcptrail_owner);
+} owner_seeds SEC(".maps");
+
 /* Sockets whose held-back event waits for connect() or listen() to return. */
 struct stash {
 	__u64 cookie;
@@ -282,6 +290,12 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	struct conn_info *ci = conn_lookup(cookie);
 	if (!ci) {
 		struct conn_info fresh = {};
+		struct tcptrail_owner *seed = bpf_map_lookup_elem(&owner_seeds, &cookie);
+		if (seed) {
+			fresh.pid = seed->pid;
+			__builtin_memcpy(fresh.comm, seed->comm, TT_COMM_LEN);
+			fresh.owner_known = 1;
+		}
 		if (bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST) && !conn_lookup(cookie))
 			count(TT_STAT_TRACK_FULL);
 		ci = conn_lookup(cookie);
@@ -404,6 +418,14 @@ static __always_inline void prepare_sock_event(struct tcptrail_event *e, struct 
 	if (ci)
 		flush_pending(sk, cookie, ci);
 	fill_common(e, sk, cookie, ci, bpf_ktime_get_ns());
+	if (!ci) {
+		struct tcptrail_owner *seed = bpf_map_lookup_elem(&owner_seeds, &cookie);
+		if (seed) {
+			e->pid = seed->pid;
+			__builtin_memcpy(e->comm, seed->comm, TT_COMM_LEN);
+			e->flags |= TT_FLAG_OWNER_KNOWN;
+		}
+	}
 	e->type = type;
 	e->new_state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->old_state = e->new_state;

@@ -1,3 +1,5 @@
+#define _GNU_SOURCE
+#include <sched.h>
 #include "tt_sys.h"
 #include <string.h>
 #include <sys/prctl.h>
@@ -28,3 +30,5 @@ int tt_install_stop_handlers(void)
 }
 
 int tt_set_comm(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+int tt_enter_netns(int fd) { return setns(fd, CLONE_NEWNET); }

@@ -114,6 +114,14 @@ public struct JSONLinesWriter: Sendable {
                 appendDocumented(change, to: &out)
                 out.append("}\n" as StaticString)
             }
+        case .snapshot(let id, let state, let kernel, let mono):
+            appendPrologue(type: "snapshot", mono: mono, to: &out)
+            appendIdentity(id, to: &out)
+            out.append(",\"state\":\"" as StaticString)
+            out.append(state.rawValue)
+            out.append("\",\"kernel_state\":\"" as StaticString)
+            out.append(kernel.nameBytes)
+            out.append("\"}\n" as StaticString)
         case .anomaly(let a):
             appendPrologue(type: "anomaly", mono: a.monoNanoseconds, to: &out)
             appendIdentity(a.connection, to: &out)

@@ -21,29 +21,14 @@ public struct ListenerOwner: Sendable, Equatable {
 /// right process from their first event.
 public enum ListenerScan {
     public static func scan(procRoot: String = "/proc") -> [ListenerOwner] {
-        var ownerOfInode: [UInt64: UInt32] = [:]
-        var pidInNetns: [UInt32: UInt32] = [:]
-        for pid in numericEntries(procRoot) {
-            if let ns = linkNumber("\(procRoot)/\(pid)/ns/net", prefix: "net:["), pidInNetns[ns] == nil {
-                pidInNetns[ns] = pid
-            }
-            let fdDir = "\(procRoot)/\(pid)/fd"
-            for fd in numericEntries(fdDir) {
-                if let inode = linkNumber("\(fdDir)/\(fd)", prefix: "socket:["), ownerOfInode[UInt64(inode)] == nil {
-                    ownerOfInode[UInt64(inode)] = pid
-                }
-            }
-        }
+        let table = ProcSockets.scan(procRoot: procRoot)
         var result: [ListenerOwner] = []
-        var comms: [UInt32: ProcessName] = [:]
-        for (netns, pid) in pidInNetns {
+        for (netns, pid) in table.pidInNetns {
             for (file, family) in [("tcp", UInt8(4)), ("tcp6", UInt8(6))] {
-                guard let table = readText("\(procRoot)/\(pid)/net/\(file)") else { continue }
-                for (port, inode) in listeners(in: table) {
-                    guard let owner = ownerOfInode[inode] else { continue }
-                    let comm = comms[owner] ?? ProcessName(readText("\(procRoot)/\(owner)/comm").map { String($0.prefix { $0 != "\n" }) } ?? "")
-                    comms[owner] = comm
-                    result.append(ListenerOwner(netns: netns, family: family, port: port, pid: owner, comm: comm))
+                guard let text = ProcSockets.readText("\(procRoot)/\(pid)/net/\(file)") else { continue }
+                for (port, inode) in listeners(in: text) {
+                    guard let owner = table.ownerOfInode[inode] else { continue }
+                    result.append(ListenerOwner(netns: netns, family: family, port: port, pid: owner, comm: table.comm(of: owner)))
                 }
             }
         }
@@ -63,6 +48,35 @@ public enum ListenerScan {
             out.append((port, inode))
         }
         return out
+    }
+}
+
+/// Which process holds which socket inode, and one process per network
+/// namespace, from /proc (as `ss -p` finds them).
+public struct ProcSockets {
+    public var ownerOfInode: [UInt64: UInt32] = [:]
+    public var pidInNetns: [UInt32: UInt32] = [:]
+    let procRoot: String
+
+    public static func scan(procRoot: String = "/proc") -> ProcSockets {
+        var t = ProcSockets(procRoot: procRoot)
+        for pid in numericEntries(procRoot) {
+            if let ns = linkNumber("\(procRoot)/\(pid)/ns/net", prefix: "net:["), t.pidInNetns[ns] == nil {
+                t.pidInNetns[ns] = pid
+            }
+            let fdDir = "\(procRoot)/\(pid)/fd"
+            for fd in numericEntries(fdDir) {
+                if let inode = linkNumber("\(fdDir)/\(fd)", prefix: "socket:["), t.ownerOfInode[UInt64(inode)] == nil {
+                    t.ownerOfInode[UInt64(inode)] = pid
+                }
+            }
+        }
+        return t
+    }
+
+    /// The process name from /proc/PID/comm.
+    public func comm(of pid: UInt32) -> ProcessName {
+        ProcessName(Self.readText("\(procRoot)/\(pid)/comm").map { String($0.prefix { $0 != "\n" }) } ?? "")
     }
 
     static func numericEntries(_ path: String) -> [UInt32] {

@@ -43,6 +43,11 @@ public struct TextLinesWriter: Sendable {
                 out.append(reason)
             }
             out.append(UInt8(ascii: "\n"))
+        case .snapshot(let id, let state, _, let mono):
+            appendPrefix(id, mono: mono, to: &out)
+            out.append("(open at start) " as StaticString)
+            out.append(state.rawValue)
+            out.append(UInt8(ascii: "\n"))
         case .anomaly(let a):
             appendPrefix(a.connection, mono: a.monoNanoseconds, to: &out)
             out.append(a.severity == .critical ? "!!! " as StaticString : "!! " as StaticString)

@@ -196,6 +196,22 @@ extension TraceProgram {
 }
 
 extension TraceProgram {
+    /// Tells the kernel side who owns sockets that predate the trace (by cookie).
+    @discardableResult
+    public func seedOwners(_ sockets: [SocketSnapshot]) -> Int {
+        guard let m = map(named: "owner_seeds") else { return 0 }
+        let fd = bpf_map__fd(m)
+        var written = 0
+        for s in sockets where s.pid != 0 {
+            var key = s.cookie
+            var value = tcptrail_owner()
+            value.pid = s.pid
+            withUnsafeMutableBytes(of: &value.comm) { $0.storeBytes(of: s.comm, as: ProcessName.self) }
+            if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 }
+        }
+        return written
+    }
+
     /// Tells the kernel side who owns listeners that predate the trace
     /// (after load, before attach). Returns how many were written.
     @discardableResult

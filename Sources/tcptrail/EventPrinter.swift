@@ -66,6 +66,18 @@ final class EventPrinter: RingBufferConsumer {
         }
     }
 
+    /// Reports and tracks the sockets open at start (those the filters keep).
+    func seed(_ sockets: [SocketSnapshot], keep: (SocketSnapshot) -> Bool) {
+        guard engine != nil else { return }
+        let kept = sockets.filter { s in
+            keep(s) && (addressFilter.isEmpty || addressFilter.contains {
+                $0.contains(s.localAddress, family: s.family) || $0.contains(s.remoteAddress, family: s.family)
+            })
+        }
+        engine!.seed(kept, at: WallClock.monotonicNow()) { write($0) }
+        flush()
+    }
+
     /// Runs the engine's timers up to `mono` (TIME_WAIT expiry, stalls).
     func tick(to mono: UInt64) {
         guard engine != nil else { return }

@@ -127,6 +127,17 @@ struct Trace: ParsableCommand {
         return s
     }
 
+    /// The kernel filters, applied to a socket read at start.
+    func keepSnapshot(_ s: SocketSnapshot) -> Bool {
+        if ipv4Only && s.family != 4 || ipv6Only && s.family != 6 { return false }
+        if let netns, s.netns != netns { return false }
+        if !pids.isEmpty && !pids.contains(s.pid) { return false }
+        if !ports.isEmpty && !ports.contains(s.localPort) && !ports.contains(s.remotePort) { return false }
+        if !localPorts.isEmpty && !localPorts.contains(s.localPort) { return false }
+        if !remotePorts.isEmpty && !remotePorts.contains(s.remotePort) { return false }
+        return true
+    }
+
     /// Open, configure, load, attach: each step's failure is one line and its own exit status.
     private func startProgram() throws(LoaderError) -> TraceProgram {
         LibBPFLog.install(verbose: verbose)
@@ -161,6 +172,12 @@ struct Trace: ParsableCommand {
         case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
         }
         let loss = LossReporter(program: program, sink: sink)
+        // Attached first, then read what is open, so nothing falls between the two.
+        if !raw {
+            let open = SocketDiag.snapshotAllNamespaces()
+            program.seedOwners(open)
+            sink.seed(open, keep: keepSnapshot)
+        }
         Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")
 
         let deadline = duration.map { WallClock.monotonicNow() + UInt64($0 * 1e9) }

@@ -77,7 +77,7 @@ struct Run {
             switch out {
             case .change(let c): changes.append(c)
             case .anomaly(let a): anomalies.append(a)
-            case .event: break
+            case .event, .snapshot: break
             }
         }
         for e in events { engine.process(e, emit: sink) }

@@ -131,3 +131,63 @@ struct HandshakeScenarioTests {
     }
 }
 
+
+extension HandshakeScenarioTests {
+    /// ss's state names for the documented ones.
+    static let ssStates = ["ESTAB": "ESTABLISHED", "TIME-WAIT": "TIME_WAIT", "LISTEN": "LISTEN", "CLOSE-WAIT": "CLOSE_WAIT",
+                           "FIN-WAIT-2": "FIN_WAIT_2", "FIN-WAIT-1": "FIN_WAIT_1", "LAST-ACK": "LAST_ACK", "SYN-SENT": "SYN_SENT"]
+
+    @Test func snapshotOfConnectionsOpenBeforeTheTrace() throws {
+        let net = try VethPair()
+        let p1 = Unique.port(), p2 = Unique.port()
+        // A connection already closed by the client (TIME_WAIT), and one held open.
+        let s1 = try Peer(net.server, ["server", net.serverV4, "\(p1)", "1"])
+        try s1.background.waitFor("listening")
+        _ = try Peer(net.client, ["client", net.serverV4, "\(p1)", "1", "--half-close", "--hold", "0.2"]).background.wait()
+        _ = try s1.background.wait()
+        let s2 = try Peer(net.server, ["server", net.serverV4, "\(p2)", "1", "--name", "tt-server", "--close-first", "--hold", "2"])
+        try s2.background.waitFor("listening")
+        let c2 = try Peer(net.client, ["client", net.serverV4, "\(p2)", "1", "--name", "tt-client", "--close-first"])
+        try c2.background.waitFor("conn ")
+        try s2.background.waitFor("conn ")
+
+        // Truth: ss in each namespace, just before the trace starts.
+        var truth: [(state: String, local: String, peer: String)] = []
+        for ns in [net.client, net.server] {
+            for line in try run(ns.command(["ss", "-tanH"])).stdout.split(separator: "\n") {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count >= 5, let state = Self.ssStates[String(f[0])] else { continue }
+                let local = String(f[3]), peer = f[4].hasSuffix(":*") ? f[4].dropLast() + "0" : String(f[4])
+                if [p1, p2].contains(where: { local.hasSuffix(":\($0)") || peer.hasSuffix(":\($0)") }) {
+                    truth.append((state, local, peer))
+                }
+            }
+        }
+        #expect(truth.contains { $0.state == "TIME_WAIT" } && truth.filter { $0.state == "ESTABLISHED" }.count == 2, "ss: \(truth)")
+
+        let tracer = try Tracer(["--port", "\(p1)", "--port", "\(p2)"])
+        _ = try s2.background.wait()
+        _ = try c2.background.wait()
+        usleep(300_000)
+        let (records, _, _) = try tracer.stop()
+        let snapshots = records.filter { $0.str("type") == "snapshot" }
+        for t in truth {
+            #expect(snapshots.contains { "\($0.str("laddr")):\($0.int("lport"))" == t.local && "\($0.str("raddr")):\($0.int("rport"))" == t.peer && $0.str("state") == t.state },
+                    "ss shows \(t) but tcptrail's snapshot does not")
+        }
+        #expect(snapshots.count == truth.count, "snapshots: \(snapshots.map { "\($0.str("state")) \($0.str("laddr")):\($0.int("lport"))" })")
+
+        // The held connection goes on under the same ids, with its owners.
+        let serverSnap = try #require(snapshots.first { $0.int("lport") == Int(p2) && $0.str("state") == "ESTABLISHED" })
+        let clientSnap = try #require(snapshots.first { $0.int("rport") == Int(p2) && $0.str("state") == "ESTABLISHED" })
+        #expect(serverSnap.int("pid") == (try s2.pid) && serverSnap.str("comm") == "tt-server")
+        #expect(clientSnap.int("pid") == (try c2.pid) && clientSnap.str("comm") == "tt-client")
+        let serverSteps = records.filter { $0.str("type") == "transition" && $0.str("conn") == serverSnap.str("conn") }
+        let clientSteps = records.filter { $0.str("type") == "transition" && $0.str("conn") == clientSnap.str("conn") }
+        #expect(serverSteps.first?.str("step") == "fin_sent")
+        #expect(clientSteps.map { $0.str("step") } == ["fin_received", "fin_sent", "fin_acked"])
+        // Softirq transitions of a socket older than the trace still carry its owner.
+        #expect(clientSteps.allSatisfy { $0.int("pid") == (try? c2.pid) && $0.str("comm") == "tt-client" })
+        #expect(serverSteps.allSatisfy { $0.str("comm") == "tt-server" })
+    }
+}

@@ -59,10 +59,12 @@ enum Unique {
         return counter
     }
 
-    /// A TCP port no socket in the root namespace uses now.
+    /// A TCP port no socket in the root namespace uses now, outside the ephemeral range.
     static func port() -> UInt16 {
         while true {
-            let candidate = UInt16.random(in: 20000...59999)
+            // Below the ephemeral range (32768-60999), so no client of a test running
+            // in parallel in another namespace can hold the same port.
+            let candidate = UInt16.random(in: 20000...32767)
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)

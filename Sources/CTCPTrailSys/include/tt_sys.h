@@ -14,4 +14,7 @@ int tt_install_stop_handlers(void);
 /// Sets the calling thread's name (comm), as prctl(PR_SET_NAME).
 int tt_set_comm(const char *name);
 
+/// Moves the calling thread into the network namespace open at fd (setns).
+int tt_enter_netns(int fd);
+
 #endif

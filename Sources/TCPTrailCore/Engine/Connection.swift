@@ -24,6 +24,20 @@ public struct ConnectionIdentity: Sendable, Equatable {
         remotePort = e.remotePort
     }
 
+    /// The identity of a socket read through sock_diag.
+    public init(cookie: UInt64, snapshot s: SocketSnapshot) {
+        conn = String(cookie)
+        pid = s.pid
+        comm = s.comm
+        ownerKnown = s.pid != 0
+        netns = s.netns
+        family = s.family
+        localAddress = s.localAddress
+        localPort = s.localPort
+        remoteAddress = s.remoteAddress
+        remotePort = s.remotePort
+    }
+
     /// "198.18.0.1:41234 -> 198.18.0.2:8080" for sentences.
     public var endpoints: String {
         var out = OutputBuffer(capacity: 96)

@@ -7,6 +7,8 @@ public enum EngineOutput: Sendable, Equatable {
     /// A kernel event that is not a transition (retransmit, reset, error),
     /// passed through in order.
     case event(KernelEvent)
+    /// A connection that was open when tracing started, as sock_diag showed it.
+    case snapshot(ConnectionIdentity, state: TCPState, kernel: KernelTCPState, mono: UInt64)
 }
 
 /// Turns the kernel's raw transitions into each connection's life as the TCP
@@ -64,6 +66,39 @@ public struct HandshakeEngine: Sendable {
     public func state(of conn: String) -> TCPState? { connections[conn]?.state }
 
     // MARK: - Events
+
+    /// Starts tracking the sockets that were open when tracing began (sock_diag),
+    /// and emits one snapshot per socket. Call before the first event.
+    public mutating func seed(_ sockets: [SocketSnapshot], at mono: UInt64, emit: (EngineOutput) -> Void) {
+        if mono > now { now = mono }
+        var listening: Set<EndpointKey> = []
+        for s in sockets where s.state == .listen {
+            listening.insert(EndpointKey(netns: s.netns, address: RawAddress(), port: s.localPort))
+        }
+        for s in sockets.sorted(by: { $0.expiresMilliseconds < $1.expiresMilliseconds }) {
+            var identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
+            identity.ownerKnown = s.pid != 0
+            let state = TCPState(kernel: s.state)
+            var c = ConnectionRecord(identity: identity, state: state, since: mono, lastMono: mono)
+            // An endpoint on a listening port was accepted: the server side.
+            c.passive = s.state != .listen && listening.contains(EndpointKey(netns: s.netns, address: RawAddress(), port: s.localPort))
+            emit(.snapshot(identity, state: state, kernel: s.state, mono: mono))
+            let id = identity.conn
+            switch state {
+            case .timeWait:
+                c.timeWaitEnds = mono + UInt64(s.expiresMilliseconds) * 1_000_000
+                timeWaitQueue.append((c.timeWaitEnds, id))
+                scheduleTimer(c.timeWaitEnds)
+                enterTimeWait(c, emit: emit)
+            case .closeWait, .finWait2:
+                stallWatch.insert(id)
+                scheduleTimer(mono + min(thresholds.closeWaitNanoseconds, thresholds.finWait2Nanoseconds))
+            default:
+                break
+            }
+            connections[id] = c
+        }
+    }
 
     public mutating func process(_ e: KernelEvent, emit: (EngineOutput) -> Void) {
         advance(to: e.monoNanoseconds, emit: emit)
