@@ -18,6 +18,9 @@ public struct SocketSnapshot: Sendable, Equatable {
     public var netns: UInt32
     /// Milliseconds until the socket's timer fires (TIME_WAIT: until it ends).
     public var expiresMilliseconds: UInt32
+    /// LISTEN: connections waiting in the accept queue, and the queue's limit (backlog).
+    public var acceptQueue: UInt32 = 0
+    public var acceptQueueLimit: UInt32 = 0
     /// The owning process, from /proc/PID/fd, if one holds the socket.
     public var pid: UInt32 = 0
     public var comm = ProcessName()
@@ -35,17 +38,8 @@ public enum SocketDiag {
     public static func snapshotAllNamespaces(procRoot: String = "/proc") -> [SocketSnapshot] {
         let table = ProcSockets.scan(procRoot: procRoot)
         var result: [SocketSnapshot] = []
-        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        defer { if home >= 0 { close(home) } }
         for (netns, pid) in table.pidInNetns.sorted(by: { $0.key < $1.key }) {
-            let fd = open("\(procRoot)/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }
-            defer { close(fd) }
-            guard tt_enter_netns(fd) == 0 else { continue }
-            var sockets = (try? dump(family: 2)) ?? []
-            sockets += (try? dump(family: 10)) ?? []
-            if home >= 0 { tt_enter_netns(home) }
-            for var s in sockets {
+            for var s in dump(inNamespaceOf: pid, procRoot: procRoot) {
                 s.netns = netns
                 if s.inode != 0, let owner = table.ownerOfInode[UInt64(s.inode)] {
                     s.pid = owner
@@ -57,8 +51,25 @@ public enum SocketDiag {
         return result
     }
 
+    /// Both families' sockets (in `states`, a bit per kernel state) in the network namespace of `pid`.
+    public static func dump(inNamespaceOf pid: UInt32, states: UInt32 = 0xffff_ffff, procRoot: String = "/proc") -> [SocketSnapshot] {
+        let fd = open("\(procRoot)/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        return inNamespace(fd) { ((try? dump(family: 2, states: states)) ?? []) + ((try? dump(family: 10, states: states)) ?? []) } ?? []
+    }
+
+    /// Runs body with this thread in the network namespace open at `fd`, then returns home.
+    public static func inNamespace<R>(_ fd: Int32, _ body: () -> R) -> R? {
+        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        guard home >= 0 else { return nil }
+        defer { tt_enter_netns(home); close(home) }
+        guard tt_enter_netns(fd) == 0 else { return nil }
+        return body()
+    }
+
     /// Dumps the TCP sockets of one family (AF_INET 2, AF_INET6 10) in this thread's namespace.
-    public static func dump(family: UInt8) throws(Failure) -> [SocketSnapshot] {
+    public static func dump(family: UInt8, states: UInt32 = 0xffff_ffff) throws(Failure) -> [SocketSnapshot] {
         let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
         guard fd >= 0 else { throw Failure(description: "netlink socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -72,7 +83,7 @@ public enum SocketDiag {
         put32(1, 8)                  // seq
         request[16] = family
         request[17] = 6              // IPPROTO_TCP
-        put32(0xffff_ffff, 20)       // every state
+        put32(states, 20)            // idiag_states
         let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         guard sent == 72 else { throw Failure(description: "netlink send: \(String(cString: strerror(errno)))") }
 
@@ -113,8 +124,100 @@ public enum SocketDiag {
                 remotePort: UInt16(b[o + 6]) << 8 | UInt16(b[o + 7]),
                 inode: raw.loadUnaligned(fromByteOffset: o + 68, as: UInt32.self),
                 netns: 0,
-                expiresMilliseconds: raw.loadUnaligned(fromByteOffset: o + 52, as: UInt32.self)
+                expiresMilliseconds: raw.loadUnaligned(fromByteOffset: o + 52, as: UInt32.self),
+                acceptQueue: raw.loadUnaligned(fromByteOffset: o + 56, as: UInt32.self),
+                acceptQueueLimit: raw.loadUnaligned(fromByteOffset: o + 60, as: UInt32.self)
             )
         }
+    }
+}
+
+/// Watches the kernel's listen-overflow counter in each namespace and, when it
+/// grows, finds the listeners whose accept queue is full (sock_diag). The
+/// tracepoints cannot show these drops on current kernels: a SYN refused for a
+/// full accept queue is consumed without a drop reason.
+public struct ListenQueueMonitor {
+    /// A listener that dropped segments since the last check.
+    public struct Overflow: Sendable {
+        public var listener: SocketSnapshot
+        /// Growth of TcpExtListenOverflows in its namespace since the last check.
+        public var drops: Int
+    }
+
+    /// An open handle on each namespace: it outlives the processes in it.
+    private var namespaces: [UInt32: Int32] = [:]
+    private var lastCount: [UInt32: Int] = [:]
+    /// The listeners last seen full, per namespace: drops counted after a
+    /// listener closed still belong to it.
+    private var lastFull: [UInt32: [SocketSnapshot]] = [:]
+    private let procRoot: String
+
+    public init(procRoot: String = "/proc") {
+        self.procRoot = procRoot
+        refreshNamespaces()
+    }
+
+    /// Closes the namespace handles.
+    public mutating func close() {
+        for fd in namespaces.values { _ = Glibc.close(fd) }
+        namespaces.removeAll()
+    }
+
+    /// Compares the counters with the last check; names the full listeners where they grew.
+    public mutating func check() -> [Overflow] {
+        var out: [Overflow] = []
+        var table: ProcSockets?
+        for (netns, fd) in namespaces.sorted(by: { $0.key < $1.key }) {
+            guard let now = SocketDiag.inNamespace(fd, { Self.listenOverflows(path: "/proc/thread-self/net/netstat") }) ?? nil else { continue }
+            let before = lastCount[netns] ?? now
+            lastCount[netns] = now
+            guard now > before else { continue }
+            let listeners = SocketDiag.inNamespace(fd) {
+                ((try? SocketDiag.dump(family: 2, states: 1 << 10)) ?? []) + ((try? SocketDiag.dump(family: 10, states: 1 << 10)) ?? [])
+            } ?? []
+            var full = listeners.filter { $0.acceptQueueLimit > 0 ? $0.acceptQueue >= $0.acceptQueueLimit : $0.acceptQueue > 0 }
+            if !full.isEmpty {
+                let owners = table ?? ProcSockets.scan(procRoot: procRoot)
+                table = owners
+                for i in full.indices {
+                    full[i].netns = netns
+                    if let owner = owners.ownerOfInode[UInt64(full[i].inode)] {
+                        full[i].pid = owner
+                        full[i].comm = owners.comm(of: owner)
+                    }
+                }
+                lastFull[netns] = full
+            } else {
+                full = lastFull[netns] ?? []
+            }
+            // Split the count over the full listeners; the first takes the remainder.
+            let drops = now - before
+            for (i, l) in full.enumerated() {
+                let share = drops / full.count + (i == 0 ? drops % full.count : 0)
+                if share > 0 { out.append(Overflow(listener: l, drops: share)) }
+            }
+        }
+        return out
+    }
+
+    /// Follows new namespaces (call now and then; it walks /proc).
+    public mutating func refreshNamespaces() {
+        for (netns, pid) in ProcSockets.scan(procRoot: procRoot).pidInNetns where namespaces[netns] == nil {
+            let fd = open("\(procRoot)/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            namespaces[netns] = fd
+            lastCount[netns] = SocketDiag.inNamespace(fd) { Self.listenOverflows(path: "/proc/thread-self/net/netstat") } ?? nil
+        }
+    }
+
+    /// TcpExtListenOverflows from a netstat file (/proc/thread-self/net/netstat: this thread's namespace).
+    static func listenOverflows(path: String) -> Int? {
+        guard let text = ProcSockets.readText(path) else { return nil }
+        let lines = text.split(separator: "\n")
+        for i in stride(from: 0, to: lines.count - 1, by: 2) where lines[i].hasPrefix("TcpExt:") {
+            let names = lines[i].split(separator: " "), values = lines[i + 1].split(separator: " ")
+            if let at = names.firstIndex(of: "ListenOverflows"), at < values.count { return Int(values[at]) }
+        }
+        return nil
     }
 }

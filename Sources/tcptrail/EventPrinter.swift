@@ -78,6 +78,15 @@ final class EventPrinter: RingBufferConsumer {
         flush()
     }
 
+    /// Reports listeners that overflowed since the last check.
+    func listenOverflows(_ overflows: [ListenQueueMonitor.Overflow], keep: (SocketSnapshot) -> Bool) {
+        guard engine != nil else { return }
+        let now = WallClock.monotonicNow()
+        for o in overflows where keep(o.listener) {
+            engine!.listenOverflow(o, at: now) { write($0) }
+        }
+    }
+
     /// Runs the engine's timers up to `mono` (TIME_WAIT expiry, stalls).
     func tick(to mono: UInt64) {
         guard engine != nil else { return }

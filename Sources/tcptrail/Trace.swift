@@ -178,8 +178,12 @@ struct Trace: ParsableCommand {
             program.seedOwners(open)
             sink.seed(open, keep: keepSnapshot)
         }
+        // Counters are read before we say we trace, so no overflow falls between.
+        var queues = raw ? nil : ListenQueueMonitor()
         Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")
 
+        var nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
+        var checks = 0
         let deadline = duration.map { WallClock.monotonicNow() + UInt64($0 * 1e9) }
         while tt_stop_signal() == 0 && !sink.finished {
             if let deadline, WallClock.monotonicNow() >= deadline { break }
@@ -187,6 +191,13 @@ struct Trace: ParsableCommand {
             loss.check()
             // Timers run a little behind the clock: events still in the ring may explain a close.
             sink.tick(to: WallClock.monotonicNow() &- 200_000_000)
+            if queues != nil, WallClock.monotonicNow() >= nextQueueCheck {
+                // Once a second; new namespaces every 10 s (that walks /proc).
+                checks += 1
+                if checks % 10 == 0 { queues!.refreshNamespaces() }
+                sink.listenOverflows(queues!.check(), keep: keepSnapshot)
+                nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
+            }
             sink.flush()
             sink.checkOutputClosed()
         }
@@ -194,6 +205,10 @@ struct Trace: ParsableCommand {
         program.detach()
         if !sink.finished { reader.drain() }
         loss.check()
+        if queues != nil {
+            sink.listenOverflows(queues!.check(), keep: keepSnapshot)
+            queues!.close()
+        }
         sink.finish()
         sink.flush()
         if sink.outputClosed { throw ExitCode.success }

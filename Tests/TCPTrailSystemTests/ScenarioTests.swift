@@ -191,3 +191,26 @@ extension HandshakeScenarioTests {
         #expect(serverSteps.allSatisfy { $0.str("comm") == "tt-server" })
     }
 }
+
+extension HandshakeScenarioTests {
+    @Test func listenerThatNeverAccepts() throws {
+        let net = try VethPair()
+        let port = Unique.port()
+        let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-server", "--backlog", "1", "--no-accept", "--hold", "4"])
+        try server.background.waitFor("listening")
+        let before = try net.server.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0
+        let tracer = try Tracer(["--port", "\(port)"])
+        var clients: [Peer] = []
+        for _ in 0..<8 {
+            clients.append(try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--half-close", "--no-drain", "--hold", "3"]))
+        }
+        _ = try server.background.wait(timeout: 30)
+        let after = try net.server.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0
+        let (records, _, _) = try tracer.stop()
+        let overflows = after - before
+        let anomalies = records.filter { $0.str("anomaly") == "listen_overflow" }
+        #expect(overflows > 0, "the kernel counted no listen overflow; the scenario proves nothing")
+        #expect(anomalies.map { $0.int("count") }.reduce(0, +) == overflows, "tcptrail reported \(anomalies.map { $0.int("count") }), the kernel counted \(overflows)")
+        #expect(anomalies.allSatisfy { $0.int("lport") == Int(port) && $0.str("laddr") == net.serverV4 && $0.str("comm") == "tt-server" && $0.str("severity") == "critical" })
+    }
+}

@@ -277,6 +277,13 @@ public struct HandshakeEngine: Sendable {
         lastDropIdentity[key] = ConnectionIdentity(e)
     }
 
+    /// Drops the kernel counted for a listener whose accept queue was full
+    /// (from `ListenQueueMonitor`, not a tracepoint).
+    public mutating func listenOverflow(_ o: ListenQueueMonitor.Overflow, at mono: UInt64, emit: (EngineOutput) -> Void) {
+        let identity = ConnectionIdentity(cookie: o.listener.cookie, snapshot: o.listener)
+        report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(o.drops) SYN(s) or ACK(s) because its accept queue was full (\(o.listener.acceptQueue) of \(o.listener.acceptQueueLimit)): \(processText(identity)) does not accept() fast enough, or the backlog is too small.", mono, identity, count: o.drops, emit: emit)
+    }
+
     private mutating func reset(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
         guard !e.noSocket, var c = connections[id] else { return }
         let stateBefore = c.pendingClose != nil ? c.pendingCloseFrom : c.state
