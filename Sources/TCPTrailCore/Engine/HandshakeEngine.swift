@@ -39,8 +39,9 @@ public struct HandshakeEngine: Sendable {
     private var pendingCloses: Set<String> = []
     /// Connections in CLOSE_WAIT or FIN_WAIT_2 not yet reported as stalled.
     private var stallWatch: Set<String> = []
-    /// TIME_WAIT expiries in order (all last 60 s, so entry order is expiry order).
-    private var timeWaitQueue: [(ends: UInt64, id: String)] = []
+    /// Connections in TIME_WAIT, in expiry order (all last 60 s, so entry order
+    /// is expiry order). They leave `connections`: only what the 2MSL record needs stays.
+    private var timeWaitQueue: [(ends: UInt64, identity: ConnectionIdentity)] = []
     private var timeWaitHead = 0
 
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
@@ -60,10 +61,23 @@ public struct HandshakeEngine: Sendable {
     }
 
     /// Connections the engine tracks now (not yet CLOSED, or in TIME_WAIT).
-    public var trackedConnections: Int { connections.count }
+    public var trackedConnections: Int { connections.count + timeWaitQueue.count - timeWaitHead }
 
-    /// The documented state of a connection, if tracked.
-    public func state(of conn: String) -> TCPState? { connections[conn]?.state }
+    /// The documented state of a connection, if tracked (TIME_WAIT: a linear search).
+    public func state(of conn: String) -> TCPState? {
+        if let c = connections[conn] { return c.state }
+        return timeWaitQueue[timeWaitHead...].contains { $0.identity.conn == conn } ? .timeWait : nil
+    }
+
+    /// Keeps a connection's record, or forgets it once it is over or in TIME_WAIT.
+    private mutating func store(_ c: ConnectionRecord, _ id: String) {
+        if c.state == .closed || c.state == .timeWait {
+            connections[id] = nil
+            stallWatch.remove(id)
+        } else {
+            connections[id] = c
+        }
+    }
 
     // MARK: - Events
 
@@ -87,9 +101,10 @@ public struct HandshakeEngine: Sendable {
             switch state {
             case .timeWait:
                 c.timeWaitEnds = mono + UInt64(s.expiresMilliseconds) * 1_000_000
-                timeWaitQueue.append((c.timeWaitEnds, id))
+                timeWaitQueue.append((c.timeWaitEnds, identity))
                 scheduleTimer(c.timeWaitEnds)
-                enterTimeWait(c, emit: emit)
+                enterTimeWait(identity, emit: emit)
+                continue
             case .closeWait, .finWait2:
                 stallWatch.insert(id)
                 scheduleTimer(mono + min(thresholds.closeWaitNanoseconds, thresholds.finWait2Nanoseconds))
@@ -140,7 +155,7 @@ public struct HandshakeEngine: Sendable {
             report(.unexpectedTransition, .warning, "The kernel moved \(identity.endpoints) from \(kfrom.name) to \(kto.name), which RFC 9293's state diagram has no arrow for.", e.monoNanoseconds, identity, emit: emit)
             c.state = TCPState(kernel: kto)
             c.since = e.monoNanoseconds
-            connections[id] = c
+            store(c, id)
             return
         }
 
@@ -158,7 +173,7 @@ public struct HandshakeEngine: Sendable {
                     change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .closed, step: .closed, inferred: true, kernel: e, reason: "fin_wait_2_orphaned")
                 }
                 apply(change, to: &c, id: id, emit: emit)
-                connections[id] = c
+                store(c, id)
                 return
             }
             // Other -> CLOSE: wait briefly for the reset or error that explains it.
@@ -174,7 +189,7 @@ public struct HandshakeEngine: Sendable {
         let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: move.from, to: move.to, step: move.step, inferred: move.to == .timeWait, kernel: e)
         if move.step == .synReceived { c.passive = true }
         apply(change, to: &c, id: id, emit: emit)
-        connections[id] = c
+        store(c, id)
     }
 
     /// Records a change: emits it, updates the connection and the statistics.
@@ -185,7 +200,6 @@ public struct HandshakeEngine: Sendable {
             if change.from == .synSent { _ = activeHandshakes.record(micros) }
             if change.from == .synReceived { _ = passiveHandshakes.record(micros) }
         }
-        if c.state == .timeWait { leaveTimeWait(c) }
         emit(.change(change))
         c.state = change.to
         c.since = change.monoNanoseconds
@@ -194,9 +208,9 @@ public struct HandshakeEngine: Sendable {
         switch change.to {
         case .timeWait:
             c.timeWaitEnds = change.monoNanoseconds + Self.timeWaitNanoseconds
-            timeWaitQueue.append((c.timeWaitEnds, id))
+            timeWaitQueue.append((c.timeWaitEnds, c.identity))
             scheduleTimer(c.timeWaitEnds)
-            enterTimeWait(c, emit: emit)
+            enterTimeWait(c.identity, emit: emit)
             if c.passive {
                 report(.serverTimeWait, .warning, "The server side of \(c.identity.endpoints) closed first and now holds TIME_WAIT for 60 s; servers should let clients close first, or TIME_WAIT sockets pile up on the listening port.", change.monoNanoseconds, c.identity, emit: emit)
             }
@@ -236,8 +250,7 @@ public struct HandshakeEngine: Sendable {
                 report(.handshakeTimeout, .critical, "The connection to \(endpointText(identity, remote: true)) timed out after \(c.synRetransmits) SYN retransmissions: the peer or the path drops SYNs (host down, firewall dropping, wrong address).", e.monoNanoseconds, identity, count: c.synRetransmits, emit: emit)
             }
         }
-        // The connection is over: forget it (TIME_WAIT entries stay until expiry).
-        if c.state == .closed { connections[id] = nil } else { connections[id] = c }
+        store(c, id)
     }
 
     private mutating func retransmit(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
@@ -338,12 +351,11 @@ public struct HandshakeEngine: Sendable {
             }
         }
         while timeWaitHead < timeWaitQueue.count, timeWaitQueue[timeWaitHead].ends <= now {
-            let (ends, id) = timeWaitQueue[timeWaitHead]
+            let (ends, identity) = timeWaitQueue[timeWaitHead]
             timeWaitHead += 1
-            guard var c = connections[id], c.state == .timeWait, c.timeWaitEnds == ends else { continue }
-            let change = StateChange(connection: c.identity, monoNanoseconds: ends, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: "2msl_expired")
-            apply(change, to: &c, id: id, emit: emit)
-            connections[id] = nil
+            leaveTimeWait(identity)
+            emit(.change(StateChange(connection: identity, monoNanoseconds: ends, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: "2msl_expired")))
+            finalStates[.closed, default: 0] += 1
         }
         if timeWaitHead > 4096 && timeWaitHead * 2 > timeWaitQueue.count {
             timeWaitQueue.removeFirst(timeWaitHead)
@@ -358,6 +370,7 @@ public struct HandshakeEngine: Sendable {
             resolvePendingClose(id: id, emit: emit)
         }
         for c in connections.values { finalStates[c.state, default: 0] += 1 }
+        if timeWaitHead < timeWaitQueue.count { finalStates[.timeWait, default: 0] += timeWaitQueue.count - timeWaitHead }
         // Drops counted since the last listen_overflow report are reported now.
         for (key, value) in listenDrops where value.1 > 0 {
             listenDrops[key] = (value.0, 0)
@@ -369,18 +382,18 @@ public struct HandshakeEngine: Sendable {
 
     // MARK: - TIME_WAIT accounting
 
-    private mutating func enterTimeWait(_ c: ConnectionRecord, emit: (EngineOutput) -> Void) {
-        let key = EndpointKey(netns: c.identity.netns, address: c.identity.localAddress, port: c.identity.localPort)
+    private mutating func enterTimeWait(_ identity: ConnectionIdentity, emit: (EngineOutput) -> Void) {
+        let key = EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort)
         let n = (timeWaitByEndpoint[key] ?? 0) + 1
         timeWaitByEndpoint[key] = n
         if n > thresholds.timeWaitSockets && !buildupReported.contains(key) {
             buildupReported.insert(key)
-            report(.timeWaitBuildup, .warning, "\(n) sockets on local endpoint \(endpointText(c.identity, remote: false)) are in TIME_WAIT: connections there close first at a high rate, which ties up ports and memory; let the peer close first or reuse connections.", now, c.identity, count: n, emit: emit)
+            report(.timeWaitBuildup, .warning, "\(n) sockets on local endpoint \(endpointText(identity, remote: false)) are in TIME_WAIT: connections there close first at a high rate, which ties up ports and memory; let the peer close first or reuse connections.", now, identity, count: n, emit: emit)
         }
     }
 
-    private mutating func leaveTimeWait(_ c: ConnectionRecord) {
-        let key = EndpointKey(netns: c.identity.netns, address: c.identity.localAddress, port: c.identity.localPort)
+    private mutating func leaveTimeWait(_ identity: ConnectionIdentity) {
+        let key = EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort)
         let n = (timeWaitByEndpoint[key] ?? 1) - 1
         timeWaitByEndpoint[key] = n > 0 ? n : nil
         if n <= thresholds.timeWaitSockets / 2 { buildupReported.remove(key) }
