@@ -46,12 +46,11 @@ struct conn_info {
 	__u32 generation;
 	__u32 pid;
 	char comm[TT_COMM_LEN];
+	__u32 pending_new;     /* held-back transition's new state, 0 if none; taken with xchg */
 	__u8 state;            /* the kernel state after the last transition */
 	__u8 pending_old;
-	__u8 pending_new;
 	__u8 owner_known;
 	__u8 prev_known;
-	__u8 pad[3];
 	/* Last complete endpoints: the kernel clears the local port (and may
 	 * clear addresses) before the -> CLOSE transition fires. */
 	__u8 saddr[16];
@@ -165,6 +164,8 @@ static __always_inline void emit(const struct tcptrail_event *e)
 	struct tcptrail_event *out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
 	if (!out) {
 		count(TT_STAT_LOST);
+		if (e->type >= TT_EVENT_TRANSITION && e->type <= TT_EVENT_LISTEN_DROP)
+			count(TT_STAT_LOST_BY_TYPE + e->type);
 		return;
 	}
 	__builtin_memcpy(out, e, sizeof(*out));
@@ -248,13 +249,16 @@ static __always_inline void flush_pending(const struct sock *sk, __u64 cookie, s
 {
 	if (!ci->pending_new)
 		return;
+	/* connect()'s return and a softirq on another CPU may both get here. */
+	__u32 held = __sync_lock_test_and_set(&ci->pending_new, 0);
+	if (!held)
+		return;
 	struct tcptrail_event e = {};
 	fill_common(&e, sk, cookie, ci, ci->pending_ns);
 	e.type = TT_EVENT_TRANSITION;
 	e.old_state = ci->pending_old;
-	e.new_state = ci->pending_new;
+	e.new_state = held;
 	e.flags |= TT_FLAG_DEFERRED;
-	ci->pending_new = 0;
 	emit(&e);
 }
 
@@ -383,7 +387,7 @@ static __always_inline int flush_after_syscall(void)
 	struct conn_info *ci = conn_lookup(cookie);
 	if (!ci || !ci->pending_new)
 		return 0;
-	__u8 held = ci->pending_new;
+	__u32 held = ci->pending_new;
 	flush_pending(sk, cookie, ci);
 	if (held == TCP_LISTEN && ci->owner_known) {
 		struct tcptrail_listener_key lk = {

@@ -115,7 +115,8 @@ enum tcptrail_stat {
 	TT_STAT_TRACK_FULL = 1,  /* the connection table was full: socket not tracked */
 	TT_STAT_FILTERED = 2,    /* events dropped by the in-kernel filters */
 	TT_STAT_SUBMITTED = 3,   /* events written to the ring buffer */
-	TT_STAT_MAX = 4,
+	TT_STAT_LOST_BY_TYPE = 4, /* + event type (1..5): TT_STAT_LOST split by type */
+	TT_STAT_MAX = 10,
 };
 
 _Static_assert(sizeof(struct tcptrail_event) == TT_EVENT_SIZE, "tcptrail_event size");

@@ -204,12 +204,25 @@ public struct JSONLinesWriter: Sendable {
     }
 
     /// Appends a `lost` record: `count` events dropped since the last one, `total` in all.
-    public mutating func appendLost(count: UInt64, total: UInt64, mono: UInt64, to out: inout OutputBuffer) {
+    /// Appends a `lost` record: `count` events dropped since the last one, `total` in all,
+    /// and `total_by_type`, the total split by record type.
+    public mutating func appendLost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64] = [:], mono: UInt64, to out: inout OutputBuffer) {
         appendPrologue(type: "lost", mono: mono, to: &out)
         out.append(",\"count\":" as StaticString)
         out.append(decimal: count)
         out.append(",\"total\":" as StaticString)
         out.append(decimal: total)
-        out.append("}\n" as StaticString)
+        out.append(",\"total_by_type\":{" as StaticString)
+        var first = true
+        for kind in [KernelEventKind.transition, .retransmit, .reset, .error, .listenDrop] {
+            guard let n = byKind[kind], n > 0 else { continue }
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out.append(UInt8(ascii: "\""))
+            out.append(kind.recordType)
+            out.append("\":" as StaticString)
+            out.append(decimal: n)
+        }
+        out.append("}}\n" as StaticString)
     }
 }

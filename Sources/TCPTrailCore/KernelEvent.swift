@@ -12,6 +12,17 @@ public enum KernelEventKind: UInt8, Sendable {
     case error = 4
     /// A segment dropped because a listener's queue was full (`skb:kfree_skb`).
     case listenDrop = 5
+
+    /// The record's `type` in the JSON contract.
+    public var recordType: StaticString {
+        switch self {
+        case .transition: "transition"
+        case .retransmit: "retransmit"
+        case .reset: "reset"
+        case .error: "error"
+        case .listenDrop: "listen_drop"
+        }
+    }
 }
 
 /// Which segment was retransmitted.

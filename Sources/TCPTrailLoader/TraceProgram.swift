@@ -156,6 +156,8 @@ public final class TraceProgram {
             case TT_STAT_TRACK_FULL.rawValue: out.untracked = sum
             case TT_STAT_FILTERED.rawValue: out.filtered = sum
             case TT_STAT_SUBMITTED.rawValue: out.submitted = sum
+            case (TT_STAT_LOST_BY_TYPE.rawValue + 1)...(TT_STAT_LOST_BY_TYPE.rawValue + 5):
+                if let kind = KernelEventKind(rawValue: UInt8(index - TT_STAT_LOST_BY_TYPE.rawValue)) { out.lostByKind[kind] = sum }
             default: break
             }
         }
@@ -173,6 +175,8 @@ public struct KernelStats: Sendable, Equatable {
     public var filtered: UInt64 = 0
     /// Events written to the ring buffer.
     public var submitted: UInt64 = 0
+    /// `lost` split by what the events were.
+    public var lostByKind: [KernelEventKind: UInt64] = [:]
     public init() {}
 }
 

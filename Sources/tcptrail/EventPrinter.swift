@@ -100,10 +100,10 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Reports events the kernel could not queue, as soon as they are counted.
-    func lost(count: UInt64, total: UInt64) {
+    func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
         let now = WallClock.monotonicNow()
         switch format {
-        case .json: json.appendLost(count: count, total: total, mono: now, to: &out)
+        case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
         }
     }

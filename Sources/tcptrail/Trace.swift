@@ -232,10 +232,10 @@ final class LossReporter {
     }
 
     func check() {
-        let lost = program.readStats().lost
-        if lost > seen {
-            sink.lost(count: lost - seen, total: lost)
-            seen = lost
+        let stats = program.readStats()
+        if stats.lost > seen {
+            sink.lost(count: stats.lost - seen, total: stats.lost, byKind: stats.lostByKind)
+            seen = stats.lost
         }
     }
 }

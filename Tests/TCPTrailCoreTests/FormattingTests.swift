@@ -71,7 +71,7 @@ let fixedClock = WallClock(bootOffsetNanoseconds: 1_795_236_180_000_000_000)
         writer.append(e, to: &out)
         e.kind = .error; e.reset = nil; e.errorNumber = 111
         writer.append(e, to: &out)
-        writer.appendLost(count: 5, total: 12, mono: 1, to: &out)
+        writer.appendLost(count: 5, total: 12, byKind: [.transition: 10, .reset: 2], mono: 1, to: &out)
         let records = try out.string.split(separator: "\n").map {
             try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
         }
@@ -86,6 +86,7 @@ let fixedClock = WallClock(bootOffsetNanoseconds: 1_795_236_180_000_000_000)
         #expect(records[3]["type"] as? String == "lost")
         #expect(records[3]["count"] as? Int == 5)
         #expect(records[3]["total"] as? Int == 12)
+        #expect(records[3]["total_by_type"] as? [String: Int] == ["transition": 10, "reset": 2])
         #expect(records.map { $0["seq"] as? Int } == [1, 2, 3, 4])
     }
 
