@@ -27,6 +27,7 @@ public struct JSONLinesWriter: Sendable {
     }
 
     private func appendEndpoint(_ e: KernelEvent, to out: inout OutputBuffer) {
+        // The conn id written straight from the numbers: no String per event.
         out.append(",\"conn\":" as StaticString)
         if e.noSocket {
             out.append("\"\"" as StaticString)
@@ -39,49 +40,41 @@ public struct JSONLinesWriter: Sendable {
             }
             out.append(UInt8(ascii: "\""))
         }
-        out.append(",\"pid\":" as StaticString)
-        out.append(decimal: UInt64(e.pid))
-        out.append(",\"comm\":" as StaticString)
-        out.appendJSONString(e.comm)
-        out.append(",\"netns\":" as StaticString)
-        out.append(decimal: UInt64(e.netns))
-        out.append(",\"family\":" as StaticString)
-        out.append(decimal: UInt64(e.family))
-        out.append(",\"laddr\":\"" as StaticString)
-        out.append(address: e.localAddress, family: e.family)
-        out.append("\",\"lport\":" as StaticString)
-        out.append(decimal: UInt64(e.localPort))
-        out.append(",\"raddr\":\"" as StaticString)
-        out.append(address: e.remoteAddress, family: e.family)
-        out.append("\",\"rport\":" as StaticString)
-        out.append(decimal: UInt64(e.remotePort))
-        out.append(",\"owner_known\":" as StaticString)
-        out.append(e.ownerKnown ? "true" as StaticString : "false")
+        appendOwnerAndEndpoints(pid: e.pid, comm: e.comm, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
+                                local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
         out.append(",\"cpu\":" as StaticString)
         out.append(decimal: UInt64(e.cpu))
+    }
+
+    /// The fields every connection record shares after `conn`.
+    private func appendOwnerAndEndpoints(pid: UInt32, comm: ProcessName, ownerKnown: Bool, netns: UInt32, family: UInt8,
+                                         local: RawAddress, localPort: UInt16, remote: RawAddress, remotePort: UInt16,
+                                         to out: inout OutputBuffer) {
+        out.append(",\"pid\":" as StaticString)
+        out.append(decimal: UInt64(pid))
+        out.append(",\"comm\":" as StaticString)
+        out.appendJSONString(comm)
+        out.append(",\"netns\":" as StaticString)
+        out.append(decimal: UInt64(netns))
+        out.append(",\"family\":" as StaticString)
+        out.append(decimal: UInt64(family))
+        out.append(",\"laddr\":\"" as StaticString)
+        out.append(address: local, family: family)
+        out.append("\",\"lport\":" as StaticString)
+        out.append(decimal: UInt64(localPort))
+        out.append(",\"raddr\":\"" as StaticString)
+        out.append(address: remote, family: family)
+        out.append("\",\"rport\":" as StaticString)
+        out.append(decimal: UInt64(remotePort))
+        out.append(",\"owner_known\":" as StaticString)
+        out.append(ownerKnown ? "true" as StaticString : "false")
     }
 
     private func appendIdentity(_ id: ConnectionIdentity, to out: inout OutputBuffer) {
         out.append(",\"conn\":" as StaticString)
         out.appendJSONString(id.conn)
-        out.append(",\"pid\":" as StaticString)
-        out.append(decimal: UInt64(id.pid))
-        out.append(",\"comm\":" as StaticString)
-        out.appendJSONString(id.comm)
-        out.append(",\"netns\":" as StaticString)
-        out.append(decimal: UInt64(id.netns))
-        out.append(",\"family\":" as StaticString)
-        out.append(decimal: UInt64(id.family))
-        out.append(",\"laddr\":\"" as StaticString)
-        out.append(address: id.localAddress, family: id.family)
-        out.append("\",\"lport\":" as StaticString)
-        out.append(decimal: UInt64(id.localPort))
-        out.append(",\"raddr\":\"" as StaticString)
-        out.append(address: id.remoteAddress, family: id.family)
-        out.append("\",\"rport\":" as StaticString)
-        out.append(decimal: UInt64(id.remotePort))
-        out.append(",\"owner_known\":" as StaticString)
-        out.append(id.ownerKnown ? "true" as StaticString : "false")
+        appendOwnerAndEndpoints(pid: id.pid, comm: id.comm, ownerKnown: id.ownerKnown, netns: id.netns, family: id.family,
+                                local: id.localAddress, localPort: id.localPort, remote: id.remoteAddress, remotePort: id.remotePort, to: &out)
     }
 
     private func appendDocumented(_ change: StateChange, to out: inout OutputBuffer) {

@@ -40,13 +40,19 @@ public struct WallClock: Sendable {
         Int64(bitPattern: mono) &+ bootOffsetNanoseconds
     }
 
-    /// Appends `2026-11-21T04:43:00.123456789Z`.
-    public mutating func appendRFC3339(mono: UInt64, to out: inout OutputBuffer) {
+    /// Unix seconds and nanoseconds of a monotonic timestamp; refreshes the date cache.
+    private mutating func secondAndNanos(mono: UInt64) -> Int64 {
         let unix = unixNanoseconds(mono: mono)
         var seconds = unix / 1_000_000_000
         var nanos = unix % 1_000_000_000
         if nanos < 0 { nanos += 1_000_000_000; seconds -= 1 }
         if seconds != cachedSecond { fillPrefix(seconds) }
+        return nanos
+    }
+
+    /// Appends `2026-11-21T04:43:00.123456789Z`.
+    public mutating func appendRFC3339(mono: UInt64, to out: inout OutputBuffer) {
+        let nanos = secondAndNanos(mono: mono)
         withUnsafeBytes(of: cachedPrefix) { out.append(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
         out.append(decimal: UInt64(nanos), zeroPaddedTo: 9)
         out.append(UInt8(ascii: "Z"))
@@ -54,11 +60,7 @@ public struct WallClock: Sendable {
 
     /// Appends `HH:MM:SS.uuuuuu` (UTC), the text view's time column.
     public mutating func appendTimeOfDay(mono: UInt64, to out: inout OutputBuffer) {
-        let unix = unixNanoseconds(mono: mono)
-        var seconds = unix / 1_000_000_000
-        var nanos = unix % 1_000_000_000
-        if nanos < 0 { nanos += 1_000_000_000; seconds -= 1 }
-        if seconds != cachedSecond { fillPrefix(seconds) }
+        let nanos = secondAndNanos(mono: mono)
         withUnsafeBytes(of: cachedPrefix) { out.append(UnsafeRawBufferPointer(rebasing: $0[11..<20])) }
         out.append(decimal: UInt64(nanos / 1000), zeroPaddedTo: 6)
     }

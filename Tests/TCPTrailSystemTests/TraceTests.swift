@@ -243,6 +243,14 @@ struct TraceTests {
         }
     }
 
+    @Test func verboseShowsLibbpfLog() throws {
+        let r = try run([Products.tcptrail, "trace", "--verbose", "--duration", "0.5", "--port", "\(Unique.port())"])
+        #expect(r.stderr.contains("libbpf: "), "stderr: \(r.stderr.prefix(500))")
+        #expect(r.stderr.contains("tcptrail: 0 events, 0 lost"))
+        let quiet = try run([Products.tcptrail, "trace", "--duration", "0.5", "--port", "\(Unique.port())"])
+        #expect(!quiet.stderr.contains("libbpf: "))
+    }
+
     @Test func doctorPassesHere() throws {
         let r = try run([Products.tcptrail, "doctor"], check: false)
         #expect(r.status == 0, "\(r.stdout)")
