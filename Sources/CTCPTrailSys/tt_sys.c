@@ -6,7 +6,18 @@
 
 static volatile sig_atomic_t stop_signal;
 
+static volatile sig_atomic_t hangup;
+
 static void on_stop(int sig) { stop_signal = sig; }
+
+static void on_hangup(int sig) { (void)sig; hangup = 1; }
+
+int tt_take_hangup(void)
+{
+	int h = hangup;
+	hangup = 0;
+	return h;
+}
 
 int tt_stop_signal(void) { return stop_signal; }
 
@@ -17,6 +28,9 @@ int tt_install_stop_handlers(void)
 	sa.sa_handler = on_stop;
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
+		return -1;
+	sa.sa_handler = on_hangup;
+	if (sigaction(SIGHUP, &sa, NULL))
 		return -1;
 	signal(SIGPIPE, SIG_IGN);
 	/* A parent may have started us with these blocked (posix_spawn from a

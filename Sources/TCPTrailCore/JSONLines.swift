@@ -196,7 +196,54 @@ public struct JSONLinesWriter: Sendable {
         out.append("}\n" as StaticString)
     }
 
-    /// Appends a `lost` record: `count` events dropped since the last one, `total` in all.
+    /// Appends the `header` record that opens every log file. `filters` and
+    /// `thresholds` are JSON objects, written as given.
+    public mutating func appendHeader(version: String, hostname: String, kernel: String, startedMono: UInt64,
+                                      filters: String, thresholds: String, mono: UInt64, to out: inout OutputBuffer) {
+        appendPrologue(type: "header", mono: mono, to: &out)
+        out.append(",\"format_version\":1,\"tcptrail_version\":" as StaticString)
+        out.appendJSONString(version)
+        out.append(",\"hostname\":" as StaticString)
+        out.appendJSONString(hostname)
+        out.append(",\"kernel\":" as StaticString)
+        out.appendJSONString(kernel)
+        out.append(",\"started\":\"" as StaticString)
+        clock.appendRFC3339(mono: startedMono, to: &out)
+        out.append("\",\"boot_offset_ns\":" as StaticString)
+        out.append(decimal: clock.bootOffsetNanoseconds)
+        out.append(",\"filters\":" as StaticString)
+        out.append(filters)
+        out.append(",\"thresholds\":" as StaticString)
+        out.append(thresholds)
+        out.append("}\n" as StaticString)
+    }
+
+    /// Appends the `summary` record that ends a run: records written by type,
+    /// anomalies by name, events lost in the kernel, records the log could not take.
+    public mutating func appendSummary(recordsByType: [(String, UInt64)], anomalies: [(String, Int)], lost: UInt64,
+                                       exportErrors: UInt64, mono: UInt64, to out: inout OutputBuffer) {
+        appendPrologue(type: "summary", mono: mono, to: &out)
+        out.append(",\"records\":{" as StaticString)
+        for (i, (name, n)) in recordsByType.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.appendJSONString(name)
+            out.append(UInt8(ascii: ":"))
+            out.append(decimal: n)
+        }
+        out.append("},\"anomalies\":{" as StaticString)
+        for (i, (name, n)) in anomalies.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.appendJSONString(name)
+            out.append(UInt8(ascii: ":"))
+            out.append(decimal: Int64(n))
+        }
+        out.append("},\"lost\":" as StaticString)
+        out.append(decimal: lost)
+        out.append(",\"export_errors\":" as StaticString)
+        out.append(decimal: exportErrors)
+        out.append("}\n" as StaticString)
+    }
+
     /// Appends a `lost` record: `count` events dropped since the last one, `total` in all,
     /// and `total_by_type`, the total split by record type.
     public mutating func appendLost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64] = [:], mono: UInt64, to out: inout OutputBuffer) {

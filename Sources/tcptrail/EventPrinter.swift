@@ -1,5 +1,6 @@
 import TCPTrailCore
 import TCPTrailLoader
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +18,15 @@ final class EventPrinter: RingBufferConsumer {
     /// The handshake engine; nil with --raw (kernel transitions only).
     private(set) var engine: HandshakeEngine?
     private var out = OutputBuffer(capacity: 1 << 20)
+    /// The exported log (--output FILE), with its own writer and sequence.
+    private let log: EventLog?
+    private var fileJSON: JSONLinesWriter
+    private var fileOut = OutputBuffer(capacity: 1 << 20)
+    /// Records written to the log, by type (indexes of `recordTypes`).
+    private var recordCounts = [UInt64](repeating: 0, count: EventPrinter.recordTypes.count)
+    static let recordTypes = ["transition", "retransmit", "reset", "error", "listen_drop", "anomaly", "snapshot", "lost"]
+    /// Whether the terminal gets anything (not with --output - , where the log is stdout).
+    private let terminal: Bool
     private(set) var events: UInt64 = 0
     private(set) var undecodable: UInt64 = 0
     /// stdout's reader went away (EPIPE): end quietly.
@@ -24,15 +34,68 @@ final class EventPrinter: RingBufferConsumer {
     /// The run should end: --count reached or stdout closed.
     var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
 
-    init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?) {
+    init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
+         log: EventLog? = nil, terminal: Bool = true) {
         self.format = format
         self.addressFilter = addressFilter
         self.limit = limit
         self.engine = engine
+        self.log = log
+        self.terminal = terminal
         let clock = WallClock.current()
         json = JSONLinesWriter(clock: clock)
+        fileJSON = JSONLinesWriter(clock: clock)
         text = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
-        if format == .text { text.appendHeader(to: &out) }
+        if format == .text && terminal { text.appendHeader(to: &out) }
+    }
+
+    /// Writes the log file's header record (at start and after each reopen).
+    func writeLogHeader(version: String, filters: String, thresholds: String) {
+        guard let log else { return }
+        let started = WallClock.monotonicNow()
+        var uts = utsname()
+        uname(&uts)
+        let kernel = withUnsafeBytes(of: uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let host = ProcessInfo.processInfo.hostName
+        log.header = { [unowned self] buffer in
+            self.fileJSON.appendHeader(version: version, hostname: host, kernel: kernel, startedMono: started,
+                                       filters: filters, thresholds: thresholds, mono: WallClock.monotonicNow(), to: &buffer)
+        }
+        log.writeHeader()
+    }
+
+    /// SIGHUP: reopens the log path (after flushing what is buffered).
+    func reopenLog() {
+        guard let log else { return }
+        log.write(&fileOut)
+        log.reopen()
+    }
+
+    /// Writes the summary record, fsyncs and closes the log.
+    func finishLog(lost: UInt64) {
+        guard let log else { return }
+        log.write(&fileOut)
+        var anomalies: [(String, Int)] = []
+        if let engine { anomalies = engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 } }
+        let records = zip(Self.recordTypes, recordCounts).filter { $0.1 > 0 }.map { ($0.0, $0.1) }
+        fileJSON.appendSummary(recordsByType: records, anomalies: anomalies, lost: lost,
+                               exportErrors: log.recordsNotWritten, mono: WallClock.monotonicNow(), to: &fileOut)
+        log.finish(&fileOut)
+    }
+
+    var exportErrors: UInt64 { log?.recordsNotWritten ?? 0 }
+
+    private func countRecord(_ index: Int) { recordCounts[index] &+= 1 }
+
+    private func logRecord(_ output: EngineOutput) {
+        guard log != nil else { return }
+        fileJSON.append(output, to: &fileOut)
+        switch output {
+        case .event(let e): countRecord(Int(e.kind.rawValue) - 1)
+        case .change: countRecord(0)
+        case .anomaly: countRecord(5)
+        case .snapshot: countRecord(6)
+        }
     }
 
     func consume(_ record: UnsafeRawBufferPointer) -> Bool {
@@ -49,17 +112,16 @@ final class EventPrinter: RingBufferConsumer {
         if engine != nil {
             engine!.process(event) { write($0) }
         } else {
-            switch format {
-            case .json: json.append(event, to: &out)
-            case .text: text.append(event, to: &out)
-            }
+            write(.event(event))
         }
         events += 1
-        if out.count >= 1 << 19 { flush() }
+        if out.count >= 1 << 19 || fileOut.count >= 1 << 19 { flush() }
         return !finished
     }
 
     private func write(_ output: EngineOutput) {
+        logRecord(output)
+        guard terminal else { return }
         switch format {
         case .json: json.append(output, to: &out)
         case .text: text.append(output, to: &out)
@@ -102,6 +164,11 @@ final class EventPrinter: RingBufferConsumer {
     /// Reports events the kernel could not queue, as soon as they are counted.
     func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
         let now = WallClock.monotonicNow()
+        if log != nil {
+            fileJSON.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &fileOut)
+            countRecord(7)
+        }
+        guard terminal else { return }
         switch format {
         case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
@@ -118,6 +185,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     func flush() {
+        if let log, !fileOut.isEmpty { log.write(&fileOut) }
         guard !out.isEmpty, !outputClosed else { return }
         let err = out.flush(to: STDOUT_FILENO)
         if err == EPIPE { outputClosed = true }

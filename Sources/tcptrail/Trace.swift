@@ -54,6 +54,12 @@ struct Trace: ParsableCommand {
     @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
     var pollInterval: Int32 = 50
 
+    @Option(help: "Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json).")
+    var output: String?
+
+    @Flag(help: "Allow --output in a directory other users can write.")
+    var allowSharedDir = false
+
     @Flag(help: "Kernel transitions only, as the kernel names them: no handshake engine, no anomalies.")
     var raw = false
 
@@ -150,7 +156,40 @@ struct Trace: ParsableCommand {
         return program
     }
 
+    /// The filters in force, for the log header.
+    func filtersJSON() -> String {
+        var f: [String: Any] = [:]
+        if !pids.isEmpty { f["pid"] = pids }
+        if !ports.isEmpty { f["port"] = ports }
+        if !localPorts.isEmpty { f["lport"] = localPorts }
+        if !remotePorts.isEmpty { f["rport"] = remotePorts }
+        if ipv4Only { f["family"] = 4 }
+        if ipv6Only { f["family"] = 6 }
+        if let netns { f["netns"] = netns }
+        if !addresses.isEmpty { f["addr"] = addresses }
+        let data = (try? JSONSerialization.data(withJSONObject: f, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func thresholdsJSON() -> String {
+        let t: [String: Any] = [
+            "close_wait_s": closeWaitThreshold, "fin_wait_2_s": finWait2Threshold,
+            "time_wait_sockets": timeWaitThreshold, "data_retransmits": retransmitThreshold,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: t, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
     func run() throws {
+        // The log first: a bad path fails before anything is loaded.
+        var log: EventLog?
+        if let output, output != "-" {
+            do {
+                log = try EventLog(path: output, allowSharedDirectory: allowSharedDir)
+            } catch {
+                Diagnostics.fail(error.message, status: error.exitStatus)
+            }
+        }
         let program: TraceProgram
         switch Result(catching: { () throws(LoaderError) in try startProgram() }) {
         case .success(let p): program = p
@@ -160,12 +199,14 @@ struct Trace: ParsableCommand {
 
         tt_install_stop_handlers()
         let sink = EventPrinter(
-            format: json ? .json : .text,
+            format: json || output == "-" ? .json : .text,
             addressFilter: addresses.compactMap(AddressPrefix.init),
             limit: count,
             wideAddresses: ipv6Only,
-            engine: raw ? nil : HandshakeEngine(thresholds: thresholds())
+            engine: raw ? nil : HandshakeEngine(thresholds: thresholds()),
+            log: log
         )
+        sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholdsJSON())
         let reader: RingBufferReader
         switch Result(catching: { () throws(LoaderError) in try RingBufferReader(mapFD: program.eventsFD, consumer: sink) }) {
         case .success(let r): reader = r
@@ -191,6 +232,7 @@ struct Trace: ParsableCommand {
             loss.check()
             // Timers run a little behind the clock: events still in the ring may explain a close.
             sink.tick(to: WallClock.monotonicNow() &- 200_000_000)
+            if tt_take_hangup() != 0 { sink.reopenLog() }
             if queues != nil, WallClock.monotonicNow() >= nextQueueCheck {
                 // Once a second; new namespaces every 10 s (that walks /proc).
                 checks += 1
@@ -211,10 +253,12 @@ struct Trace: ParsableCommand {
         }
         sink.finish()
         sink.flush()
-        if sink.outputClosed { throw ExitCode.success }
         let stats = program.readStats()
+        sink.finishLog(lost: stats.lost)
+        if sink.outputClosed { throw ExitCode.success }
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
         if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
+        if sink.exportErrors > 0 { summary += ", \(sink.exportErrors) records not written to \(output ?? "the log")" }
         Diagnostics.note(summary)
         if let engine = sink.engine { Diagnostics.note(TraceSummary(engine: engine).text) }
     }

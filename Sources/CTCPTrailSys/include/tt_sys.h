@@ -11,6 +11,9 @@ int tt_stop_signal(void);
 /// SIGPIPE so a closed stdout shows up as EPIPE from write().
 int tt_install_stop_handlers(void);
 
+/// Whether SIGHUP arrived since the last call (it asks to reopen the log).
+int tt_take_hangup(void);
+
 /// Sets the calling thread's name (comm), as prctl(PR_SET_NAME).
 int tt_set_comm(const char *name);
 

@@ -1,0 +1,125 @@
+import Foundation
+import TCPTrailCore
+
+/// The exported event log (`trace --output FILE`): JSON Lines, a header
+/// record at the top of every file, mode 0600, never through a symlink.
+///
+/// Write-error policy: when a write fails (disk full, I/O error) the records
+/// in that write are dropped whole (a partly written record is cut off the
+/// file), counted, and reported once on stderr; tracing goes on, the next
+/// flush tries again, and the summary gives the count.
+final class EventLog {
+    enum OpenError: Error {
+        case symlink(String)
+        case sharedDirectory(String)
+        case cannotOpen(String, Int32)
+
+        var message: String {
+            switch self {
+            case .symlink(let p):
+                return "refusing to write the log through a symlink at \(p): remove it or choose another path"
+            case .sharedDirectory(let d):
+                return "refusing to write the log in \(d), which other users can write: choose a private directory or pass --allow-shared-dir"
+            case .cannotOpen(let p, let err):
+                return "cannot open the log \(p): \(String(cString: strerror(err))); check the path and permissions"
+            }
+        }
+
+        /// EX_CANTCREAT
+        var exitStatus: Int32 { 73 }
+    }
+
+    let path: String
+    private var fd: Int32 = -1
+    private(set) var recordsNotWritten: UInt64 = 0
+    private var failing = false
+    /// Writes the header of each new file.
+    var header: (inout OutputBuffer) -> Void = { _ in }
+
+    init(path: String, allowSharedDirectory: Bool) throws(OpenError) {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        var st = stat()
+        if stat(dir, &st) == 0, st.st_mode & S_IWOTH != 0, !allowSharedDirectory {
+            throw .sharedDirectory(dir)
+        }
+        try openFile()
+    }
+
+    private func openFile() throws(OpenError) {
+        let f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if f < 0 {
+            let err = errno
+            if err == ELOOP { throw .symlink(path) }
+            throw .cannotOpen(path, err)
+        }
+        fd = f
+    }
+
+    /// Starts a file's life with its header.
+    func writeHeader() {
+        var out = OutputBuffer(capacity: 4096)
+        header(&out)
+        write(&out)
+    }
+
+    /// SIGHUP: closes and reopens the path (logrotate moved the old file away).
+    func reopen() {
+        if fd >= 0 { fsync(fd); close(fd) }
+        fd = -1
+        do {
+            try openFile()
+            writeHeader()
+        } catch {
+            FileHandle.standardError.write(Data("tcptrail: \(error.message)\n".utf8))
+        }
+    }
+
+    /// Writes whole records and empties the buffer; on failure drops and counts them.
+    func write(_ out: inout OutputBuffer) {
+        guard !out.isEmpty else { return }
+        guard fd >= 0 else {
+            recordsNotWritten += UInt64(out.bytes.lazy.filter { $0 == 0x0a }.count)
+            out.removeAll()
+            return
+        }
+        let start = lseek(fd, 0, SEEK_END)
+        var written = 0
+        var failure: Int32 = 0
+        out.bytes.withUnsafeBytes { raw in
+            while written < raw.count {
+                let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    return
+                }
+                written += n
+            }
+        }
+        if failure != 0 {
+            // Keep whole records only: cut back to the last complete line.
+            let kept = out.bytes[..<written].lastIndex(of: 0x0a).map { $0 + 1 } ?? 0
+            if start >= 0 { ftruncate(fd, start + off_t(kept)) }
+            recordsNotWritten += UInt64(out.bytes[kept...].lazy.filter { $0 == 0x0a }.count)
+            if !failing {
+                failing = true
+                FileHandle.standardError.write(Data("tcptrail: cannot write the log \(path): \(String(cString: strerror(failure))); tracing goes on, records are counted until writes succeed again\n".utf8))
+            }
+        } else if failing {
+            failing = false
+            FileHandle.standardError.write(Data("tcptrail: writing the log \(path) again; \(recordsNotWritten) records were not written\n".utf8))
+        }
+        out.removeAll()
+    }
+
+    /// Writes the last records, syncs and closes.
+    func finish(_ out: inout OutputBuffer) {
+        write(&out)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+            fd = -1
+        }
+    }
+}

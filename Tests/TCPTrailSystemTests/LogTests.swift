@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+
+/// `trace --output FILE`: the exported log (issue 4, first part).
+@Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
+struct EventLogTests {
+    /// A private directory for one test, removed afterwards.
+    final class PrivateDirectory {
+        let path: String
+        init() throws {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("ttlog-\(getpid())-\(Unique.next())").path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    func lines(_ path: String) throws -> [[String: Any]] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.hasSuffix("\n"), "a record was cut in \(path)")
+        return try text.split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+
+    func traffic(_ ns: NetworkNamespace, port: UInt16, n: Int) throws {
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)"])
+        try server.background.waitFor("listening")
+        _ = try Peer(ns, ["client", "127.0.0.1", "\(port)", "\(n)"]).background.wait()
+        _ = try server.background.wait()
+    }
+
+    @Test func logFileHasHeaderRecordsAndSummary() throws {
+        let dir = try PrivateDirectory()
+        let ns = try NetworkNamespace(prefix: "ttg")
+        let port = Unique.port()
+        let path = dir.path + "/trace.jsonl"
+        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        try traffic(ns, port: port, n: 10)
+        usleep(300_000)
+        tracer.signal(SIGTERM)
+        #expect(try tracer.wait() == 0)
+
+        let attrs = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        let records = try lines(path)
+        #expect(records.first?.str("type") == "header")
+        #expect(records.first?.int("format_version") == 1)
+        #expect((records.first?["filters"] as? [String: Any])?["port"] as? [Int] == [Int(port)])
+        #expect(records.last?.str("type") == "summary")
+        #expect(records.map { $0.int("seq") } == Array(1...records.count))
+        let transitions = records.filter { $0.str("type") == "transition" }.count
+        #expect(transitions == 10 * 10 + 2)
+        let summary = try #require(records.last)
+        #expect((summary["records"] as? [String: Int])?["transition"] == transitions)
+        #expect(summary.int("lost") == 0 && summary.int("export_errors") == 0)
+        // The terminal still gets text while the log is written.
+        #expect(tracer.stdout.hasPrefix("TIME(UTC)"))
+    }
+
+    @Test func symlinkAndSharedDirectoryAreRefused() throws {
+        let dir = try PrivateDirectory()
+        let target = dir.path + "/target"
+        let link = dir.path + "/link.jsonl"
+        FileManager.default.createFile(atPath: target, contents: nil)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+        let r = try run([Products.tcptrail, "trace", "--output", link, "--duration", "0.2"], check: false)
+        #expect(r.status == 73)
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("symlink"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: target, encoding: .utf8).isEmpty)
+
+        let shared = dir.path + "/shared"
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])
+        chmod(shared, 0o777)
+        let refused = try run([Products.tcptrail, "trace", "--output", shared + "/t.jsonl", "--duration", "0.2"], check: false)
+        #expect(refused.status == 73 && refused.stderr.contains("--allow-shared-dir"))
+        let allowed = try run([Products.tcptrail, "trace", "--output", shared + "/t.jsonl", "--allow-shared-dir", "--duration", "0.2", "--port", "\(Unique.port())"], check: false)
+        #expect(allowed.status == 0)
+    }
+
+    @Test func hangupReopensThePath() throws {
+        let dir = try PrivateDirectory()
+        let ns = try NetworkNamespace(prefix: "tthu")
+        let port = Unique.port()
+        let path = dir.path + "/trace.jsonl"
+        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        try traffic(ns, port: port, n: 3)
+        usleep(300_000)
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        tracer.signal(SIGHUP)
+        usleep(300_000)
+        try traffic(ns, port: port, n: 3)
+        usleep(300_000)
+        tracer.signal(SIGINT)
+        #expect(try tracer.wait() == 0)
+        let first = try lines(path + ".1"), second = try lines(path)
+        #expect(first.first?.str("type") == "header" && second.first?.str("type") == "header")
+        #expect(second.last?.str("type") == "summary")
+        // seq runs on across the two files with no gap.
+        let seqs = (first + second).map { $0.int("seq") }
+        #expect(seqs == Array(1...seqs.count))
+        #expect(second.filter { $0.str("type") == "transition" }.count >= 30)
+    }
+
+    @Test func fullDiskKeepsTracingAndCountsWhatIsNotWritten() throws {
+        let dir = try PrivateDirectory()
+        let mount = dir.path + "/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", mount])
+        defer { _ = try? run(["umount", "-l", mount], check: false) }
+        let ns = try NetworkNamespace(prefix: "ttfd")
+        let port = Unique.port()
+        let tracer = try Background([Products.tcptrail, "trace", "--output", mount + "/trace.jsonl", "--json", "--port", "\(port)"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        try traffic(ns, port: port, n: 60)
+        usleep(500_000)
+        #expect(tracer.process.isRunning, "tracing must go on when the disk is full")
+        tracer.signal(SIGINT)
+        #expect(try tracer.wait() == 0)
+        let messages = tracer.stderr.split(separator: "\n").filter { $0.contains("cannot write the log") }
+        #expect(messages.count == 1, "\(tracer.stderr)")
+        #expect(tracer.stderr.contains("records not written to"))
+        // Every event still reached stdout, and the file holds only whole records.
+        let stdoutTransitions = tracer.stdout.split(separator: "\n").filter { $0.contains("\"type\":\"transition\"") }.count
+        #expect(stdoutTransitions == 60 * 10 + 2)
+        let kept = try lines(mount + "/trace.jsonl")
+        #expect(kept.first?.str("type") == "header")
+        #expect(kept.count < stdoutTransitions)
+    }
+}
