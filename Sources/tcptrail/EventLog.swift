@@ -31,6 +31,12 @@ final class EventLog {
 
     let path: String
     private var fd: Int32 = -1
+    /// Rotate before a file grows past this many bytes (nil: never).
+    var rotateSize: Int?
+    /// Rotated files kept beside the live one (path.1 is the newest).
+    var rotateKeep = 5
+    /// Bytes in the current file.
+    private(set) var bytesInFile = 0
     private(set) var recordsNotWritten: UInt64 = 0
     private var failing = false
     /// Writes the header of each new file.
@@ -54,6 +60,33 @@ final class EventLog {
             throw .cannotOpen(path, err)
         }
         fd = f
+        var st = stat()
+        bytesInFile = fstat(f, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    /// Whether `pending` more bytes would push the file past --rotate-size.
+    func wouldOverflow(adding pending: Int) -> Bool {
+        guard let rotateSize else { return false }
+        return bytesInFile + pending > rotateSize && bytesInFile > 0
+    }
+
+    /// Moves path to path.1 (path.1 to path.2, … dropping the oldest) and starts a new file.
+    func rotate() {
+        if fd >= 0 { fsync(fd); close(fd) }
+        fd = -1
+        unlink("\(path).\(rotateKeep)")
+        if rotateKeep > 1 {
+            for i in stride(from: rotateKeep - 1, through: 1, by: -1) {
+                rename("\(path).\(i)", "\(path).\(i + 1)")
+            }
+        }
+        if rotateKeep > 0 { rename(path, "\(path).1") } else { unlink(path) }
+        do {
+            try openFile()
+            writeHeader()
+        } catch {
+            FileHandle.standardError.write(Data("tcptrail: \(error.message)\n".utf8))
+        }
     }
 
     /// Starts a file's life with its header.
@@ -97,10 +130,12 @@ final class EventLog {
                 written += n
             }
         }
+        if failure == 0 { bytesInFile += written }
         if failure != 0 {
             // Keep whole records only: cut back to the last complete line.
             let kept = out.bytes[..<written].lastIndex(of: 0x0a).map { $0 + 1 } ?? 0
             if start >= 0 { ftruncate(fd, start + off_t(kept)) }
+            bytesInFile += kept
             recordsNotWritten += UInt64(out.bytes[kept...].lazy.filter { $0 == 0x0a }.count)
             if !failing {
                 failing = true

@@ -87,8 +87,17 @@ final class EventPrinter: RingBufferConsumer {
 
     private func countRecord(_ index: Int) { recordCounts[index] &+= 1 }
 
+    /// Rotates before a record that would push the file past --rotate-size, so a
+    /// record never spans two files and each new file's header takes the next seq.
+    private func rotateIfNeeded() {
+        guard let log, log.rotateSize != nil, log.wouldOverflow(adding: fileOut.count + 512) else { return }
+        log.write(&fileOut)
+        log.rotate()
+    }
+
     private func logRecord(_ output: EngineOutput) {
         guard log != nil else { return }
+        rotateIfNeeded()
         fileJSON.append(output, to: &fileOut)
         switch output {
         case .event(let e): countRecord(Int(e.kind.rawValue) - 1)
@@ -165,6 +174,7 @@ final class EventPrinter: RingBufferConsumer {
     func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
         let now = WallClock.monotonicNow()
         if log != nil {
+            rotateIfNeeded()
             fileJSON.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &fileOut)
             countRecord(7)
         }

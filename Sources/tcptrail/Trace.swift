@@ -57,6 +57,12 @@ struct Trace: ParsableCommand {
     @Option(help: "Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json).")
     var output: String?
 
+    @Option(help: "Rotate the --output file before it passes this size (K/M/G suffixes).")
+    var rotateSize: String?
+
+    @Option(help: "Rotated files to keep (FILE.1 is the newest).")
+    var rotateKeep: Int = 5
+
     @Flag(help: "Allow --output in a directory other users can write.")
     var allowSharedDir = false
 
@@ -94,6 +100,14 @@ struct Trace: ParsableCommand {
             throw ValidationError("--buffer-size must be a power of two from 4K to 1G, got \(bytes)")
         }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        if let rotateSize {
+            guard let bytes = Self.parseSize(rotateSize), bytes >= 4096 else {
+                throw ValidationError("--rotate-size '\(rotateSize)' is not a size of at least 4K, such as 64K or 100M")
+            }
+            _ = bytes
+            if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
+        }
+        if rotateKeep < 0 || rotateKeep > 1000 { throw ValidationError("--rotate-keep must be 0 to 1000") }
         if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
         if closeWaitThreshold <= 0 || finWait2Threshold <= 0 { throw ValidationError("stall thresholds must be positive seconds") }
         if timeWaitThreshold < 1 || retransmitThreshold < 1 { throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1") }
@@ -186,6 +200,8 @@ struct Trace: ParsableCommand {
         if let output, output != "-" {
             do {
                 log = try EventLog(path: output, allowSharedDirectory: allowSharedDir)
+                log?.rotateSize = rotateSize.flatMap(Self.parseSize).map { Int($0) }
+                log?.rotateKeep = rotateKeep
             } catch {
                 Diagnostics.fail(error.message, status: error.exitStatus)
             }

@@ -128,4 +128,39 @@ struct EventLogTests {
         #expect(kept.first?.str("type") == "header")
         #expect(kept.count < stdoutTransitions)
     }
+
+    @Test func rotationUnderLoad() throws {
+        let dir = try PrivateDirectory()
+        let ns = try NetworkNamespace(prefix: "ttrot")
+        let port = Unique.port()
+        let path = dir.path + "/trace.jsonl"
+        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--rotate-size", "64K", "--rotate-keep", "1000", "--port", "\(port)"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "600"])
+        try server.background.waitFor("listening")
+        let clients = try (0..<2).map { _ in try Peer(ns, ["client", "127.0.0.1", "\(port)", "300"]) }
+        for c in clients { _ = try c.background.wait() }
+        _ = try server.background.wait()
+        usleep(300_000)
+        tracer.signal(SIGTERM)
+        #expect(try tracer.wait() == 0)
+
+        let rotated = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("trace.jsonl.") }
+        #expect(rotated.count >= 10, "expected many files, got \(rotated.count + 1)")
+        // Oldest first: trace.jsonl.N ... trace.jsonl.1, then trace.jsonl.
+        let ordered = rotated.compactMap { Int($0.split(separator: ".").last ?? "") }.sorted(by: >).map { "\(dir.path)/trace.jsonl.\($0)" } + [path]
+        var all: [[String: Any]] = []
+        for file in ordered {
+            let attrs = try FileManager.default.attributesOfItem(atPath: file)
+            #expect((attrs[.posixPermissions] as? Int) == 0o600, "\(file)")
+            #expect(((attrs[.size] as? Int) ?? 0) <= 64 * 1024 + 1024, "\(file) is larger than --rotate-size allows")
+            let records = try lines(file)
+            #expect(records.first?.str("type") == "header", "\(file) does not start with a header")
+            all += records
+        }
+        let seqs = all.map { $0.int("seq") }
+        #expect(seqs == Array(1...seqs.count), "seq has gaps or repeats across rotation")
+        #expect(all.last?.str("type") == "summary" && all.last?.int("lost") == 0)
+        #expect(all.filter { $0.str("type") == "transition" }.count == 600 * 10 + 2)
+    }
 }
