@@ -22,6 +22,29 @@ struct EventLogTests {
         }
     }
 
+    static let validator = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/validate-log").path
+
+    /// Validates files against docs/event-log.schema.json with python-jsonschema.
+    func validate(_ files: [String]) throws {
+        let r = try run([Self.validator] + files, check: false)
+        #expect(r.status == 0, "schema: \(r.stdout.prefix(2000))")
+        #expect(r.stderr.contains(" 0 problems"))
+    }
+
+    @Test func theSchemaRejectsWhatTheContractForbids() throws {
+        let dir = try PrivateDirectory()
+        let file = dir.path + "/bad.jsonl"
+        let good = #"{"v":1,"seq":4,"type":"transition","time":"2026-11-21T06:30:04.420156415Z","mono_ns":1,"conn":"5","pid":1,"comm":"x","netns":1,"family":4,"laddr":"1.2.3.4","lport":1,"raddr":"1.2.3.4","rport":2,"owner_known":true,"from":"TIME_WAIT","to":"CLOSED","step":"closed","inferred":true}"#
+        let noKernelFields = #"{"v":1,"seq":1,"type":"transition","time":"2026-11-21T06:30:04.420156415Z","mono_ns":1,"conn":"5","pid":1,"comm":"x","netns":1,"family":4,"laddr":"1.2.3.4","lport":1,"raddr":"1.2.3.4","rport":2,"owner_known":true}"#
+        let unknownAnomaly = #"{"v":1,"seq":2,"type":"anomaly","time":"2026-11-21T06:30:04.420156415Z","mono_ns":1,"conn":"5","pid":1,"comm":"x","netns":1,"family":4,"laddr":"1.2.3.4","lport":1,"raddr":"1.2.3.4","rport":2,"owner_known":true,"anomaly":"made_up","severity":"warning","detail":"something long enough"}"#
+        let badTime = #"{"v":1,"seq":3,"type":"lost","time":"2026-11-21 06:30:04Z","mono_ns":1,"count":1,"total":1,"total_by_type":{}}"#
+        try [good, noKernelFields, unknownAnomaly, badTime].joined(separator: "\n").appending("\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try run([Self.validator, file], check: false)
+        #expect(r.status == 1)
+        #expect(!r.stdout.contains("bad.jsonl:1:") && r.stdout.contains("bad.jsonl:2:") && r.stdout.contains("bad.jsonl:3:") && r.stdout.contains("bad.jsonl:4:"), "\(r.stdout)")
+    }
+
     func traffic(_ ns: NetworkNamespace, port: UInt16, n: Int) throws {
         let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)"])
         try server.background.waitFor("listening")
@@ -54,6 +77,7 @@ struct EventLogTests {
         let summary = try #require(records.last)
         #expect((summary["records"] as? [String: Int])?["transition"] == transitions)
         #expect(summary.int("lost") == 0 && summary.int("export_errors") == 0)
+        try validate([path])
         // The terminal still gets text while the log is written.
         #expect(tracer.stdout.hasPrefix("TIME(UTC)"))
     }
@@ -160,6 +184,7 @@ struct EventLogTests {
         }
         let seqs = all.map { $0.int("seq") }
         #expect(seqs == Array(1...seqs.count), "seq has gaps or repeats across rotation")
+        try validate(ordered)
         #expect(all.last?.str("type") == "summary" && all.last?.int("lost") == 0)
         #expect(all.filter { $0.str("type") == "transition" }.count == 600 * 10 + 2)
     }
