@@ -200,19 +200,25 @@ struct EventLogTests {
         return (server, clients)
     }
 
-    @Test func sigtermUnderLoadLeavesACompleteLog() throws {
-        let dir = try PrivateDirectory()
-        let ns = try NetworkNamespace(prefix: "ttst")
+    /// Traces churn to a log and stops the tracer with `signal` mid-load; returns the log's path.
+    func traceChurnAndStop(with signal: Int32, in dir: PrivateDirectory) throws -> (path: String, status: Int32, port: UInt16) {
+        let ns = try NetworkNamespace(prefix: "ttld")
         let port = Unique.port()
         let path = dir.path + "/trace.jsonl"
         let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
         try tracer.waitFor("tracing TCP events", inStderr: true)
         let (server, clients) = try startChurn(ns, port: port)
         usleep(700_000)
-        tracer.signal(SIGTERM)
-        #expect(try tracer.wait() == 0)
+        tracer.signal(signal)
+        let status = try tracer.wait()
         for p in [server] + clients { p.background.signal(SIGKILL) }
+        return (path, status, port)
+    }
 
+    @Test func sigtermUnderLoadLeavesACompleteLog() throws {
+        let dir = try PrivateDirectory()
+        let (path, status, port) = try traceChurnAndStop(with: SIGTERM, in: dir)
+        #expect(status == 0)
         let records = try lines(path)
         #expect(records.first?.str("type") == "header")
         #expect(records.last?.str("type") == "summary")
@@ -240,16 +246,7 @@ struct EventLogTests {
 
     @Test func sigkillLeavesAtMostOnePartialLine() throws {
         let dir = try PrivateDirectory()
-        let ns = try NetworkNamespace(prefix: "ttsk")
-        let port = Unique.port()
-        let path = dir.path + "/trace.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
-        let (server, clients) = try startChurn(ns, port: port)
-        usleep(700_000)
-        tracer.signal(SIGKILL)
-        _ = try tracer.wait()
-        for p in [server] + clients { p.background.signal(SIGKILL) }
+        let (path, _, _) = try traceChurnAndStop(with: SIGKILL, in: dir)
         let text = try String(contentsOfFile: path, encoding: .utf8)
         var parts = text.split(separator: "\n", omittingEmptySubsequences: false)
         let partial = parts.removeLast()  // "" when the file ends with a newline
