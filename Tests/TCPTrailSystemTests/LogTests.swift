@@ -190,6 +190,12 @@ struct EventLogTests {
         let written = all.filter { $0.str("type") == "transition" }.count
         #expect((all.last?["records"] as? [String: Int])?["transition"] == written)
         #expect(written > 5000, "\(written) transitions for 600 connections")
+        if written != 6002 {
+            var kinds: [String: Int] = [:]
+            for r in all where r.str("type") == "transition" { kinds[r.transition, default: 0] += 1 }
+            print("ROTATION-DIAG written \(written): \(kinds.sorted { $0.key < $1.key })")
+            print("ROTATION-DIAG stderr: \(tracer.stderr)")
+        }
     }
 
     /// Loopback churn that keeps going while the test stops the tracer.
