@@ -25,8 +25,6 @@ final class EventPrinter: RingBufferConsumer {
     /// Records written to the log, by type (indexes of `recordTypes`).
     private var recordCounts = [UInt64](repeating: 0, count: EventPrinter.recordTypes.count)
     static let recordTypes = ["transition", "retransmit", "reset", "error", "listen_drop", "anomaly", "snapshot", "lost"]
-    /// Whether the terminal gets anything (not with --output - , where the log is stdout).
-    private let terminal: Bool
     private(set) var events: UInt64 = 0
     private(set) var undecodable: UInt64 = 0
     /// stdout's reader went away (EPIPE): end quietly.
@@ -35,18 +33,17 @@ final class EventPrinter: RingBufferConsumer {
     var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
 
     init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
-         log: EventLog? = nil, terminal: Bool = true) {
+         log: EventLog? = nil) {
         self.format = format
         self.addressFilter = addressFilter
         self.limit = limit
         self.engine = engine
         self.log = log
-        self.terminal = terminal
         let clock = WallClock.current()
         json = JSONLinesWriter(clock: clock)
         fileJSON = JSONLinesWriter(clock: clock)
         text = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
-        if format == .text && terminal { text.appendHeader(to: &out) }
+        if format == .text { text.appendHeader(to: &out) }
     }
 
     /// Writes the log file's header record (at start and after each reopen).
@@ -130,7 +127,6 @@ final class EventPrinter: RingBufferConsumer {
 
     private func write(_ output: EngineOutput) {
         logRecord(output)
-        guard terminal else { return }
         switch format {
         case .json: json.append(output, to: &out)
         case .text: text.append(output, to: &out)
@@ -178,7 +174,6 @@ final class EventPrinter: RingBufferConsumer {
             fileJSON.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &fileOut)
             countRecord(7)
         }
-        guard terminal else { return }
         switch format {
         case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
