@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
         // The kernel-to-user event layout, shared with bpf/tcptrail.bpf.c.
@@ -20,12 +21,14 @@ let package = Package(
             pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev", "libelf-dev", "zlib1g-dev"])]
         ),
+        // zlib, for reading .gz logs (libbpf links it too).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Signal and process helpers that need C (async-signal-safe flags, prctl, setns).
         .target(name: "CTCPTrailSys"),
         // Pure Swift core: decoding, names, formatting. Never imports libbpf.
         .target(
             name: "TCPTrailCore",
-            dependencies: ["CTCPTrailEvent", "CTCPTrailSys", .product(name: "Histogram", package: "hdrhistogram-swift")]
+            dependencies: ["CTCPTrailEvent", "CTCPTrailSys", "CZlib", .product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
         // Compiles bpf/*.bpf.c at build time and embeds the object as Swift source.
         .executableTarget(name: "bpf-embed"),
@@ -49,7 +52,10 @@ let package = Package(
         ),
         // Test peer: a TCP client or server with a chosen process name.
         .executableTarget(name: "tt-peer", dependencies: ["CTCPTrailSys"]),
-        .testTarget(name: "TCPTrailCoreTests", dependencies: ["TCPTrailCore", "CTCPTrailEvent"]),
+        .testTarget(
+            name: "TCPTrailCoreTests",
+            dependencies: ["TCPTrailCore", "CTCPTrailEvent", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
         .testTarget(
             name: "TCPTrailSystemTests",
             dependencies: ["TCPTrailCore", "tcptrail", "tt-peer"]

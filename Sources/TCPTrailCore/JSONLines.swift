@@ -107,14 +107,19 @@ public struct JSONLinesWriter: Sendable {
                 appendDocumented(change, to: &out)
                 out.append("}\n" as StaticString)
             }
-        case .snapshot(let id, let state, let kernel, let mono):
+        case .snapshot(let id, let state, let kernel, let mono, let expires):
             appendPrologue(type: "snapshot", mono: mono, to: &out)
             appendIdentity(id, to: &out)
             out.append(",\"state\":\"" as StaticString)
             out.append(state.rawValue)
             out.append("\",\"kernel_state\":\"" as StaticString)
             out.append(kernel.nameBytes)
-            out.append("\"}\n" as StaticString)
+            out.append(UInt8(ascii: "\""))
+            if kernel == .timeWait {
+                out.append(",\"expires_ms\":" as StaticString)
+                out.append(decimal: UInt64(expires))
+            }
+            out.append("}\n" as StaticString)
         case .anomaly(let a):
             appendPrologue(type: "anomaly", mono: a.monoNanoseconds, to: &out)
             appendIdentity(a.connection, to: &out)
@@ -127,6 +132,12 @@ public struct JSONLinesWriter: Sendable {
             if let count = a.count {
                 out.append(",\"count\":" as StaticString)
                 out.append(decimal: Int64(count))
+            }
+            if let q = a.acceptQueue {
+                out.append(",\"accept_queue\":" as StaticString)
+                out.append(decimal: UInt64(q.depth))
+                out.append(",\"accept_queue_limit\":" as StaticString)
+                out.append(decimal: UInt64(q.limit))
             }
             out.append("}\n" as StaticString)
         }

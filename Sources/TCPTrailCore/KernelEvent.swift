@@ -97,6 +97,15 @@ public struct ProcessName: Sendable, Equatable {
         self = value
     }
 
+    /// Builds a name from raw bytes (up to 16, as the kernel's TASK_COMM_LEN).
+    public init<C: Collection>(bytes: C) where C.Element == UInt8 {
+        var value = ProcessName()
+        withUnsafeMutableBytes(of: &value) { raw in
+            for (i, b) in bytes.prefix(16).enumerated() { raw[i] = b }
+        }
+        self = value
+    }
+
     /// Calls body with the bytes up to the first NUL.
     public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try withUnsafeBytes(of: self) { raw in

@@ -43,7 +43,7 @@ public struct TextLinesWriter: Sendable {
                 out.append(reason)
             }
             out.append(UInt8(ascii: "\n"))
-        case .snapshot(let id, let state, _, let mono):
+        case .snapshot(let id, let state, _, let mono, _):
             appendPrefix(id, mono: mono, to: &out)
             out.append("(open at start) " as StaticString)
             out.append(state.rawValue)

@@ -88,6 +88,73 @@ public struct WallClock: Sendable {
         }
     }
 
+    /// Parses an RFC 3339 time (`2026-11-21T03:12:00Z`, `2026-11-21 03:12:00.5+01:00`;
+    /// seconds optional; no offset means UTC) into Unix ns.
+    public static func parseRFC3339(_ text: String) -> Int64? {
+        let b = Array(text.utf8)
+        var i = 0
+        func num(_ width: Int) -> Int64? {
+            guard i + width <= b.count else { return nil }
+            var v: Int64 = 0
+            for k in 0..<width {
+                let d = b[i + k] &- 48
+                guard d < 10 else { return nil }
+                v = v * 10 + Int64(d)
+            }
+            i += width
+            return v
+        }
+        func expect(_ c: UInt8) -> Bool {
+            guard i < b.count, b[i] == c else { return false }
+            i += 1
+            return true
+        }
+        guard let y = num(4), expect(UInt8(ascii: "-")), let mo = num(2), expect(UInt8(ascii: "-")), let d = num(2),
+              (1...12).contains(mo), (1...31).contains(d) else { return nil }
+        guard i < b.count, b[i] == UInt8(ascii: "T") || b[i] == UInt8(ascii: "t") || b[i] == UInt8(ascii: " ") else { return nil }
+        i += 1
+        guard let h = num(2), expect(UInt8(ascii: ":")), let mi = num(2), h < 24, mi < 60 else { return nil }
+        var s: Int64 = 0, nanos: Int64 = 0
+        if expect(UInt8(ascii: ":")) {
+            guard let sec = num(2), sec < 61 else { return nil }
+            s = sec
+            if expect(UInt8(ascii: ".")) {
+                var digits = 0
+                while i < b.count, b[i] &- 48 < 10 {
+                    if digits < 9 { nanos = nanos * 10 + Int64(b[i] - 48) }
+                    digits += 1
+                    i += 1
+                }
+                guard digits > 0 else { return nil }
+                for _ in min(digits, 9)..<9 { nanos *= 10 }
+            }
+        }
+        var offset: Int64 = 0
+        if i < b.count {
+            if b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z") {
+                i += 1
+            } else if b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") {
+                let sign: Int64 = b[i] == UInt8(ascii: "-") ? -1 : 1
+                i += 1
+                guard let oh = num(2), expect(UInt8(ascii: ":")), let om = num(2), oh < 24, om < 60 else { return nil }
+                offset = sign * (oh * 3600 + om * 60)
+            }
+        }
+        guard i == b.count else { return nil }
+        let seconds = days(fromCivil: y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
+        return seconds * 1_000_000_000 + nanos
+    }
+
+    /// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).
+    static func days(fromCivil y0: Int64, _ m: Int64, _ d: Int64) -> Int64 {
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
     /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
     static func civil(fromDays z0: Int64) -> (Int64, Int64, Int64) {
         let z = z0 + 719_468

@@ -18,29 +18,7 @@ struct Trace: ParsableCommand {
     @Flag(help: "Write one JSON object per line (contract v1, docs/event-log.md) instead of text.")
     var json = false
 
-    @Option(name: .customLong("pid"), help: "Only sockets owned by this process (repeatable).")
-    var pids: [UInt32] = []
-
-    @Option(name: .customLong("port"), help: "Only connections with this local or remote port (repeatable).")
-    var ports: [UInt16] = []
-
-    @Option(name: .customLong("lport"), help: "Only connections with this local port (repeatable).")
-    var localPorts: [UInt16] = []
-
-    @Option(name: .customLong("rport"), help: "Only connections with this remote port (repeatable).")
-    var remotePorts: [UInt16] = []
-
-    @Flag(name: .customShort("4"), help: "Only IPv4.")
-    var ipv4Only = false
-
-    @Flag(name: .customShort("6"), help: "Only IPv6.")
-    var ipv6Only = false
-
-    @Option(help: "Only this network namespace (inode, as in 'ls -L -i /proc/PID/ns/net').")
-    var netns: UInt32?
-
-    @Option(name: .customLong("addr"), help: "Only connections whose local or remote address is in this CIDR (repeatable; user space).")
-    var addresses: [String] = []
+    @OptionGroup var filters: FilterOptions
 
     @Option(help: "Stop after this many seconds.")
     var duration: Double?
@@ -85,14 +63,6 @@ struct Trace: ParsableCommand {
     var verbose = false
 
     mutating func validate() throws {
-        if ipv4Only && ipv6Only { throw ValidationError("-4 and -6 exclude each other; give at most one") }
-        for (name, n) in [("--pid", pids.count), ("--port", ports.count), ("--lport", localPorts.count), ("--rport", remotePorts.count)]
-        where n > TraceSettings.maxFilterValues {
-            throw ValidationError("\(name) takes at most \(TraceSettings.maxFilterValues) values, got \(n)")
-        }
-        for a in addresses where AddressPrefix(a) == nil {
-            throw ValidationError("--addr '\(a)' is not an address or CIDR block such as 198.18.0.0/15 or fd00::/8")
-        }
         guard let bytes = Self.parseSize(bufferSize) else {
             throw ValidationError("--buffer-size '\(bufferSize)' is not a size such as 4096, 64K or 16M")
         }
@@ -137,26 +107,18 @@ struct Trace: ParsableCommand {
 
     func settings() -> TraceSettings {
         var s = TraceSettings()
-        s.pids = pids
-        s.ports = ports
-        s.localPorts = localPorts
-        s.remotePorts = remotePorts
-        s.family = ipv4Only ? 4 : ipv6Only ? 6 : nil
-        s.netns = netns
+        s.pids = filters.pids
+        s.ports = filters.ports
+        s.localPorts = filters.localPorts
+        s.remotePorts = filters.remotePorts
+        s.family = filters.ipv4Only ? 4 : filters.ipv6Only ? 6 : nil
+        s.netns = filters.netns
         s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 16 << 20)
         return s
     }
 
-    /// The kernel filters, applied to a socket read at start.
-    func keepSnapshot(_ s: SocketSnapshot) -> Bool {
-        if ipv4Only && s.family != 4 || ipv6Only && s.family != 6 { return false }
-        if let netns, s.netns != netns { return false }
-        if !pids.isEmpty && !pids.contains(s.pid) { return false }
-        if !ports.isEmpty && !ports.contains(s.localPort) && !ports.contains(s.remotePort) { return false }
-        if !localPorts.isEmpty && !localPorts.contains(s.localPort) { return false }
-        if !remotePorts.isEmpty && !remotePorts.contains(s.remotePort) { return false }
-        return true
-    }
+    /// The filters, applied to a socket read at start.
+    func keepSnapshot(_ s: SocketSnapshot) -> Bool { filters.eventFilter.keeps(s) }
 
     /// Open, configure, load, attach: each step's failure is one line and its own exit status.
     private func startProgram() throws(LoaderError) -> TraceProgram {
@@ -173,14 +135,14 @@ struct Trace: ParsableCommand {
     /// The filters in force, for the log header.
     func filtersJSON() -> String {
         var f: [String: Any] = [:]
-        if !pids.isEmpty { f["pid"] = pids }
-        if !ports.isEmpty { f["port"] = ports }
-        if !localPorts.isEmpty { f["lport"] = localPorts }
-        if !remotePorts.isEmpty { f["rport"] = remotePorts }
-        if ipv4Only { f["family"] = 4 }
-        if ipv6Only { f["family"] = 6 }
-        if let netns { f["netns"] = netns }
-        if !addresses.isEmpty { f["addr"] = addresses }
+        if !filters.pids.isEmpty { f["pid"] = filters.pids }
+        if !filters.ports.isEmpty { f["port"] = filters.ports }
+        if !filters.localPorts.isEmpty { f["lport"] = filters.localPorts }
+        if !filters.remotePorts.isEmpty { f["rport"] = filters.remotePorts }
+        if filters.ipv4Only { f["family"] = 4 }
+        if filters.ipv6Only { f["family"] = 6 }
+        if let netns = filters.netns { f["netns"] = netns }
+        if !filters.addresses.isEmpty { f["addr"] = filters.addresses }
         let data = (try? JSONSerialization.data(withJSONObject: f, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
@@ -216,9 +178,9 @@ struct Trace: ParsableCommand {
         tt_install_stop_handlers()
         let sink = EventPrinter(
             format: json || output == "-" ? .json : .text,
-            addressFilter: addresses.compactMap(AddressPrefix.init),
+            addressFilter: filters.eventFilter.addresses,
             limit: count,
-            wideAddresses: ipv6Only,
+            wideAddresses: filters.ipv6Only,
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds()),
             log: log
         )

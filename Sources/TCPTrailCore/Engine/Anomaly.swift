@@ -30,6 +30,29 @@ public struct Anomaly: Sendable, Equatable {
     public var connection: ConnectionIdentity
     /// A count where the kind has one (retransmits, TIME_WAIT sockets).
     public var count: Int?
+    /// `listen_overflow` read from the kernel's counter: the listener's accept
+    /// queue then. Replay feeds it back to the engine, as no kernel record shows it.
+    public var acceptQueue: AcceptQueue?
+
+    public struct AcceptQueue: Sendable, Equatable {
+        public var depth: UInt32
+        public var limit: UInt32
+        public init(depth: UInt32, limit: UInt32) {
+            self.depth = depth
+            self.limit = limit
+        }
+    }
+
+    public init(kind: Kind, severity: Severity, detail: String, monoNanoseconds: UInt64, connection: ConnectionIdentity,
+                count: Int? = nil, acceptQueue: AcceptQueue? = nil) {
+        self.kind = kind
+        self.severity = severity
+        self.detail = detail
+        self.monoNanoseconds = monoNanoseconds
+        self.connection = connection
+        self.count = count
+        self.acceptQueue = acceptQueue
+    }
 }
 
 /// The thresholds behind the anomalies that have one.
@@ -44,4 +67,13 @@ public struct AnomalyThresholds: Sendable, Equatable {
     public var dataRetransmits: Int = 3
 
     public init() {}
+
+    /// The thresholds as the log header's `thresholds` object.
+    public var json: String {
+        func seconds(_ ns: UInt64) -> String {
+            ns % 1_000_000_000 == 0 ? String(ns / 1_000_000_000) : String(Double(ns) / 1e9)
+        }
+        return "{\"close_wait_s\":\(seconds(closeWaitNanoseconds)),\"data_retransmits\":\(dataRetransmits),"
+            + "\"fin_wait_2_s\":\(seconds(finWait2Nanoseconds)),\"time_wait_sockets\":\(timeWaitSockets)}"
+    }
 }

@@ -7,8 +7,9 @@ public enum EngineOutput: Sendable, Equatable {
     /// A kernel event that is not a transition (retransmit, reset, error),
     /// passed through in order.
     case event(KernelEvent)
-    /// A connection that was open when tracing started, as sock_diag showed it.
-    case snapshot(ConnectionIdentity, state: TCPState, kernel: KernelTCPState, mono: UInt64)
+    /// A connection that was open when tracing started, as sock_diag showed it
+    /// (`expires`: ms left in TIME_WAIT).
+    case snapshot(ConnectionIdentity, state: TCPState, kernel: KernelTCPState, mono: UInt64, expires: UInt32)
 }
 
 /// Turns the kernel's raw transitions into each connection's life as the TCP
@@ -96,7 +97,7 @@ public struct HandshakeEngine: Sendable {
             var c = ConnectionRecord(identity: identity, state: state, since: mono, lastMono: mono)
             // An endpoint on a listening port was accepted: the server side.
             c.passive = s.state != .listen && listening.contains(EndpointKey(netns: s.netns, address: RawAddress(), port: s.localPort))
-            emit(.snapshot(identity, state: state, kernel: s.state, mono: mono))
+            emit(.snapshot(identity, state: state, kernel: s.state, mono: mono, expires: s.state == .timeWait ? s.expiresMilliseconds : 0))
             let id = identity.conn
             switch state {
             case .timeWait:
@@ -294,7 +295,8 @@ public struct HandshakeEngine: Sendable {
     /// (from `ListenQueueMonitor`, not a tracepoint).
     public mutating func listenOverflow(_ o: ListenQueueMonitor.Overflow, at mono: UInt64, emit: (EngineOutput) -> Void) {
         let identity = ConnectionIdentity(cookie: o.listener.cookie, snapshot: o.listener)
-        report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(o.drops) SYN(s) or ACK(s) because its accept queue was full (\(o.listener.acceptQueue) of \(o.listener.acceptQueueLimit)): \(processText(identity)) does not accept() fast enough, or the backlog is too small.", mono, identity, count: o.drops, emit: emit)
+        report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(o.drops) SYN(s) or ACK(s) because its accept queue was full (\(o.listener.acceptQueue) of \(o.listener.acceptQueueLimit)): \(processText(identity)) does not accept() fast enough, or the backlog is too small.", mono, identity, count: o.drops,
+               acceptQueue: Anomaly.AcceptQueue(depth: o.listener.acceptQueue, limit: o.listener.acceptQueueLimit), emit: emit)
     }
 
     private mutating func reset(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
@@ -401,9 +403,10 @@ public struct HandshakeEngine: Sendable {
 
     // MARK: - Reporting
 
-    private mutating func report(_ kind: Anomaly.Kind, _ severity: Anomaly.Severity, _ detail: String, _ mono: UInt64, _ identity: ConnectionIdentity, count: Int? = nil, emit: (EngineOutput) -> Void) {
+    private mutating func report(_ kind: Anomaly.Kind, _ severity: Anomaly.Severity, _ detail: String, _ mono: UInt64, _ identity: ConnectionIdentity, count: Int? = nil,
+                                 acceptQueue: Anomaly.AcceptQueue? = nil, emit: (EngineOutput) -> Void) {
         anomalyCounts[kind, default: 0] += 1
-        emit(.anomaly(Anomaly(kind: kind, severity: severity, detail: detail, monoNanoseconds: mono, connection: identity, count: count)))
+        emit(.anomaly(Anomaly(kind: kind, severity: severity, detail: detail, monoNanoseconds: mono, connection: identity, count: count, acceptQueue: acceptQueue)))
     }
 
     private func endpointText(_ id: ConnectionIdentity, remote: Bool) -> String {

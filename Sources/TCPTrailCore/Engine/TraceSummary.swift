@@ -10,6 +10,11 @@ public struct TraceSummary {
     }
 
     public var text: String {
+        lines.map { "tcptrail: " + $0 }.joined(separator: "\n")
+    }
+
+    /// The report, one finding per line.
+    public var lines: [String] {
         var lines: [String] = []
         let states = engine.finalStates.sorted { $0.value > $1.value }.map { "\($0.key.rawValue) \($0.value)" }
         lines.append("connections by final state: " + (states.isEmpty ? "none" : states.joined(separator: ", ")))
@@ -17,7 +22,7 @@ public struct TraceSummary {
         lines.append("anomalies: " + (anomalies.isEmpty ? "none" : anomalies.joined(separator: ", ")))
         lines.append("handshake SYN_SENT -> ESTABLISHED: " + Self.percentiles(engine.activeHandshakes))
         lines.append("handshake SYN_RECEIVED -> ESTABLISHED: " + Self.percentiles(engine.passiveHandshakes))
-        return lines.map { "tcptrail: " + $0 }.joined(separator: "\n")
+        return lines
     }
 
     /// "n=120 p50=0.052ms p90=0.110ms p99=0.400ms max=1.200ms" from µs values.

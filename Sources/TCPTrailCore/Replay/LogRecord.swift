@@ -1,0 +1,456 @@
+import CTCPTrailEvent
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `type` of a record in the v1 contract.
+public enum LogRecordType: Sendable, Equatable {
+    case header, summary, transition, retransmit, reset, error, listenDrop, lost, snapshot, anomaly
+    /// A type this version does not know (v1 may add types); skipped.
+    case other
+}
+
+/// One line of a v1 log, read back: what replay needs to re-run the engine.
+public struct LogRecord: Sendable {
+    public var type: LogRecordType = .other
+    public var seq: UInt64 = 0
+    public var mono: UInt64 = 0
+    /// Kernel records: the event as the kernel side sent it. Snapshots and
+    /// anomalies: their connection's identity fields.
+    public var event = KernelEvent(monoNanoseconds: 0, cookie: 0, kind: .transition)
+    /// A transition carrying `kernel_from`/`kernel_to`: the kernel's word, an
+    /// input of the engine. Without them it is one the engine made up (2MSL).
+    public var isKernelTransition = false
+    /// snapshot: the socket's kernel state; TIME_WAIT: ms it had left.
+    public var snapshotState: KernelTCPState?
+    public var expiresMilliseconds: UInt32 = 0
+    /// anomaly: its name, `count`, and for a `listen_overflow` read from the
+    /// kernel's counter, the accept queue then (an input of the engine).
+    public var anomalyName: String?
+    public var count: Int64?
+    public var acceptQueue: Anomaly.AcceptQueue?
+    /// header
+    public var formatVersion: Int64?
+    public var thresholds: AnomalyThresholds?
+    public var bootOffsetNanoseconds: Int64?
+    public var hostname: String?
+    public var kernel: String?
+    public var started: String?
+    /// `time`, only when the parser was asked for it (`wantsTime`).
+    public var time: String?
+    /// lost
+    public var lostTotal: UInt64 = 0
+    /// summary: records the log could not take.
+    public var exportErrors: UInt64 = 0
+    public var lostByType: [KernelEventKind: UInt64] = [:]
+
+    public init() {}
+
+    /// The record was sent by the kernel side (an input of the engine).
+    public var isKernelEvent: Bool {
+        switch type {
+        case .transition: isKernelTransition
+        case .retransmit, .reset, .error, .listenDrop: true
+        default: false
+        }
+    }
+
+    /// The socket the snapshot record shows, as sock_diag read it.
+    public var snapshot: SocketSnapshot {
+        let e = event
+        var s = SocketSnapshot(cookie: e.cookie, state: snapshotState ?? .close, family: e.family, localAddress: e.localAddress,
+                               localPort: e.localPort, remoteAddress: e.remoteAddress, remotePort: e.remotePort,
+                               inode: 0, netns: e.netns, expiresMilliseconds: expiresMilliseconds)
+        s.pid = e.ownerKnown ? e.pid : 0
+        s.comm = e.comm
+        if let acceptQueue {
+            s.acceptQueue = acceptQueue.depth
+            s.acceptQueueLimit = acceptQueue.limit
+        }
+        return s
+    }
+}
+
+/// A line that cannot be used, and whether it is because of its format version.
+public struct LogParseFailure: Error, Sendable, Equatable {
+    public var message: String
+    /// Set when the record declares a format version this tcptrail does not read.
+    public var unknownVersion: Int64?
+}
+
+/// Parses v1 log lines into `LogRecord`s without Foundation: it runs once per
+/// event in replay. Fields may come in any order; unknown fields are ignored.
+public struct LogRecordParser {
+    private var scratch: [UInt8] = []
+    /// Also read `time` (a log without header gets its wall clock from it).
+    public var wantsTime = false
+
+    public init() {
+        scratch.reserveCapacity(256)
+    }
+
+    /// A member name, compared by length and its first and last 8 bytes.
+    struct Key: Equatable {
+        var length: Int
+        var head: UInt64
+        var tail: UInt64
+
+        init(_ p: UnsafePointer<UInt8>, _ n: Int) {
+            length = n
+            head = 0
+            tail = 0
+            for i in 0..<min(n, 8) { head |= UInt64(p[i]) << (8 * i) }
+            if n > 8 { for i in 0..<8 { tail |= UInt64(p[n - 8 + i]) << (8 * i) } }
+        }
+
+        init(_ s: StaticString) { self.init(s.utf8Start, s.utf8CodeUnitCount) }
+
+        static let v = Key("v"), seq = Key("seq"), type = Key("type"), monoNs = Key("mono_ns")
+        static let conn = Key("conn"), pid = Key("pid"), comm = Key("comm"), netns = Key("netns"), family = Key("family")
+        static let laddr = Key("laddr"), lport = Key("lport"), raddr = Key("raddr"), rport = Key("rport")
+        static let ownerKnown = Key("owner_known"), cpu = Key("cpu")
+        static let kernelFrom = Key("kernel_from"), kernelTo = Key("kernel_to"), kernelState = Key("kernel_state")
+        static let prevStateNs = Key("prev_state_ns"), peerFin = Key("peer_fin"), what = Key("what")
+        static let direction = Key("direction"), reason = Key("reason"), noSocket = Key("no_socket")
+        static let errno = Key("errno"), anomaly = Key("anomaly"), count = Key("count")
+        static let acceptQueue = Key("accept_queue"), acceptQueueLimit = Key("accept_queue_limit")
+        static let exportErrors = Key("export_errors"), lost = Key("lost")
+        static let expiresMs = Key("expires_ms"), total = Key("total"), totalByType = Key("total_by_type")
+        static let formatVersion = Key("format_version"), thresholds = Key("thresholds"), bootOffsetNs = Key("boot_offset_ns")
+        static let hostname = Key("hostname"), started = Key("started"), kernel = Key("kernel"), time = Key("time")
+        // thresholds
+        static let closeWaitS = Key("close_wait_s"), finWait2S = Key("fin_wait_2_s")
+        static let timeWaitSockets = Key("time_wait_sockets"), dataRetransmits = Key("data_retransmits")
+    }
+
+    private static func fail(_ message: String) -> LogParseFailure { LogParseFailure(message: message) }
+
+    /// Parses one line (without its newline).
+    public mutating func parse(_ line: UnsafeRawBufferPointer) -> Result<LogRecord, LogParseFailure> {
+        guard let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .failure(Self.fail("empty line")) }
+        do {
+            return .success(try parse(base, line.count))
+        } catch let e as LogParseFailure {
+            return .failure(e)
+        } catch let e as LogLineError {
+            return .failure(Self.fail(e.message))
+        } catch {
+            return .failure(Self.fail("\(error)"))
+        }
+    }
+
+    private mutating func parse(_ p: UnsafePointer<UInt8>, _ n: Int) throws -> LogRecord {
+        var scanner = try JSONObjectScanner(p, count: n)
+        var r = LogRecord()
+        var version: Int64?, seq: UInt64?, mono: UInt64?, typeValue: JSONValue?
+        var conn: JSONValue?, laddr: JSONValue?, raddr: JSONValue?, family: UInt64?
+        var lport: UInt64?, rport: UInt64?
+        var kernelFrom: JSONValue?, kernelTo: JSONValue?, kernelState: JSONValue?
+        var what: JSONValue?, direction: JSONValue?, errnoValue: Int64?, reason: JSONValue?
+        var ownerKnown = false, peerFin = false, noSocket = false
+        var depth: UInt64?, limit: UInt64?
+        var thresholds: JSONValue?, totalByType: JSONValue?
+
+        func number(_ v: JSONValue, _ name: String, max: UInt64 = .max) throws -> UInt64 {
+            guard let x = JSONStrings.unsigned(p, v), x <= max else {
+                throw Self.fail("\"\(name)\" must be an integer from 0 to \(max)")
+            }
+            return x
+        }
+        func flag(_ v: JSONValue, _ name: String) throws -> Bool {
+            guard v.kind == .bool else { throw Self.fail("\"\(name)\" must be true or false") }
+            return v.boolValue
+        }
+
+        while let (keyRange, v) = try scanner.next() {
+            let key = Key(p + keyRange.lowerBound, keyRange.count)
+            switch key {
+            case Key.v:
+                guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"v\" must be an integer") }
+                version = x
+            case Key.seq: seq = try number(v, "seq")
+            case Key.type: typeValue = v
+            case Key.monoNs: mono = try number(v, "mono_ns")
+            case Key.conn: conn = v
+            case Key.pid: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
+            case Key.comm:
+                guard v.kind == .string else { throw Self.fail("\"comm\" must be a string") }
+                if v.escaped {
+                    JSONStrings.decode(p, v, latin1: true, into: &scratch)
+                    r.event.comm = ProcessName(bytes: scratch)
+                } else {
+                    r.event.comm = ProcessName(bytes: UnsafeBufferPointer(start: p + v.start, count: v.end - v.start))
+                }
+            case Key.netns: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
+            case Key.family: family = try number(v, "family", max: 255)
+            case Key.laddr: laddr = v
+            case Key.raddr: raddr = v
+            case Key.lport: lport = try number(v, "lport", max: 65535)
+            case Key.rport: rport = try number(v, "rport", max: 65535)
+            case Key.ownerKnown: ownerKnown = try flag(v, "owner_known")
+            case Key.cpu: r.event.cpu = UInt8(try number(v, "cpu", max: 255))
+            case Key.kernelFrom: kernelFrom = v
+            case Key.kernelTo: kernelTo = v
+            case Key.kernelState: kernelState = v
+            case Key.prevStateNs: r.event.previousStateNanoseconds = v.kind == .null ? nil : try number(v, "prev_state_ns")
+            case Key.peerFin: peerFin = try flag(v, "peer_fin")
+            case Key.noSocket: noSocket = try flag(v, "no_socket")
+            case Key.what: what = v
+            case Key.direction: direction = v
+            case Key.reason: reason = v
+            case Key.errno:
+                guard let x = JSONStrings.signed(p, v), x >= Int64(Int32.min), x <= Int64(Int32.max) else {
+                    throw Self.fail("\"errno\" must be an integer")
+                }
+                errnoValue = x
+            case Key.anomaly: r.anomalyName = JSONStrings.string(p, v)
+            case Key.count:
+                guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"count\" must be an integer") }
+                r.count = x
+            case Key.acceptQueue: depth = try number(v, "accept_queue", max: UInt64(UInt32.max))
+            case Key.acceptQueueLimit: limit = try number(v, "accept_queue_limit", max: UInt64(UInt32.max))
+            case Key.expiresMs: r.expiresMilliseconds = UInt32(try number(v, "expires_ms", max: UInt64(UInt32.max)))
+            case Key.total: r.lostTotal = try number(v, "total")
+            case Key.lost: r.lostTotal = try number(v, "lost")
+            case Key.exportErrors: r.exportErrors = try number(v, "export_errors")
+            case Key.totalByType: totalByType = v
+            case Key.formatVersion:
+                guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"format_version\" must be an integer") }
+                r.formatVersion = x
+            case Key.thresholds: thresholds = v
+            case Key.bootOffsetNs:
+                guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"boot_offset_ns\" must be an integer") }
+                r.bootOffsetNanoseconds = x
+            case Key.hostname: r.hostname = JSONStrings.string(p, v)
+            case Key.started: r.started = JSONStrings.string(p, v)
+            case Key.kernel: r.kernel = JSONStrings.string(p, v)
+            case Key.time: if wantsTime { r.time = JSONStrings.string(p, v) }
+            default: break
+            }
+        }
+        try scanner.finish()
+
+        guard let version else { throw Self.fail("no \"v\" (format version): not a tcptrail v1 record") }
+        guard version == 1 else {
+            throw LogParseFailure(message: "format version \(version) (this tcptrail reads version 1)", unknownVersion: version)
+        }
+        guard let typeValue, typeValue.kind == .string else { throw Self.fail("no \"type\" string") }
+        guard let seq else { throw Self.fail("no \"seq\"") }
+        guard let mono else { throw Self.fail("no \"mono_ns\"") }
+        r.seq = seq
+        r.mono = mono
+        r.event.monoNanoseconds = mono
+        r.type = Self.recordType(p, typeValue)
+
+        switch r.type {
+        case .header:
+            if let fv = r.formatVersion, fv != 1 {
+                throw LogParseFailure(message: "format version \(fv) (this tcptrail reads version 1)", unknownVersion: fv)
+            }
+            if let thresholds { r.thresholds = try parseThresholds(p, thresholds) }
+            return r
+        case .lost:
+            if let totalByType { r.lostByType = try parseLostByType(p, totalByType) }
+            return r
+        case .summary, .other:
+            return r
+        default:
+            break
+        }
+
+        // Connection records: identity and endpoints.
+        guard let conn else { throw Self.fail("no \"conn\" in a \(Self.typeName(r.type)) record") }
+        try parseConn(p, conn, into: &r.event)
+        guard let family, family == 4 || family == 6 else { throw Self.fail("\"family\" must be 4 or 6") }
+        r.event.family = UInt8(family)
+        guard let laddr, let raddr else { throw Self.fail("no \"laddr\" or \"raddr\"") }
+        r.event.localAddress = try parseAddress(p, laddr, family: r.event.family, "laddr")
+        r.event.remoteAddress = try parseAddress(p, raddr, family: r.event.family, "raddr")
+        guard let lport, let rport else { throw Self.fail("no \"lport\" or \"rport\"") }
+        r.event.localPort = UInt16(lport)
+        r.event.remotePort = UInt16(rport)
+        var flags: UInt8 = 0
+        if ownerKnown { flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue) }
+        if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
+        if noSocket || (conn.end == conn.start) { flags |= UInt8(TT_FLAG_NO_SOCKET.rawValue) }
+        r.event.flags = flags
+
+        switch r.type {
+        case .transition:
+            r.event.kind = .transition
+            if kernelFrom != nil || kernelTo != nil {
+                guard let kernelFrom, let kernelTo else { throw Self.fail("a transition needs both \"kernel_from\" and \"kernel_to\"") }
+                r.event.oldState = try state(p, kernelFrom, "kernel_from")
+                r.event.newState = try state(p, kernelTo, "kernel_to")
+                r.isKernelTransition = true
+            }
+        case .retransmit:
+            r.event.kind = .retransmit
+            if let kernelState, kernelState.kind != .null { r.event.newState = try state(p, kernelState, "kernel_state"); r.event.oldState = r.event.newState }
+            guard let what else { throw Self.fail("no \"what\" in a retransmit record") }
+            if JSONStrings.equals(p, what, "data") { r.event.retransmit = .data }
+            else if JSONStrings.equals(p, what, "syn") { r.event.retransmit = .syn }
+            else if JSONStrings.equals(p, what, "synack") { r.event.retransmit = .synack }
+            else { throw Self.fail("\"what\" must be data, syn or synack") }
+        case .reset:
+            r.event.kind = .reset
+            if let kernelState, kernelState.kind != .null { r.event.newState = try state(p, kernelState, "kernel_state"); r.event.oldState = r.event.newState }
+            guard let direction else { throw Self.fail("no \"direction\" in a reset record") }
+            if JSONStrings.equals(p, direction, "sent") { r.event.reset = .sent }
+            else if JSONStrings.equals(p, direction, "received") { r.event.reset = .received }
+            else { throw Self.fail("\"direction\" must be sent or received") }
+            if let reason, reason.kind == .number { r.event.resetReason = UInt32(truncatingIfNeeded: JSONStrings.unsigned(p, reason) ?? 0) }
+        case .error:
+            r.event.kind = .error
+            if let kernelState, kernelState.kind != .null { r.event.newState = try state(p, kernelState, "kernel_state"); r.event.oldState = r.event.newState }
+            guard let errnoValue else { throw Self.fail("no \"errno\" in an error record") }
+            r.event.errorNumber = Int32(errnoValue)
+        case .listenDrop:
+            r.event.kind = .listenDrop
+        case .snapshot:
+            guard let kernelState else { throw Self.fail("no \"kernel_state\" in a snapshot record") }
+            r.snapshotState = try state(p, kernelState, "kernel_state")
+        case .anomaly:
+            guard r.anomalyName != nil else { throw Self.fail("no \"anomaly\" name in an anomaly record") }
+            if let depth, let limit { r.acceptQueue = Anomaly.AcceptQueue(depth: UInt32(depth), limit: UInt32(limit)) }
+        default:
+            break
+        }
+        return r
+    }
+
+    static func recordType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) -> LogRecordType {
+        if JSONStrings.equals(p, v, "transition") { return .transition }
+        if JSONStrings.equals(p, v, "retransmit") { return .retransmit }
+        if JSONStrings.equals(p, v, "reset") { return .reset }
+        if JSONStrings.equals(p, v, "error") { return .error }
+        if JSONStrings.equals(p, v, "anomaly") { return .anomaly }
+        if JSONStrings.equals(p, v, "lost") { return .lost }
+        if JSONStrings.equals(p, v, "snapshot") { return .snapshot }
+        if JSONStrings.equals(p, v, "listen_drop") { return .listenDrop }
+        if JSONStrings.equals(p, v, "header") { return .header }
+        if JSONStrings.equals(p, v, "summary") { return .summary }
+        return .other
+    }
+
+    static func typeName(_ t: LogRecordType) -> String {
+        switch t {
+        case .listenDrop: "listen_drop"
+        default: "\(t)"
+        }
+    }
+
+    private func state(_ p: UnsafePointer<UInt8>, _ v: JSONValue, _ name: String) throws -> KernelTCPState {
+        guard v.kind == .string, !v.escaped else { throw Self.fail("\"\(name)\" must be a kernel state name such as ESTABLISHED") }
+        for s in KernelTCPState.allCases {
+            let word = s.nameBytes
+            if v.end - v.start == word.utf8CodeUnitCount && JSONStrings.memcmpEqual(p + v.start, word.utf8Start, word.utf8CodeUnitCount) {
+                return s
+            }
+        }
+        throw Self.fail("\"\(name)\" is not a kernel state name: \(JSONStrings.string(p, v) ?? "")")
+    }
+
+    /// "4217" or "4217.2"; "" for a socket-less reset.
+    private func parseConn(_ p: UnsafePointer<UInt8>, _ v: JSONValue, into e: inout KernelEvent) throws {
+        guard v.kind == .string, !v.escaped else { throw Self.fail("\"conn\" must be a string such as \"4217\" or \"4217.1\"") }
+        var cookie: UInt64 = 0, generation: UInt64 = 0
+        var inGeneration = false, digits = 0
+        for i in v.start..<v.end {
+            let b = p[i]
+            if b == UInt8(ascii: "."), !inGeneration, digits > 0 { inGeneration = true; digits = 0; continue }
+            let d = b &- 48
+            guard d < 10 else { throw Self.fail("\"conn\" must be digits, or digits.digits") }
+            digits += 1
+            if inGeneration {
+                generation = generation &* 10 &+ UInt64(d)
+                guard generation <= UInt64(UInt32.max) else { throw Self.fail("\"conn\" generation out of range") }
+            } else {
+                let (m, o1) = cookie.multipliedReportingOverflow(by: 10)
+                let (s, o2) = m.addingReportingOverflow(UInt64(d))
+                guard !o1 && !o2 else { throw Self.fail("\"conn\" cookie out of range") }
+                cookie = s
+            }
+        }
+        if inGeneration && digits == 0 { throw Self.fail("\"conn\" must be digits, or digits.digits") }
+        e.cookie = cookie
+        e.generation = UInt32(generation)
+    }
+
+    /// Dotted quad by hand (the common case); IPv6 through inet_pton.
+    private func parseAddress(_ p: UnsafePointer<UInt8>, _ v: JSONValue, family: UInt8, _ name: String) throws -> RawAddress {
+        guard v.kind == .string, !v.escaped, v.end - v.start <= 45 else { throw Self.fail("\"\(name)\" must be an IP address") }
+        if family == 4 {
+            var bytes: UInt32 = 0
+            var part: UInt32 = 0, parts = 0, digits = 0
+            for i in v.start...v.end {
+                let b: UInt8 = i < v.end ? p[i] : UInt8(ascii: ".")
+                if b == UInt8(ascii: ".") {
+                    guard digits > 0, part < 256, parts < 4 else { throw Self.fail("\"\(name)\" is not an IPv4 address") }
+                    bytes |= part << (8 * UInt32(parts))
+                    parts += 1; part = 0; digits = 0
+                    continue
+                }
+                let d = b &- 48
+                guard d < 10, digits < 3 else { throw Self.fail("\"\(name)\" is not an IPv4 address") }
+                part = part * 10 + UInt32(d)
+                digits += 1
+            }
+            guard parts == 4 else { throw Self.fail("\"\(name)\" is not an IPv4 address") }
+            return RawAddress(high: UInt64(bytes), low: 0)
+        }
+        var text: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)  // 48 bytes, NUL-terminated
+        var address = RawAddress()
+        let ok = withUnsafeMutableBytes(of: &text) { t -> Bool in
+            for i in 0..<(v.end - v.start) { t[i] = p[v.start + i] }
+            return withUnsafeMutableBytes(of: &address) { a in
+                inet_pton(AF_INET6, t.baseAddress!.assumingMemoryBound(to: CChar.self), a.baseAddress) == 1
+            }
+        }
+        guard ok else { throw Self.fail("\"\(name)\" is not an IPv6 address") }
+        return address
+    }
+
+    private func parseThresholds(_ p: UnsafePointer<UInt8>, _ v: JSONValue) throws -> AnomalyThresholds {
+        guard v.kind == .object else { throw Self.fail("\"thresholds\" must be an object") }
+        var s = try JSONObjectScanner(p, count: v.end, start: v.start)
+        var t = AnomalyThresholds()
+        func seconds(_ v: JSONValue, _ name: String) throws -> UInt64 {
+            guard let x = JSONStrings.double(p, v), x > 0, x < 1e9 else { throw Self.fail("threshold \"\(name)\" must be positive seconds") }
+            return UInt64(x * 1e9)
+        }
+        func count(_ v: JSONValue, _ name: String) throws -> Int {
+            guard let x = JSONStrings.unsigned(p, v), x >= 1, x <= UInt64(Int32.max) else { throw Self.fail("threshold \"\(name)\" must be a positive integer") }
+            return Int(x)
+        }
+        while let (k, value) = try s.next() {
+            switch Key(p + k.lowerBound, k.count) {
+            case Key.closeWaitS: t.closeWaitNanoseconds = try seconds(value, "close_wait_s")
+            case Key.finWait2S: t.finWait2Nanoseconds = try seconds(value, "fin_wait_2_s")
+            case Key.timeWaitSockets: t.timeWaitSockets = try count(value, "time_wait_sockets")
+            case Key.dataRetransmits: t.dataRetransmits = try count(value, "data_retransmits")
+            default: break
+            }
+        }
+        return t
+    }
+
+    private func parseLostByType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) throws -> [KernelEventKind: UInt64] {
+        guard v.kind == .object else { throw Self.fail("\"total_by_type\" must be an object") }
+        var s = try JSONObjectScanner(p, count: v.end, start: v.start)
+        var result: [KernelEventKind: UInt64] = [:]
+        while let (k, value) = try s.next() {
+            guard let n = JSONStrings.unsigned(p, value) else { throw Self.fail("\"total_by_type\" values must be integers") }
+            let name = JSONValue(kind: .string, start: k.lowerBound, end: k.upperBound)
+            switch Self.recordType(p, name) {
+            case .transition: result[.transition] = n
+            case .retransmit: result[.retransmit] = n
+            case .reset: result[.reset] = n
+            case .error: result[.error] = n
+            case .listenDrop: result[.listenDrop] = n
+            default: break
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,307 @@
+/// What `tcptrail replay` was asked to do.
+public struct ReplayOptions: Sendable {
+    public var filter = EventFilter()
+    public var conn: String?
+    /// Unix ns.
+    public var since: Int64?
+    public var until: Int64?
+    public var anomaliesOnly = false
+    /// Re-emit the engine's records as JSON Lines (a v1 log) instead of timelines.
+    public var json = false
+    /// Stop at the first malformed line.
+    public var strict = false
+    /// Thresholds to use instead of the ones in the log's header.
+    public var thresholds: AnomalyThresholds?
+    public var version = "0"
+
+    public init() {}
+}
+
+/// How a replay went: what was read, what was skipped, why it stopped.
+public struct ReplayResult: Sendable {
+    public enum Stop: Sendable, Equatable {
+        /// A file could not be opened or read.
+        case unreadable(String)
+        /// A record declares a format version this tcptrail does not read.
+        case unknownVersion(String)
+        /// `--strict` and a malformed line.
+        case malformed(String)
+        /// Standard output went away.
+        case outputClosed
+    }
+    public var files = 0
+    public var runs = 0
+    public var lines: UInt64 = 0
+    public var records: UInt64 = 0
+    public var kernelEvents: UInt64 = 0
+    /// Lines skipped as malformed (not counting a cut last line).
+    public var malformed: UInt64 = 0
+    /// Files whose last line was cut off (skipped with a warning).
+    public var cutLastLines = 0
+    public var stop: Stop?
+
+    /// 0; 65 when malformed lines were skipped or --strict stopped; 66 a file
+    /// could not be read; 76 an unknown format version.
+    public var exitStatus: Int32 {
+        switch stop {
+        case .unreadable?: return 66
+        case .unknownVersion?: return 76
+        case .malformed?: return 65
+        case .outputClosed?: return 0
+        case nil: return malformed > 0 ? 65 : 0
+        }
+    }
+}
+
+/// Replays log files: orders them into runs, parses every line, re-runs the
+/// engine per run, and writes timelines (or JSON Lines) and a summary.
+public final class LogReplay {
+    public let paths: [String]
+    public let options: ReplayOptions
+    /// Takes output; returns false when the reader went away.
+    private let write: (inout OutputBuffer) -> Bool
+    /// Takes one-line warnings and errors (for stderr).
+    private let diagnose: (String) -> Void
+    private var out = OutputBuffer(capacity: 1 << 20)
+    private var parser = LogRecordParser()
+    public private(set) var result = ReplayResult()
+    /// Malformed lines are named one by one up to this many, then only counted.
+    public var maxMessages = 20
+    private var messages = 0
+
+    public init(paths: [String], options: ReplayOptions, write: @escaping (inout OutputBuffer) -> Bool,
+                diagnose: @escaping (String) -> Void) {
+        self.paths = paths
+        self.options = options
+        self.write = write
+        self.diagnose = diagnose
+    }
+
+    /// One file, opened, with its header if its first line is one.
+    struct Input {
+        var path: String
+        var reader: LogFileReader
+        var header: LogRecord?
+        var firstSeq: UInt64
+        var order: Int
+    }
+
+    public func run() -> ReplayResult {
+        // Open everything first: a missing file fails before any output.
+        var inputs: [Input] = []
+        for (i, path) in paths.enumerated() {
+            do {
+                let reader = try LogFileReader(path: path)
+                var first: LogRecord?
+                if path != "-" {
+                    // The first line says which run the file belongs to and where in it.
+                    let peek = try LogFileReader(path: path)
+                    _ = peek.forEachLine { line, _ in
+                        if case .complete(let bytes) = line, case .success(let r) = parser.parse(bytes) { first = r }
+                        return false
+                    }
+                }
+                inputs.append(Input(path: path, reader: reader, header: first?.type == .header ? first : nil,
+                                    firstSeq: first?.seq ?? 0, order: i))
+            } catch {
+                result.stop = .unreadable(error.message)
+                diagnose("tcptrail: \(error.message)")
+                return result
+            }
+        }
+        result.files = inputs.count
+        for run in Self.runs(inputs) {
+            result.runs += 1
+            replay(run)
+            if result.stop != nil { break }
+        }
+        return result
+    }
+
+    /// Groups files into runs (same host, same start) and orders each run by `seq`;
+    /// runs keep the order they were given in, files without a header are runs of their own.
+    static func runs(_ inputs: [Input]) -> [[Input]] {
+        var groups: [[Input]] = []
+        var index: [String: Int] = [:]
+        for input in inputs {
+            if let h = input.header, let host = h.hostname, let started = h.started {
+                let key = "\(host)\u{0}\(started)\u{0}\(h.bootOffsetNanoseconds ?? 0)"
+                if let g = index[key] { groups[g].append(input); continue }
+                index[key] = groups.count
+            }
+            groups.append([input])
+        }
+        return groups.map { $0.sorted { ($0.firstSeq, $0.order) < ($1.firstSeq, $1.order) } }
+    }
+
+    private func flushOutput() {
+        guard !out.isEmpty, result.stop == nil else { out.removeAll(); return }
+        if !write(&out) { result.stop = .outputClosed }
+        out.removeAll()
+    }
+
+    private func report(_ path: String, _ line: Int, _ message: String) {
+        result.malformed += 1
+        messages += 1
+        if messages <= maxMessages {
+            diagnose("tcptrail: \(path):\(line): \(message); line skipped")
+        } else if messages == maxMessages + 1 {
+            diagnose("tcptrail: more malformed lines; the summary gives the count")
+        }
+    }
+
+    private func replay(_ files: [Input]) {
+        var run = ReplayRun(filter: options.filter, thresholds: options.thresholds)
+        var timelines: TimelineWriter?
+        var json: JSONLinesWriter?
+        var selection = ReplaySelection()
+        selection.conn = options.conn
+        selection.anomaliesOnly = options.anomaliesOnly
+        var recordCounts: [String: UInt64] = [:]
+        var lostRecords: [(LogRecord)] = []
+
+        // The output is set up at the first record, once the clock is known.
+        func start(_ clock: WallClock, header: LogRecord?) {
+            if let since = options.since { selection.sinceMono = UInt64(clamping: since - clock.bootOffsetNanoseconds) }
+            if let until = options.until { selection.untilMono = UInt64(clamping: until - clock.bootOffsetNanoseconds) }
+            if options.json {
+                var w = JSONLinesWriter(clock: clock)
+                w.appendHeader(version: options.version, hostname: header?.hostname ?? "", kernel: header?.kernel ?? "",
+                               startedMono: header?.mono ?? 0, filters: "{}", thresholds: run.engine.thresholds.json,
+                               mono: header?.mono ?? 0, to: &out)
+                json = w
+            } else {
+                timelines = TimelineWriter(clock: clock, selection: selection)
+            }
+        }
+        func emit(_ output: EngineOutput) {
+            if timelines != nil {
+                timelines!.add(output, to: &out)
+            } else if json != nil, selection.shows(output) {
+                json!.append(output, to: &out)
+                let type: String
+                switch output {
+                case .change: type = "transition"
+                case .anomaly: type = "anomaly"
+                case .snapshot: type = "snapshot"
+                case .event(let e): type = e.kind.recordType.description
+                }
+                recordCounts[type, default: 0] += 1
+            }
+            if out.count >= 1 << 19 { flushOutput() }
+        }
+        func lost(_ r: LogRecord) {
+            if json != nil, !options.anomaliesOnly, selection.conn == nil, selection.inWindow(r.mono) {
+                json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &out)
+                recordCounts["lost", default: 0] += 1
+            }
+            lostRecords.append(r)
+        }
+
+        var started = false
+        parser.wantsTime = true
+        for input in files {
+            let path = input.path
+            let readError = input.reader.forEachLine { line, number in
+                result.lines += 1
+                let bytes: UnsafeRawBufferPointer
+                var isLast = false
+                switch line {
+                case .complete(let b): bytes = b
+                case .unterminated(let b): bytes = b; isLast = true
+                case .tooLong(let n):
+                    report(path, number, "line of \(n) bytes is longer than the \(LogFileReader.maxLineBytes >> 20) MiB limit")
+                    if options.strict { result.stop = .malformed("\(path):\(number)"); return false }
+                    return true
+                }
+                // Blank lines carry nothing (an editor's trailing newline).
+                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0d }) { return true }
+                switch parser.parse(bytes) {
+                case .success(let r):
+                    if !started {
+                        var clock = r.bootOffsetNanoseconds.map { WallClock(bootOffsetNanoseconds: $0) }
+                        if clock == nil, let t = r.time, let unix = WallClock.parseRFC3339(t) {
+                            clock = WallClock(bootOffsetNanoseconds: unix - Int64(bitPattern: r.mono))
+                        }
+                        run.setClock(clock ?? WallClock(bootOffsetNanoseconds: 0))
+                        if r.type == .header { run.feed(r, emit: emit, lost: lost) }
+                        start(run.clock ?? WallClock(bootOffsetNanoseconds: 0), header: r.type == .header ? r : nil)
+                        parser.wantsTime = false
+                        started = true
+                        if r.type == .header { return result.stop == nil }
+                    }
+                    result.records += 1
+                    run.feed(r, emit: emit, lost: lost)
+                case .failure(let f):
+                    if let v = f.unknownVersion {
+                        let message = "\(path):\(number): format version \(v) is not one this tcptrail reads (1); replay it with the tcptrail that wrote it, or a newer one"
+                        diagnose("tcptrail: " + message)
+                        result.stop = .unknownVersion(message)
+                        return false
+                    }
+                    if isLast {
+                        result.cutLastLines += 1
+                        diagnose("tcptrail: warning: \(path):\(number): the last line is cut off (\(f.message)): the writer stopped mid-record (killed, or the disk filled); skipped")
+                        return true
+                    }
+                    report(path, number, f.message)
+                    if options.strict {
+                        result.stop = .malformed("\(path):\(number)")
+                        diagnose("tcptrail: stopped at the first malformed line (--strict)")
+                        return false
+                    }
+                }
+                return result.stop == nil
+            }
+            if let readError {
+                diagnose("tcptrail: \(readError.message)")
+                result.stop = .unreadable(readError.message)
+            }
+            if result.stop != nil { break }
+        }
+        if !started { start(WallClock(bootOffsetNanoseconds: 0), header: nil) }
+        run.finish(emit: emit)
+        result.kernelEvents += run.kernelEvents
+
+        if timelines != nil {
+            timelines!.finish(to: &out)
+            out.append(summaryText(run, timelines: timelines, lostRecords: lostRecords, files: files))
+        } else if json != nil {
+            let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
+            json!.appendSummary(recordsByType: recordCounts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+                                anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0, mono: run.engine.now, to: &out)
+            for line in summaryText(run, timelines: nil, lostRecords: lostRecords, files: files).split(separator: "\n") {
+                diagnose("tcptrail: " + line)
+            }
+        }
+        flushOutput()
+    }
+
+    private func summaryText(_ run: ReplayRun, timelines: TimelineWriter?, lostRecords: [LogRecord], files: [Input]) -> String {
+        var lines: [String] = []
+        let names = files.map(\.path).joined(separator: ", ")
+        var origin = ""
+        if let h = run.header {
+            origin = " (host \(h.hostname ?? "?"), kernel \(h.kernel ?? "?"), started \(h.started ?? "?"))"
+        } else {
+            origin = " (no header: thresholds are the defaults unless given)"
+        }
+        lines.append("replay of \(names)\(origin)")
+        lines.append("records: \(run.records), kernel events replayed: \(run.kernelEvents)"
+                     + (run.filteredOut > 0 ? ", filtered out: \(run.filteredOut)" : ""))
+        if let t = timelines {
+            lines.append("connections shown: \(t.connectionsShown) of \(t.connectionsSeen), with \(t.anomaliesShown) anomalies")
+        }
+        lines.append(contentsOf: TraceSummary(engine: run.engine).lines)
+        var gaps: [String] = []
+        if run.lostInKernel > 0 { gaps.append("\(run.lostInKernel) events lost in the kernel (ring buffer full) while recording") }
+        if let s = run.summary, case let errors = s.exportErrors, errors > 0 { gaps.append("\(errors) records the log could not take") }
+        if run.seqMissing > 0 { gaps.append("\(run.seqMissing) records missing by seq in \(run.seqGaps) gap(s): rotated away, not written, or a file not given") }
+        if run.duplicates > 0 { gaps.append("\(run.duplicates) duplicate records skipped (a file given twice?)") }
+        if run.summary == nil { gaps.append("no summary record: the run did not end cleanly, or its last file was not given") }
+        if run.unknownTypes > 0 { gaps.append("\(run.unknownTypes) records of types this version does not know, ignored") }
+        lines.append(gaps.isEmpty ? "complete: no gaps" : "gaps: " + gaps.joined(separator: "; "))
+        if result.malformed > 0 { lines.append("malformed lines skipped: \(result.malformed)") }
+        return lines.map { $0 + "\n" }.joined()
+    }
+}

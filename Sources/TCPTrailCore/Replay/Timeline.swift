@@ -1,0 +1,314 @@
+/// Which of the engine's output a replay shows.
+public struct ReplaySelection: Sendable {
+    /// Only this connection id (`4217`, `4217.1`).
+    public var conn: String?
+    /// Only what happened in this window (kernel monotonic ns of the run).
+    public var sinceMono: UInt64?
+    public var untilMono: UInt64?
+    /// Only connections (text) or records (JSON) with anomalies.
+    public var anomaliesOnly = false
+
+    public init() {}
+
+    func inWindow(_ mono: UInt64) -> Bool {
+        if let sinceMono, mono < sinceMono { return false }
+        if let untilMono, mono > untilMono { return false }
+        return true
+    }
+
+    /// Whether one record of `--json` output is shown.
+    public func shows(_ output: EngineOutput) -> Bool {
+        let (conn, mono, isAnomaly): (String, UInt64, Bool)
+        switch output {
+        case .change(let c): (conn, mono, isAnomaly) = (c.connection.conn, c.monoNanoseconds, false)
+        case .anomaly(let a): (conn, mono, isAnomaly) = (a.connection.conn, a.monoNanoseconds, true)
+        case .event(let e): (conn, mono, isAnomaly) = (e.connectionID, e.monoNanoseconds, false)
+        case .snapshot(let id, _, _, let m, _): (conn, mono, isAnomaly) = (id.conn, m, false)
+        }
+        if anomaliesOnly && !isAnomaly { return false }
+        if let want = self.conn, want != conn { return false }
+        return inWindow(mono)
+    }
+}
+
+/// Collects the engine's output per connection and writes each connection's
+/// life as a block of text once it is over: the documented states with their
+/// times and how long each lasted, the resets and errors, the anomalies.
+///
+/// A block is written a second (of log time) after the connection closed or
+/// entered TIME_WAIT, so that what the engine says right after (a held close's
+/// cause, `server_time_wait`) still joins it; TIME_WAIT's end is certain (2MSL),
+/// so the block does not wait the 60 s for it.
+public struct TimelineWriter {
+    public var clock: WallClock
+    public var selection: ReplaySelection
+    private var open: [String: Timeline] = [:]
+    /// Connections that are over, in the order they ended.
+    private var ended: [(conn: String, at: UInt64)] = []
+    private var endedHead = 0
+    public private(set) var connectionsShown = 0
+    public private(set) var connectionsSeen = 0
+    public private(set) var anomaliesShown = 0
+    static let settleNanoseconds: UInt64 = 1_000_000_000
+
+    enum Entry {
+        case change(StateChange)
+        case anomaly(Anomaly)
+        case event(KernelEvent)
+        case snapshot(TCPState, UInt64)
+
+        var mono: UInt64 {
+            switch self {
+            case .change(let c): c.monoNanoseconds
+            case .anomaly(let a): a.monoNanoseconds
+            case .event(let e): e.monoNanoseconds
+            case .snapshot(_, let m): m
+            }
+        }
+    }
+
+    struct Timeline {
+        var identity: ConnectionIdentity
+        var entries: [Entry] = []
+        var anomalies = 0
+        var state: TCPState?
+        var first: UInt64
+        var last: UInt64
+        var ended = false
+        var dataRetransmits = 0
+    }
+
+    public init(clock: WallClock, selection: ReplaySelection = ReplaySelection()) {
+        self.clock = clock
+        self.selection = selection
+    }
+
+    /// Adds one output of the engine; writes the blocks that are settled.
+    public mutating func add(_ output: EngineOutput, to out: inout OutputBuffer) {
+        let identity: ConnectionIdentity
+        let entry: Entry
+        switch output {
+        case .change(let c):
+            identity = c.connection
+            entry = .change(c)
+            // The 2MSL expiry of a block already written: the block said when.
+            if c.kernel == nil && open[c.connection.conn] == nil { return }
+        case .anomaly(let a):
+            identity = a.connection
+            entry = .anomaly(a)
+        case .event(let e):
+            if e.noSocket {
+                writeSocketless(e, to: &out)
+                return
+            }
+            identity = ConnectionIdentity(e)
+            entry = .event(e)
+        case .snapshot(let id, let state, _, let mono, _):
+            identity = id
+            entry = .snapshot(state, mono)
+        }
+        let conn = identity.conn
+        let mono = entry.mono
+        if selection.conn == nil || selection.conn == conn {
+            var t = open[conn] ?? {
+                connectionsSeen += 1
+                return Timeline(identity: identity, first: mono, last: mono)
+            }()
+            if case .event(let e) = entry, e.kind == .retransmit, e.retransmit == .data {
+                t.dataRetransmits += 1
+            } else {
+                t.entries.append(entry)
+            }
+            t.identity = identity
+            t.last = max(t.last, mono)
+            switch entry {
+            case .change(let c):
+                t.state = c.to
+                if (c.to == .closed || c.to == .timeWait) && !t.ended {
+                    t.ended = true
+                    ended.append((conn, mono))
+                }
+            case .snapshot(let s, _):
+                t.state = s
+            case .anomaly:
+                t.anomalies += 1
+            case .event:
+                break
+            }
+            open[conn] = t
+        }
+        writeSettled(before: mono, to: &out)
+    }
+
+    /// Writes the blocks of connections that ended more than a second before `mono`.
+    private mutating func writeSettled(before mono: UInt64, to out: inout OutputBuffer) {
+        while endedHead < ended.count, ended[endedHead].at &+ Self.settleNanoseconds <= mono {
+            let conn = ended[endedHead].conn
+            endedHead += 1
+            if let t = open.removeValue(forKey: conn) { write(t, to: &out) }
+        }
+        if endedHead > 1024 && endedHead * 2 > ended.count {
+            ended.removeFirst(endedHead)
+            endedHead = 0
+        }
+    }
+
+    /// Writes every block still held (connections open at the end of the log last).
+    public mutating func finish(to out: inout OutputBuffer) {
+        writeSettled(before: .max, to: &out)
+        for t in open.values.sorted(by: { $0.first < $1.first }) { write(t, to: &out) }
+        open.removeAll()
+    }
+
+    private mutating func write(_ t: Timeline, to out: inout OutputBuffer) {
+        if selection.anomaliesOnly && t.anomalies == 0 { return }
+        if let since = selection.sinceMono, t.last < since { return }
+        if let until = selection.untilMono, t.first > until { return }
+        connectionsShown += 1
+        anomaliesShown += t.anomalies
+        let id = t.identity
+        out.append("conn " as StaticString)
+        out.append(id.conn)
+        out.append("  " as StaticString)
+        out.append(id.endpoints)
+        out.append("  " as StaticString)
+        if id.ownerKnown {
+            out.append("pid " as StaticString)
+            out.append(decimal: UInt64(id.pid))
+            out.append(" (" as StaticString)
+            out.appendEscapedText(id.comm)
+            out.append(UInt8(ascii: ")"))
+        } else {
+            out.append("owner unknown" as StaticString)
+        }
+        out.append("  netns " as StaticString)
+        out.append(decimal: UInt64(id.netns))
+        out.append("  from " as StaticString)
+        clock.appendRFC3339(mono: t.first, to: &out)
+        out.append(UInt8(ascii: "\n"))
+
+        var since: UInt64?
+        for entry in t.entries {
+            out.append("  " as StaticString)
+            clock.appendTimeOfDay(mono: entry.mono, to: &out)
+            out.append("  " as StaticString)
+            let start = out.count
+            switch entry {
+            case .change(let c):
+                out.append(c.from.rawValue)
+                out.pad(from: start, to: 13)
+                out.append("-> " as StaticString)
+                out.append(c.to.rawValue)
+                out.pad(from: start, to: 30)
+                out.append(c.step.rawValue)
+                if c.inferred { out.append(" (inferred)" as StaticString) }
+                if let reason = c.reason {
+                    out.append(UInt8(ascii: " "))
+                    out.append(reason)
+                }
+                // Time in the state it left: from the previous change, or the kernel's own count.
+                let spent: UInt64? = since.map { c.monoNanoseconds >= $0 ? c.monoNanoseconds - $0 : 0 } ?? c.kernel?.previousStateNanoseconds
+                if let spent, c.from != .closed || since != nil {
+                    out.pad(from: start, to: 60)
+                    out.append("after " as StaticString)
+                    Self.appendDuration(spent, to: &out)
+                    out.append(" in " as StaticString)
+                    out.append(c.from.rawValue)
+                }
+                since = c.monoNanoseconds
+            case .snapshot(let s, let mono):
+                out.append("open when the trace started, in " as StaticString)
+                out.append(s.rawValue)
+                since = mono
+            case .anomaly(let a):
+                out.append(a.severity == .critical ? "!!! " as StaticString : "!! " as StaticString)
+                out.append(a.kind.rawValue)
+                out.append(": " as StaticString)
+                out.append(a.detail)
+            case .event(let e):
+                switch e.kind {
+                case .reset:
+                    out.append(e.reset == .sent ? "RST sent" as StaticString : "RST received" as StaticString)
+                case .error:
+                    out.append("socket error " as StaticString)
+                    ErrnoName.append(e.errorNumber, to: &out)
+                case .retransmit:
+                    out.append("retransmitted " as StaticString)
+                    out.append((e.retransmit ?? .data).name)
+                case .listenDrop:
+                    out.append("segment dropped: accept queue full" as StaticString)
+                case .transition:
+                    out.append("kernel transition" as StaticString)
+                }
+                if let s = e.newState {
+                    out.append(" (kernel state " as StaticString)
+                    out.append(s.nameBytes)
+                    out.append(UInt8(ascii: ")"))
+                }
+            }
+            out.append(UInt8(ascii: "\n"))
+        }
+        if t.dataRetransmits > 0 {
+            out.append("  data segments retransmitted: " as StaticString)
+            out.append(decimal: UInt64(t.dataRetransmits))
+            out.append(UInt8(ascii: "\n"))
+        }
+        out.append("  " as StaticString)
+        switch t.state {
+        case .timeWait?:
+            out.append("in TIME_WAIT until " as StaticString)
+            clock.appendTimeOfDay(mono: (since ?? t.last) + HandshakeEngine.timeWaitNanoseconds, to: &out)
+            out.append(" (2MSL, inferred)" as StaticString)
+        case .closed?:
+            out.append("CLOSED" as StaticString)
+        case let s?:
+            out.append("still " as StaticString)
+            out.append(s.rawValue)
+            out.append(" at the end of the log" as StaticString)
+        case nil:
+            out.append("state unknown (no transition seen)" as StaticString)
+        }
+        if t.last > t.first {
+            out.append(", lived " as StaticString)
+            Self.appendDuration(t.last - t.first, to: &out)
+            out.append(" in this log" as StaticString)
+        }
+        out.append("\n\n" as StaticString)
+    }
+
+    /// An RST this host sent for a segment no socket owned: one line of its own.
+    private mutating func writeSocketless(_ e: KernelEvent, to out: inout OutputBuffer) {
+        guard selection.conn == nil, !selection.anomaliesOnly, selection.inWindow(e.monoNanoseconds) else { return }
+        out.append("no socket  " as StaticString)
+        clock.appendRFC3339(mono: e.monoNanoseconds, to: &out)
+        out.append("  RST sent to " as StaticString)
+        out.append(address: e.remoteAddress, family: e.family)
+        out.append(UInt8(ascii: ":"))
+        out.append(decimal: UInt64(e.remotePort))
+        out.append(": its segment to " as StaticString)
+        out.append(address: e.localAddress, family: e.family)
+        out.append(UInt8(ascii: ":"))
+        out.append(decimal: UInt64(e.localPort))
+        out.append(" found no socket (nothing listens there)\n\n" as StaticString)
+    }
+
+    /// "0.044 ms", "1.250 s", "2 min 5 s".
+    static func appendDuration(_ ns: UInt64, to out: inout OutputBuffer) {
+        if ns < 1_000_000_000 {
+            out.append(decimal: ns / 1_000_000)
+            out.append(UInt8(ascii: "."))
+            out.append(decimal: ns / 1000 % 1000, zeroPaddedTo: 3)
+            out.append(" ms" as StaticString)
+        } else if ns < 120_000_000_000 {
+            out.append(decimal: ns / 1_000_000_000)
+            out.append(UInt8(ascii: "."))
+            out.append(decimal: ns / 1_000_000 % 1000, zeroPaddedTo: 3)
+            out.append(" s" as StaticString)
+        } else {
+            out.append(decimal: ns / 60_000_000_000)
+            out.append(" min " as StaticString)
+            out.append(decimal: ns / 1_000_000_000 % 60)
+            out.append(" s" as StaticString)
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import ArgumentParser
+import TCPTrailCore
+import TCPTrailLoader
+
+/// The connection filters `trace` and `replay` share.
+struct FilterOptions: ParsableArguments {
+    @Option(name: .customLong("pid"), help: "Only sockets owned by this process (repeatable).")
+    var pids: [UInt32] = []
+
+    @Option(name: .customLong("port"), help: "Only connections with this local or remote port (repeatable).")
+    var ports: [UInt16] = []
+
+    @Option(name: .customLong("lport"), help: "Only connections with this local port (repeatable).")
+    var localPorts: [UInt16] = []
+
+    @Option(name: .customLong("rport"), help: "Only connections with this remote port (repeatable).")
+    var remotePorts: [UInt16] = []
+
+    @Flag(name: .customShort("4"), help: "Only IPv4.")
+    var ipv4Only = false
+
+    @Flag(name: .customShort("6"), help: "Only IPv6.")
+    var ipv6Only = false
+
+    @Option(help: "Only this network namespace (inode, as in 'ls -L -i /proc/PID/ns/net').")
+    var netns: UInt32?
+
+    @Option(name: .customLong("addr"), help: "Only connections whose local or remote address is in this CIDR (repeatable).")
+    var addresses: [String] = []
+
+    func validate() throws {
+        if ipv4Only && ipv6Only { throw ValidationError("-4 and -6 exclude each other; give at most one") }
+        for (name, n) in [("--pid", pids.count), ("--port", ports.count), ("--lport", localPorts.count), ("--rport", remotePorts.count)]
+        where n > TraceSettings.maxFilterValues {
+            throw ValidationError("\(name) takes at most \(TraceSettings.maxFilterValues) values, got \(n)")
+        }
+        for a in addresses where AddressPrefix(a) == nil {
+            throw ValidationError("--addr '\(a)' is not an address or CIDR block such as 198.18.0.0/15 or fd00::/8")
+        }
+    }
+
+    /// The filters as one value (all of them, --addr included).
+    var eventFilter: EventFilter {
+        var f = EventFilter()
+        f.pids = pids
+        f.ports = ports
+        f.localPorts = localPorts
+        f.remotePorts = remotePorts
+        f.family = ipv4Only ? 4 : ipv6Only ? 6 : nil
+        f.netns = netns
+        f.addresses = addresses.compactMap(AddressPrefix.init)
+        return f
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import TCPTrailCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tcptrail replay FILE...`: re-runs the handshake engine over recorded logs.
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-run the handshake engine over recorded logs: each connection's timeline, its anomalies, a summary.",
+        discussion: """
+        Reads v1 logs written by 'trace --output' or 'trace --json' (plain or .gz, '-' for stdin) from this host or another; \
+        needs no privileges. Files of one run (rotated files, SIGHUP reopens) are put in seq order. A malformed line is \
+        named (file:line: what is wrong), skipped and counted, and the exit status is then 65; --strict stops at it. \
+        A cut last line (writer killed) is a warning. Exit 66: a file cannot be read; 76: an unknown format version.
+        """
+    )
+
+    @Argument(help: "Log files (FILE, FILE.1, FILE.gz ...; '-' is standard input).")
+    var files: [String]
+
+    @OptionGroup var filters: FilterOptions
+
+    @Option(help: "Only what happened from this time on (RFC 3339, e.g. 2026-11-21T03:12:00Z; no offset means UTC).")
+    var since: String?
+
+    @Option(help: "Only what happened up to this time (RFC 3339).")
+    var until: String?
+
+    @Option(help: "Only this connection (the 'conn' id, e.g. 4217 or 4217.1).")
+    var conn: String?
+
+    @Flag(help: "Only connections with anomalies (with --json: only anomaly records).")
+    var anomaliesOnly = false
+
+    @Flag(help: "Re-emit the engine's records as JSON Lines (a v1 log with header and summary) instead of timelines.")
+    var json = false
+
+    @Flag(help: "Stop at the first malformed line instead of skipping it.")
+    var strict = false
+
+    @Option(help: "Override the log's CLOSE_WAIT stall threshold, in seconds.")
+    var closeWaitThreshold: Double?
+
+    @Option(name: .customLong("fin-wait-2-threshold"), help: "Override the log's FIN_WAIT_2 stall threshold, in seconds.")
+    var finWait2Threshold: Double?
+
+    @Option(help: "Override the log's TIME_WAIT buildup threshold (sockets per local endpoint).")
+    var timeWaitThreshold: Int?
+
+    @Option(help: "Override the log's data retransmit threshold (segments per connection).")
+    var retransmitThreshold: Int?
+
+    mutating func validate() throws {
+        if files.isEmpty { throw ValidationError("give at least one log file") }
+        if let since, WallClock.parseRFC3339(since) == nil {
+            throw ValidationError("--since '\(since)' is not a time such as 2026-11-21T03:12:00Z")
+        }
+        if let until, WallClock.parseRFC3339(until) == nil {
+            throw ValidationError("--until '\(until)' is not a time such as 2026-11-21T03:12:00Z")
+        }
+        if let a = since.flatMap(WallClock.parseRFC3339), let b = until.flatMap(WallClock.parseRFC3339), a > b {
+            throw ValidationError("--since is after --until")
+        }
+        if let conn, conn.isEmpty || !conn.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }) {
+            throw ValidationError("--conn '\(conn)' is not a connection id such as 4217 or 4217.1")
+        }
+        for t in [closeWaitThreshold, finWait2Threshold].compactMap({ $0 }) where t <= 0 {
+            throw ValidationError("stall thresholds must be positive seconds")
+        }
+        for t in [timeWaitThreshold, retransmitThreshold].compactMap({ $0 }) where t < 1 {
+            throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1")
+        }
+        if files.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input ('-') can be given once") }
+    }
+
+    func run() throws {
+        var options = ReplayOptions()
+        options.filter = filters.eventFilter
+        options.conn = conn
+        options.since = since.flatMap(WallClock.parseRFC3339)
+        options.until = until.flatMap(WallClock.parseRFC3339)
+        options.anomaliesOnly = anomaliesOnly
+        options.json = json
+        options.strict = strict
+        options.version = TCPTrail.version
+        if closeWaitThreshold != nil || finWait2Threshold != nil || timeWaitThreshold != nil || retransmitThreshold != nil {
+            // Overrides start from the defaults; the log's header is not read for them.
+            var t = AnomalyThresholds()
+            if let v = closeWaitThreshold { t.closeWaitNanoseconds = UInt64(v * 1e9) }
+            if let v = finWait2Threshold { t.finWait2Nanoseconds = UInt64(v * 1e9) }
+            if let v = timeWaitThreshold { t.timeWaitSockets = v }
+            if let v = retransmitThreshold { t.dataRetransmits = v }
+            options.thresholds = t
+        }
+        signal(SIGPIPE, SIG_IGN)
+        let replay = LogReplay(paths: files, options: options, write: { buffer in
+            buffer.flush(to: STDOUT_FILENO) != EPIPE
+        }, diagnose: { Diagnostics.note($0) })
+        let result = replay.run()
+        if result.malformed > 0 && result.stop == nil {
+            Diagnostics.note("tcptrail: \(result.malformed) malformed line(s) skipped; exit status 65 (use --strict to stop at the first)")
+        }
+        if result.exitStatus != 0 { throw ExitCode(result.exitStatus) }
+    }
+}
