@@ -192,6 +192,26 @@ let minute: UInt64 = 60_000_000_000
         #expect(run.changes.last?.reason == "ETIMEDOUT")
     }
 
+    @Test func theErrnoZeroReportAfterAFailedConnectKeepsTheRealError() {
+        // As on 6.18: the close, then ETIMEDOUT, then tcp_disconnect() from connect() reporting errno 0.
+        let s = Script(1)
+        let events = s.t(.close, .synSent).retransmit(.syn, in: .synSent, after: 1000)
+            .t(.synSent, .close, after: 1000).error(110, in: .close).error(0, in: .close).events
+        let run = Run(events)
+        #expect(run.changes.last?.reason == "ETIMEDOUT")
+        #expect(run.kinds == [.synRetransmit, .handshakeTimeout])
+    }
+
+    @Test func closeOnAHalfClosedSocketIsNoStepAndNoAnomaly() {
+        // shutdown(SHUT_WR), then close(): the kernel sets FIN_WAIT2 again.
+        let s = Script(1)
+        let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1).t(.finWait1, .finWait2)
+            .t(.finWait2, .finWait2, after: 500).t(.finWait2, .close, peerFin: true).events
+        let run = Run(events)
+        #expect(run.anomalies.isEmpty)
+        #expect(run.steps == [.synSent, .established, .finSent, .finAcked, .timeWait])
+    }
+
     @Test func lingerZeroAbortResetsBothSides() {
         // The aborting side: the kernel reports CLOSE first, then the RST it sends.
         let a = Script(12)

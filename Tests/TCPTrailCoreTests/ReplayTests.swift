@@ -164,7 +164,8 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         case 3:  // handshake timeout
             s.t(.close, .synSent)
             for _ in 0..<Int.random(in: 1...3, using: &rng) { s.retransmit(.syn, in: .synSent, after: 1000) }
-            s.error(110, in: .synSent, after: 1000).t(.synSent, .close, after: 0)
+            // The error comes a moment after the close; connect()'s tcp_disconnect reports errno 0 after it.
+            s.t(.synSent, .close, after: 1000).error(110, in: .close).error(0, in: .close)
         case 4:  // linger 0: reset sent
             s.t(.close, .synSent).t(.synSent, .established).t(.established, .close, after: 20).reset(.sent, in: .close)
         case 5:  // reset received while established
@@ -174,6 +175,7 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
             if Bool.random(using: &rng) { s.t(.closeWait, .lastAck, after: ms(500, 3000) / 1_000_000).t(.lastAck, .close) }
         case 7:  // FIN_WAIT_2 that may stall
             s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1, after: 5).t(.finWait1, .finWait2)
+            if Bool.random(using: &rng) { s.t(.finWait2, .finWait2, after: 200) }  // close() after shutdown(SHUT_WR)
             s.t(.finWait2, .close, after: ms(100, 3000) / 1_000_000, peerFin: Bool.random(using: &rng))
         case 8:  // data retransmits past the threshold
             s.t(.close, .synSent).t(.synSent, .established)

@@ -133,7 +133,9 @@ public struct HandshakeEngine: Sendable {
             listenDrop(e, emit: emit)
         case .error:
             emit(.event(e))
-            if var c = connections[id] {
+            // errno 0: tcp_disconnect() reporting after a failed connect() has
+            // consumed the error; it must not erase the error that closed it.
+            if e.errorNumber != 0, var c = connections[id] {
                 c.lastError = e.errorNumber
                 connections[id] = c
                 if c.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
@@ -143,6 +145,16 @@ public struct HandshakeEngine: Sendable {
 
     private mutating func transition(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
         guard let kfrom = e.oldState, let kto = e.newState else { return }
+        // FIN_WAIT2 -> FIN_WAIT2 and the like: close() on a socket already
+        // closing (tcp_close_state sets the state it has). No step; passed on.
+        if kfrom == kto && kto != .close {
+            emit(.event(e))
+            if var c = connections[id] {
+                c.lastMono = e.monoNanoseconds
+                connections[id] = c
+            }
+            return
+        }
         // A new transition settles a held close of the same connection first.
         if connections[id]?.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
         let identity = ConnectionIdentity(e)
@@ -224,6 +236,12 @@ public struct HandshakeEngine: Sendable {
         default:
             break
         }
+    }
+
+    /// Settles a held -> CLOSE now. Replay calls it where the live run wrote
+    /// the close: everything that explained it is already in the log before it.
+    public mutating func settlePendingClose(of conn: String, emit: (EngineOutput) -> Void) {
+        resolvePendingClose(id: conn, emit: emit)
     }
 
     private mutating func resolvePendingClose(id: String, emit: (EngineOutput) -> Void) {

@@ -21,6 +21,9 @@ public struct LogRecord: Sendable {
     /// A transition carrying `kernel_from`/`kernel_to`: the kernel's word, an
     /// input of the engine. Without them it is one the engine made up (2MSL).
     public var isKernelTransition = false
+    /// The live engine's documented `step` is on the record: it was written
+    /// after the engine decided (a held close, once its cause was known).
+    public var hasDocumentedStep = false
     /// snapshot: the socket's kernel state; TIME_WAIT: ms it had left.
     public var snapshotState: KernelTCPState?
     public var expiresMilliseconds: UInt32 = 0
@@ -112,6 +115,7 @@ public struct LogRecordParser {
         static let kernelFrom = Key("kernel_from"), kernelTo = Key("kernel_to"), kernelState = Key("kernel_state")
         static let prevStateNs = Key("prev_state_ns"), peerFin = Key("peer_fin"), what = Key("what")
         static let direction = Key("direction"), reason = Key("reason"), noSocket = Key("no_socket")
+        static let step = Key("step")
         static let errno = Key("errno"), anomaly = Key("anomaly"), count = Key("count")
         static let acceptQueue = Key("accept_queue"), acceptQueueLimit = Key("accept_queue_limit")
         static let exportErrors = Key("export_errors"), lost = Key("lost")
@@ -196,6 +200,7 @@ public struct LogRecordParser {
             case Key.peerFin: peerFin = try flag(v, "peer_fin")
             case Key.noSocket: noSocket = try flag(v, "no_socket")
             case Key.what: what = v
+            case Key.step: r.hasDocumentedStep = true
             case Key.direction: direction = v
             case Key.reason: reason = v
             case Key.errno:

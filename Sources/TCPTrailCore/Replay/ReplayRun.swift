@@ -93,6 +93,10 @@ public struct ReplayRun {
             guard filter.keeps(r.event) else { filteredOut += 1; return }
             kernelEvents += 1
             engine.process(r.event, emit: emit)
+            // Live, a held close is written once settled, after its causes: settle it here too.
+            if r.hasDocumentedStep && r.event.newState == .close {
+                engine.settlePendingClose(of: r.event.connectionID, emit: emit)
+            }
         case .anomaly:
             if let queue = r.acceptQueue, r.anomalyName == Anomaly.Kind.listenOverflow.rawValue {
                 // Live, counter drops are fed at the wall clock, not the engine's.

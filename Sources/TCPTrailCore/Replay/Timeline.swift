@@ -238,7 +238,7 @@ public struct TimelineWriter {
                 case .listenDrop:
                     out.append("segment dropped: accept queue full" as StaticString)
                 case .transition:
-                    out.append("kernel transition" as StaticString)
+                    out.append("close() called; the kernel keeps it in its state" as StaticString)
                 }
                 if let s = e.newState {
                     out.append(" (kernel state " as StaticString)
