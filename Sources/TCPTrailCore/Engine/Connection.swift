@@ -12,7 +12,12 @@ public struct ConnectionIdentity: Sendable, Equatable {
     public var remotePort: UInt16
 
     public init(_ e: KernelEvent) {
-        conn = e.connectionID
+        self.init(e, conn: e.connectionID)
+    }
+
+    /// With the connection id already made (it is a String: made once per event).
+    public init(_ e: KernelEvent, conn: String) {
+        self.conn = conn
         pid = e.pid
         comm = e.comm
         ownerKnown = e.ownerKnown

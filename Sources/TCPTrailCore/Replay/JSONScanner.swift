@@ -157,6 +157,15 @@ struct JSONObjectScanner {
         position += 1  // the opening quote
         let start = position
         var escaped = false
+        // 8 bytes at a time while none is a quote, a backslash, a control byte or non-ASCII.
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        while position + 8 <= count {
+            let w = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
+            let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
+            if special & highs != 0 { break }
+            position += 8
+        }
         while position < count {
             let b = bytes[position]
             if b == UInt8(ascii: "\"") {

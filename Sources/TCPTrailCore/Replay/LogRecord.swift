@@ -85,6 +85,7 @@ public struct LogParseFailure: Error, Sendable, Equatable {
 /// event in replay. Fields may come in any order; unknown fields are ignored.
 public struct LogRecordParser {
     private var scratch: [UInt8] = []
+    private let k = Keys()
     /// Also read `time` (a log without header gets its wall clock from it).
     public var wantsTime = false
 
@@ -107,24 +108,29 @@ public struct LogRecordParser {
         }
 
         init(_ s: StaticString) { self.init(s.utf8Start, s.utf8CodeUnitCount) }
+    }
 
-        static let v = Key("v"), seq = Key("seq"), type = Key("type"), monoNs = Key("mono_ns")
-        static let conn = Key("conn"), pid = Key("pid"), comm = Key("comm"), netns = Key("netns"), family = Key("family")
-        static let laddr = Key("laddr"), lport = Key("lport"), raddr = Key("raddr"), rport = Key("rport")
-        static let ownerKnown = Key("owner_known"), cpu = Key("cpu")
-        static let kernelFrom = Key("kernel_from"), kernelTo = Key("kernel_to"), kernelState = Key("kernel_state")
-        static let prevStateNs = Key("prev_state_ns"), peerFin = Key("peer_fin"), what = Key("what")
-        static let direction = Key("direction"), reason = Key("reason"), noSocket = Key("no_socket")
-        static let step = Key("step")
-        static let errno = Key("errno"), anomaly = Key("anomaly"), count = Key("count")
-        static let acceptQueue = Key("accept_queue"), acceptQueueLimit = Key("accept_queue_limit")
-        static let exportErrors = Key("export_errors"), lost = Key("lost")
-        static let expiresMs = Key("expires_ms"), total = Key("total"), totalByType = Key("total_by_type")
-        static let formatVersion = Key("format_version"), thresholds = Key("thresholds"), bootOffsetNs = Key("boot_offset_ns")
-        static let hostname = Key("hostname"), started = Key("started"), kernel = Key("kernel"), time = Key("time")
+    /// The member names, built once per parser: static lets would cost a
+    /// lazy-initialisation check on every comparison.
+    struct Keys {
+        let v = Key("v"), seq = Key("seq"), type = Key("type"), monoNs = Key("mono_ns")
+        let conn = Key("conn"), pid = Key("pid"), comm = Key("comm"), netns = Key("netns"), family = Key("family")
+        let laddr = Key("laddr"), lport = Key("lport"), raddr = Key("raddr"), rport = Key("rport")
+        let ownerKnown = Key("owner_known"), cpu = Key("cpu")
+        let kernelFrom = Key("kernel_from"), kernelTo = Key("kernel_to"), kernelState = Key("kernel_state")
+        let prevStateNs = Key("prev_state_ns"), peerFin = Key("peer_fin"), what = Key("what")
+        let direction = Key("direction"), reason = Key("reason"), noSocket = Key("no_socket")
+        let step = Key("step")
+        let errno = Key("errno"), anomaly = Key("anomaly"), count = Key("count")
+        let acceptQueue = Key("accept_queue"), acceptQueueLimit = Key("accept_queue_limit")
+        let exportErrors = Key("export_errors"), lost = Key("lost")
+        let expiresMs = Key("expires_ms"), total = Key("total"), totalByType = Key("total_by_type")
+        let formatVersion = Key("format_version"), thresholds = Key("thresholds"), bootOffsetNs = Key("boot_offset_ns")
+        let hostname = Key("hostname"), started = Key("started"), kernel = Key("kernel"), time = Key("time")
         // thresholds
-        static let closeWaitS = Key("close_wait_s"), finWait2S = Key("fin_wait_2_s")
-        static let timeWaitSockets = Key("time_wait_sockets"), dataRetransmits = Key("data_retransmits")
+        let closeWaitS = Key("close_wait_s"), finWait2S = Key("fin_wait_2_s")
+        let timeWaitSockets = Key("time_wait_sockets"), dataRetransmits = Key("data_retransmits")
+
     }
 
     private static func fail(_ message: String) -> LogParseFailure { LogParseFailure(message: message) }
@@ -169,15 +175,15 @@ public struct LogRecordParser {
         while let (keyRange, v) = try scanner.next() {
             let key = Key(p + keyRange.lowerBound, keyRange.count)
             switch key {
-            case Key.v:
+            case k.v:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"v\" must be an integer") }
                 version = x
-            case Key.seq: seq = try number(v, "seq")
-            case Key.type: typeValue = v
-            case Key.monoNs: mono = try number(v, "mono_ns")
-            case Key.conn: conn = v
-            case Key.pid: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
-            case Key.comm:
+            case k.seq: seq = try number(v, "seq")
+            case k.type: typeValue = v
+            case k.monoNs: mono = try number(v, "mono_ns")
+            case k.conn: conn = v
+            case k.pid: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
+            case k.comm:
                 guard v.kind == .string else { throw Self.fail("\"comm\" must be a string") }
                 if v.escaped {
                     JSONStrings.decode(p, v, latin1: true, into: &scratch)
@@ -185,51 +191,51 @@ public struct LogRecordParser {
                 } else {
                     r.event.comm = ProcessName(bytes: UnsafeBufferPointer(start: p + v.start, count: v.end - v.start))
                 }
-            case Key.netns: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
-            case Key.family: family = try number(v, "family", max: 255)
-            case Key.laddr: laddr = v
-            case Key.raddr: raddr = v
-            case Key.lport: lport = try number(v, "lport", max: 65535)
-            case Key.rport: rport = try number(v, "rport", max: 65535)
-            case Key.ownerKnown: ownerKnown = try flag(v, "owner_known")
-            case Key.cpu: r.event.cpu = UInt8(try number(v, "cpu", max: 255))
-            case Key.kernelFrom: kernelFrom = v
-            case Key.kernelTo: kernelTo = v
-            case Key.kernelState: kernelState = v
-            case Key.prevStateNs: r.event.previousStateNanoseconds = v.kind == .null ? nil : try number(v, "prev_state_ns")
-            case Key.peerFin: peerFin = try flag(v, "peer_fin")
-            case Key.noSocket: noSocket = try flag(v, "no_socket")
-            case Key.what: what = v
-            case Key.step: r.hasDocumentedStep = true
-            case Key.direction: direction = v
-            case Key.reason: reason = v
-            case Key.errno:
+            case k.netns: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
+            case k.family: family = try number(v, "family", max: 255)
+            case k.laddr: laddr = v
+            case k.raddr: raddr = v
+            case k.lport: lport = try number(v, "lport", max: 65535)
+            case k.rport: rport = try number(v, "rport", max: 65535)
+            case k.ownerKnown: ownerKnown = try flag(v, "owner_known")
+            case k.cpu: r.event.cpu = UInt8(try number(v, "cpu", max: 255))
+            case k.kernelFrom: kernelFrom = v
+            case k.kernelTo: kernelTo = v
+            case k.kernelState: kernelState = v
+            case k.prevStateNs: r.event.previousStateNanoseconds = v.kind == .null ? nil : try number(v, "prev_state_ns")
+            case k.peerFin: peerFin = try flag(v, "peer_fin")
+            case k.noSocket: noSocket = try flag(v, "no_socket")
+            case k.what: what = v
+            case k.step: r.hasDocumentedStep = true
+            case k.direction: direction = v
+            case k.reason: reason = v
+            case k.errno:
                 guard let x = JSONStrings.signed(p, v), x >= Int64(Int32.min), x <= Int64(Int32.max) else {
                     throw Self.fail("\"errno\" must be an integer")
                 }
                 errnoValue = x
-            case Key.anomaly: r.anomalyName = JSONStrings.string(p, v)
-            case Key.count:
+            case k.anomaly: r.anomalyName = JSONStrings.string(p, v)
+            case k.count:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"count\" must be an integer") }
                 r.count = x
-            case Key.acceptQueue: depth = try number(v, "accept_queue", max: UInt64(UInt32.max))
-            case Key.acceptQueueLimit: limit = try number(v, "accept_queue_limit", max: UInt64(UInt32.max))
-            case Key.expiresMs: r.expiresMilliseconds = UInt32(try number(v, "expires_ms", max: UInt64(UInt32.max)))
-            case Key.total: r.lostTotal = try number(v, "total")
-            case Key.lost: r.lostTotal = try number(v, "lost")
-            case Key.exportErrors: r.exportErrors = try number(v, "export_errors")
-            case Key.totalByType: totalByType = v
-            case Key.formatVersion:
+            case k.acceptQueue: depth = try number(v, "accept_queue", max: UInt64(UInt32.max))
+            case k.acceptQueueLimit: limit = try number(v, "accept_queue_limit", max: UInt64(UInt32.max))
+            case k.expiresMs: r.expiresMilliseconds = UInt32(try number(v, "expires_ms", max: UInt64(UInt32.max)))
+            case k.total: r.lostTotal = try number(v, "total")
+            case k.lost: r.lostTotal = try number(v, "lost")
+            case k.exportErrors: r.exportErrors = try number(v, "export_errors")
+            case k.totalByType: totalByType = v
+            case k.formatVersion:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"format_version\" must be an integer") }
                 r.formatVersion = x
-            case Key.thresholds: thresholds = v
-            case Key.bootOffsetNs:
+            case k.thresholds: thresholds = v
+            case k.bootOffsetNs:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"boot_offset_ns\" must be an integer") }
                 r.bootOffsetNanoseconds = x
-            case Key.hostname: r.hostname = JSONStrings.string(p, v)
-            case Key.started: r.started = JSONStrings.string(p, v)
-            case Key.kernel: r.kernel = JSONStrings.string(p, v)
-            case Key.time: if wantsTime { r.time = JSONStrings.string(p, v) }
+            case k.hostname: r.hostname = JSONStrings.string(p, v)
+            case k.started: r.started = JSONStrings.string(p, v)
+            case k.kernel: r.kernel = JSONStrings.string(p, v)
+            case k.time: if wantsTime { r.time = JSONStrings.string(p, v) }
             default: break
             }
         }
@@ -428,12 +434,12 @@ public struct LogRecordParser {
             guard let x = JSONStrings.unsigned(p, v), x >= 1, x <= UInt64(Int32.max) else { throw Self.fail("threshold \"\(name)\" must be a positive integer") }
             return Int(x)
         }
-        while let (k, value) = try s.next() {
-            switch Key(p + k.lowerBound, k.count) {
-            case Key.closeWaitS: t.closeWaitNanoseconds = try seconds(value, "close_wait_s")
-            case Key.finWait2S: t.finWait2Nanoseconds = try seconds(value, "fin_wait_2_s")
-            case Key.timeWaitSockets: t.timeWaitSockets = try count(value, "time_wait_sockets")
-            case Key.dataRetransmits: t.dataRetransmits = try count(value, "data_retransmits")
+        while let (name, value) = try s.next() {
+            switch Key(p + name.lowerBound, name.count) {
+            case k.closeWaitS: t.closeWaitNanoseconds = try seconds(value, "close_wait_s")
+            case k.finWait2S: t.finWait2Nanoseconds = try seconds(value, "fin_wait_2_s")
+            case k.timeWaitSockets: t.timeWaitSockets = try count(value, "time_wait_sockets")
+            case k.dataRetransmits: t.dataRetransmits = try count(value, "data_retransmits")
             default: break
             }
         }

@@ -110,10 +110,19 @@ public struct TimelineWriter {
         let conn = identity.conn
         let mono = entry.mono
         if selection.conn == nil || selection.conn == conn {
-            var t = open[conn] ?? {
-                connectionsSeen += 1
-                return Timeline(identity: identity, first: mono, last: mono)
-            }()
+            // In place: a copy out of the dictionary would copy the entries on every append.
+            let (isNew, justEnded) = Self.add(entry, identity: identity, mono: mono, to: &open[conn, default: Timeline(identity: identity, first: mono, last: mono)])
+            if isNew { connectionsSeen += 1 }
+            if justEnded { ended.append((conn, mono)) }
+        }
+        writeSettled(before: mono, to: &out)
+    }
+
+    /// Adds an entry to a timeline; true when it just ended.
+    private static func add(_ entry: Entry, identity: ConnectionIdentity, mono: UInt64, to t: inout Timeline) -> (isNew: Bool, justEnded: Bool) {
+        var justEnded = false
+        let isNew = t.entries.isEmpty && t.dataRetransmits == 0
+        do {
             if case .event(let e) = entry, e.kind == .retransmit, e.retransmit == .data {
                 t.dataRetransmits += 1
             } else {
@@ -126,7 +135,7 @@ public struct TimelineWriter {
                 t.state = c.to
                 if (c.to == .closed || c.to == .timeWait) && !t.ended {
                     t.ended = true
-                    ended.append((conn, mono))
+                    justEnded = true
                 }
             case .snapshot(let s, _):
                 t.state = s
@@ -135,9 +144,8 @@ public struct TimelineWriter {
             case .event:
                 break
             }
-            open[conn] = t
         }
-        writeSettled(before: mono, to: &out)
+        return (isNew, justEnded)
     }
 
     /// Writes the blocks of connections that ended more than a second before `mono`.
