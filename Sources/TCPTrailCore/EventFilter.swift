@@ -26,10 +26,13 @@ public struct EventFilter: Sendable, Equatable {
         if !ports.isEmpty && !ports.contains(localPort) && !ports.contains(remotePort) { return false }
         if !localPorts.isEmpty && !localPorts.contains(localPort) { return false }
         if !remotePorts.isEmpty && !remotePorts.contains(remotePort) { return false }
-        if !addresses.isEmpty && !addresses.contains(where: { $0.contains(local, family: f) || $0.contains(remote, family: f) }) {
-            return false
-        }
-        return true
+        return keepsAddresses(family: f, local: local, remote: remote)
+    }
+
+    /// The --addr part alone (the others already ran in the kernel for live events).
+    @inline(__always)
+    public func keepsAddresses(family f: UInt8, local: RawAddress, remote: RawAddress) -> Bool {
+        addresses.isEmpty || addresses.contains { $0.contains(local, family: f) || $0.contains(remote, family: f) }
     }
 
     public func keeps(_ e: KernelEvent) -> Bool {

@@ -1,3 +1,27 @@
+/// The `type` of a record in the v1 contract.
+public enum LogRecordType: Int, Sendable, CaseIterable {
+    case transition, retransmit, reset, error, listenDrop, anomaly, snapshot, lost, header, summary
+    /// A type this version does not know (v1 may add types); read, never written.
+    case other
+
+    /// The name in the record's `type`.
+    public var name: StaticString {
+        switch self {
+        case .transition: "transition"
+        case .retransmit: "retransmit"
+        case .reset: "reset"
+        case .error: "error"
+        case .listenDrop: "listen_drop"
+        case .anomaly: "anomaly"
+        case .snapshot: "snapshot"
+        case .lost: "lost"
+        case .header: "header"
+        case .summary: "summary"
+        case .other: "other"
+        }
+    }
+}
+
 /// Writes records in the JSON Lines contract v1 (docs/event-log.md).
 ///
 /// Records are written by hand into a reused `OutputBuffer`: Foundation's
@@ -9,17 +33,27 @@ public struct JSONLinesWriter: Sendable {
     public var clock: WallClock
     /// The `seq` of the next record.
     public private(set) var nextSequence: UInt64 = 1
+    /// Records written, by `LogRecordType.rawValue`.
+    public private(set) var recordCounts = [UInt64](repeating: 0, count: LogRecordType.allCases.count)
+
+    /// What the `summary` record's `records` holds: the counts of the records
+    /// that are not header or summary, by type name.
+    public var countsByType: [(String, UInt64)] {
+        LogRecordType.allCases.filter { $0 != .header && $0 != .summary && recordCounts[$0.rawValue] > 0 }
+            .map { ($0.name.description, recordCounts[$0.rawValue]) }
+    }
 
     public init(clock: WallClock) {
         self.clock = clock
     }
 
-    private mutating func appendPrologue(type: StaticString, mono: UInt64, to out: inout OutputBuffer) {
+    private mutating func appendPrologue(type: LogRecordType, mono: UInt64, to out: inout OutputBuffer) {
         out.append("{\"v\":1,\"seq\":" as StaticString)
         out.append(decimal: nextSequence)
         nextSequence += 1
+        recordCounts[type.rawValue] &+= 1
         out.append(",\"type\":\"" as StaticString)
-        out.append(type)
+        out.append(type.name)
         out.append("\",\"time\":\"" as StaticString)
         clock.appendRFC3339(mono: mono, to: &out)
         out.append("\",\"mono_ns\":" as StaticString)
@@ -102,13 +136,13 @@ public struct JSONLinesWriter: Sendable {
             if let e = change.kernel {
                 append(e, change: change, to: &out)
             } else {
-                appendPrologue(type: "transition", mono: change.monoNanoseconds, to: &out)
+                appendPrologue(type: .transition, mono: change.monoNanoseconds, to: &out)
                 appendIdentity(change.connection, to: &out)
                 appendDocumented(change, to: &out)
                 out.append("}\n" as StaticString)
             }
         case .snapshot(let id, let state, let kernel, let mono, let expires):
-            appendPrologue(type: "snapshot", mono: mono, to: &out)
+            appendPrologue(type: .snapshot, mono: mono, to: &out)
             appendIdentity(id, to: &out)
             out.append(",\"state\":\"" as StaticString)
             out.append(state.rawValue)
@@ -121,7 +155,7 @@ public struct JSONLinesWriter: Sendable {
             }
             out.append("}\n" as StaticString)
         case .anomaly(let a):
-            appendPrologue(type: "anomaly", mono: a.monoNanoseconds, to: &out)
+            appendPrologue(type: .anomaly, mono: a.monoNanoseconds, to: &out)
             appendIdentity(a.connection, to: &out)
             out.append(",\"anomaly\":\"" as StaticString)
             out.append(a.kind.rawValue)
@@ -159,7 +193,7 @@ public struct JSONLinesWriter: Sendable {
     public mutating func append(_ e: KernelEvent, change: StateChange? = nil, to out: inout OutputBuffer) {
         switch e.kind {
         case .transition:
-            appendPrologue(type: "transition", mono: e.monoNanoseconds, to: &out)
+            appendPrologue(type: .transition, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
             appendState(",\"kernel_from\":", e.oldState, to: &out)
             appendState(",\"kernel_to\":", e.newState, to: &out)
@@ -173,14 +207,14 @@ public struct JSONLinesWriter: Sendable {
             out.append(e.peerFinReceived ? "true" as StaticString : "false")
             if let change { appendDocumented(change, to: &out) }
         case .retransmit:
-            appendPrologue(type: "retransmit", mono: e.monoNanoseconds, to: &out)
+            appendPrologue(type: .retransmit, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
             appendState(",\"kernel_state\":", e.newState, to: &out)
             out.append(",\"what\":\"" as StaticString)
             out.append((e.retransmit ?? .data).name)
             out.append(UInt8(ascii: "\""))
         case .reset:
-            appendPrologue(type: "reset", mono: e.monoNanoseconds, to: &out)
+            appendPrologue(type: .reset, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
             out.append(",\"direction\":\"" as StaticString)
             out.append((e.reset ?? .received).name)
@@ -192,10 +226,10 @@ public struct JSONLinesWriter: Sendable {
             }
             if e.noSocket { out.append(",\"no_socket\":true" as StaticString) }
         case .listenDrop:
-            appendPrologue(type: "listen_drop", mono: e.monoNanoseconds, to: &out)
+            appendPrologue(type: .listenDrop, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
         case .error:
-            appendPrologue(type: "error", mono: e.monoNanoseconds, to: &out)
+            appendPrologue(type: .error, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
             appendState(",\"kernel_state\":", e.newState, to: &out)
             out.append(",\"errno\":" as StaticString)
@@ -211,7 +245,7 @@ public struct JSONLinesWriter: Sendable {
     /// `thresholds` are JSON objects, written as given.
     public mutating func appendHeader(version: String, hostname: String, kernel: String, startedMono: UInt64,
                                       filters: String, thresholds: String, mono: UInt64, to out: inout OutputBuffer) {
-        appendPrologue(type: "header", mono: mono, to: &out)
+        appendPrologue(type: .header, mono: mono, to: &out)
         out.append(",\"format_version\":1,\"tcptrail_version\":" as StaticString)
         out.appendJSONString(version)
         out.append(",\"hostname\":" as StaticString)
@@ -233,7 +267,7 @@ public struct JSONLinesWriter: Sendable {
     /// anomalies by name, events lost in the kernel, records the log could not take.
     public mutating func appendSummary(recordsByType: [(String, UInt64)], anomalies: [(String, Int)], lost: UInt64,
                                        exportErrors: UInt64, mono: UInt64, to out: inout OutputBuffer) {
-        appendPrologue(type: "summary", mono: mono, to: &out)
+        appendPrologue(type: .summary, mono: mono, to: &out)
         out.append(",\"records\":{" as StaticString)
         for (i, (name, n)) in recordsByType.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -258,7 +292,7 @@ public struct JSONLinesWriter: Sendable {
     /// Appends a `lost` record: `count` events dropped since the last one, `total` in all,
     /// and `total_by_type`, the total split by record type.
     public mutating func appendLost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64] = [:], mono: UInt64, to out: inout OutputBuffer) {
-        appendPrologue(type: "lost", mono: mono, to: &out)
+        appendPrologue(type: .lost, mono: mono, to: &out)
         out.append(",\"count\":" as StaticString)
         out.append(decimal: count)
         out.append(",\"total\":" as StaticString)
@@ -270,7 +304,7 @@ public struct JSONLinesWriter: Sendable {
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             out.append(UInt8(ascii: "\""))
-            out.append(kind.recordType)
+            out.append(kind.recordType.name)
             out.append("\":" as StaticString)
             out.append(decimal: n)
         }

@@ -14,13 +14,13 @@ public enum KernelEventKind: UInt8, Sendable {
     case listenDrop = 5
 
     /// The record's `type` in the JSON contract.
-    public var recordType: StaticString {
+    public var recordType: LogRecordType {
         switch self {
-        case .transition: "transition"
-        case .retransmit: "retransmit"
-        case .reset: "reset"
-        case .error: "error"
-        case .listenDrop: "listen_drop"
+        case .transition: .transition
+        case .retransmit: .retransmit
+        case .reset: .reset
+        case .error: .error
+        case .listenDrop: .listenDrop
         }
     }
 }

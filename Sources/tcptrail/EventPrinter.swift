@@ -11,7 +11,8 @@ final class EventPrinter: RingBufferConsumer {
     enum Format { case text, json }
 
     private let format: Format
-    private let addressFilter: [AddressPrefix]
+    /// The connection filters; on live events only --addr is left to check here.
+    private let filter: EventFilter
     private let limit: UInt64?
     private var json: JSONLinesWriter
     private var text: TextLinesWriter
@@ -22,9 +23,6 @@ final class EventPrinter: RingBufferConsumer {
     private let log: EventLog?
     private var fileJSON: JSONLinesWriter
     private var fileOut = OutputBuffer(capacity: 1 << 20)
-    /// Records written to the log, by type (indexes of `recordTypes`).
-    private var recordCounts = [UInt64](repeating: 0, count: EventPrinter.recordTypes.count)
-    static let recordTypes = ["transition", "retransmit", "reset", "error", "listen_drop", "anomaly", "snapshot", "lost"]
     private(set) var events: UInt64 = 0
     private(set) var undecodable: UInt64 = 0
     /// stdout's reader went away (EPIPE): end quietly.
@@ -32,10 +30,10 @@ final class EventPrinter: RingBufferConsumer {
     /// The run should end: --count reached or stdout closed.
     var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
 
-    init(format: Format, addressFilter: [AddressPrefix], limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
+    init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
          log: EventLog? = nil) {
         self.format = format
-        self.addressFilter = addressFilter
+        self.filter = filter
         self.limit = limit
         self.engine = engine
         self.log = log
@@ -74,15 +72,12 @@ final class EventPrinter: RingBufferConsumer {
         log.write(&fileOut)
         var anomalies: [(String, Int)] = []
         if let engine { anomalies = engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 } }
-        let records = zip(Self.recordTypes, recordCounts).filter { $0.1 > 0 }.map { ($0.0, $0.1) }
-        fileJSON.appendSummary(recordsByType: records, anomalies: anomalies, lost: lost,
+        fileJSON.appendSummary(recordsByType: fileJSON.countsByType, anomalies: anomalies, lost: lost,
                                exportErrors: log.recordsNotWritten, mono: WallClock.monotonicNow(), to: &fileOut)
         log.finish(&fileOut)
     }
 
     var exportErrors: UInt64 { log?.recordsNotWritten ?? 0 }
-
-    private func countRecord(_ index: Int) { recordCounts[index] &+= 1 }
 
     /// Rotates before a record that would push the file past --rotate-size, so a
     /// record never spans two files and each new file's header takes the next seq.
@@ -96,12 +91,6 @@ final class EventPrinter: RingBufferConsumer {
         guard log != nil else { return }
         rotateIfNeeded()
         fileJSON.append(output, to: &fileOut)
-        switch output {
-        case .event(let e): countRecord(Int(e.kind.rawValue) - 1)
-        case .change: countRecord(0)
-        case .anomaly: countRecord(5)
-        case .snapshot: countRecord(6)
-        }
     }
 
     func consume(_ record: UnsafeRawBufferPointer) -> Bool {
@@ -110,9 +99,7 @@ final class EventPrinter: RingBufferConsumer {
             undecodable += 1
             return true
         }
-        if !addressFilter.isEmpty && !addressFilter.contains(where: {
-            $0.contains(event.localAddress, family: event.family) || $0.contains(event.remoteAddress, family: event.family)
-        }) {
+        if !filter.keepsAddresses(family: event.family, local: event.localAddress, remote: event.remoteAddress) {
             return true
         }
         if engine != nil {
@@ -134,22 +121,18 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Reports and tracks the sockets open at start (those the filters keep).
-    func seed(_ sockets: [SocketSnapshot], keep: (SocketSnapshot) -> Bool) {
+    func seed(_ sockets: [SocketSnapshot]) {
         guard engine != nil else { return }
-        let kept = sockets.filter { s in
-            keep(s) && (addressFilter.isEmpty || addressFilter.contains {
-                $0.contains(s.localAddress, family: s.family) || $0.contains(s.remoteAddress, family: s.family)
-            })
-        }
+        let kept = sockets.filter(filter.keeps)
         engine!.seed(kept, at: WallClock.monotonicNow()) { write($0) }
         flush()
     }
 
     /// Reports listeners that overflowed since the last check.
-    func listenOverflows(_ overflows: [ListenQueueMonitor.Overflow], keep: (SocketSnapshot) -> Bool) {
+    func listenOverflows(_ overflows: [ListenQueueMonitor.Overflow]) {
         guard engine != nil else { return }
         let now = WallClock.monotonicNow()
-        for o in overflows where keep(o.listener) {
+        for o in overflows where filter.keeps(o.listener) {
             engine!.listenOverflow(o, at: now) { write($0) }
         }
     }
@@ -172,7 +155,6 @@ final class EventPrinter: RingBufferConsumer {
         if log != nil {
             rotateIfNeeded()
             fileJSON.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &fileOut)
-            countRecord(7)
         }
         switch format {
         case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)

@@ -117,9 +117,6 @@ struct Trace: ParsableCommand {
         return s
     }
 
-    /// The filters, applied to a socket read at start.
-    func keepSnapshot(_ s: SocketSnapshot) -> Bool { filters.eventFilter.keeps(s) }
-
     /// Open, configure, load, attach: each step's failure is one line and its own exit status.
     private func startProgram() throws(LoaderError) -> TraceProgram {
         LibBPFLog.install(verbose: verbose)
@@ -147,14 +144,6 @@ struct Trace: ParsableCommand {
         return String(decoding: data, as: UTF8.self)
     }
 
-    func thresholdsJSON() -> String {
-        let t: [String: Any] = [
-            "close_wait_s": closeWaitThreshold, "fin_wait_2_s": finWait2Threshold,
-            "time_wait_sockets": timeWaitThreshold, "data_retransmits": retransmitThreshold,
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: t, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
 
     func run() throws {
         // The log first: a bad path fails before anything is loaded.
@@ -178,13 +167,13 @@ struct Trace: ParsableCommand {
         tt_install_stop_handlers()
         let sink = EventPrinter(
             format: json || output == "-" ? .json : .text,
-            addressFilter: filters.eventFilter.addresses,
+            filter: filters.eventFilter,
             limit: count,
             wideAddresses: filters.ipv6Only,
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds()),
             log: log
         )
-        sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholdsJSON())
+        sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds().json)
         let reader: RingBufferReader
         switch Result(catching: { () throws(LoaderError) in try RingBufferReader(mapFD: program.eventsFD, consumer: sink) }) {
         case .success(let r): reader = r
@@ -195,7 +184,7 @@ struct Trace: ParsableCommand {
         if !raw {
             let open = SocketDiag.snapshotAllNamespaces()
             program.seedOwners(open)
-            sink.seed(open, keep: keepSnapshot)
+            sink.seed(open)
         }
         // Counters are read before we say we trace, so no overflow falls between.
         var queues = raw ? nil : ListenQueueMonitor()
@@ -215,7 +204,7 @@ struct Trace: ParsableCommand {
                 // Once a second; new namespaces every 10 s (that walks /proc).
                 checks += 1
                 if checks % 10 == 0 { queues!.refreshNamespaces() }
-                sink.listenOverflows(queues!.check(), keep: keepSnapshot)
+                sink.listenOverflows(queues!.check())
                 nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
             }
             sink.flush()
@@ -226,7 +215,7 @@ struct Trace: ParsableCommand {
         if !sink.finished { reader.drain() }
         loss.check()
         if queues != nil {
-            sink.listenOverflows(queues!.check(), keep: keepSnapshot)
+            sink.listenOverflows(queues!.check())
             queues!.close()
         }
         sink.finish()

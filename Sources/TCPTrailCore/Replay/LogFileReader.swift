@@ -56,6 +56,11 @@ public final class LogFileReader {
         buffer.deallocate()
     }
 
+    /// Starts again from the first line (not on standard input).
+    public func rewind() throws(LogFileError) {
+        guard gzrewind(file) == 0 else { throw readError() }
+    }
+
     /// Calls `body` with each line and its number (from 1) until it returns
     /// false or the file ends. Returns a read error (a corrupt or cut gzip
     /// stream, an I/O error), nil at a clean end.

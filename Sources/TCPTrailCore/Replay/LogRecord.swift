@@ -3,13 +3,6 @@ import CTCPTrailEvent
 import Glibc
 #endif
 
-/// The `type` of a record in the v1 contract.
-public enum LogRecordType: Sendable, Equatable {
-    case header, summary, transition, retransmit, reset, error, listenDrop, lost, snapshot, anomaly
-    /// A type this version does not know (v1 may add types); skipped.
-    case other
-}
-
 /// One line of a v1 log, read back: what replay needs to re-run the engine.
 public struct LogRecord: Sendable {
     public var type: LogRecordType = .other
@@ -86,6 +79,8 @@ public struct LogParseFailure: Error, Sendable, Equatable {
 public struct LogRecordParser {
     private var scratch: [UInt8] = []
     private let k = Keys()
+    /// Kept here: `allCases` would build an array on every record.
+    private let recordTypes = LogRecordType.allCases.filter { $0 != .other }
     /// Also read `time` (a log without header gets its wall clock from it).
     public var wantsTime = false
 
@@ -251,7 +246,7 @@ public struct LogRecordParser {
         r.seq = seq
         r.mono = mono
         r.event.monoNanoseconds = mono
-        r.type = Self.recordType(p, typeValue)
+        r.type = recordType(p, typeValue)
 
         switch r.type {
         case .header:
@@ -270,7 +265,7 @@ public struct LogRecordParser {
         }
 
         // Connection records: identity and endpoints.
-        guard let conn else { throw Self.fail("no \"conn\" in a \(Self.typeName(r.type)) record") }
+        guard let conn else { throw Self.fail("no \"conn\" in a \(r.type.name) record") }
         try parseConn(p, conn, into: &r.event)
         guard let family, family == 4 || family == 6 else { throw Self.fail("\"family\" must be 4 or 6") }
         r.event.family = UInt8(family)
@@ -297,7 +292,7 @@ public struct LogRecordParser {
             }
         case .retransmit:
             r.event.kind = .retransmit
-            if let kernelState, kernelState.kind != .null { r.event.newState = try state(p, kernelState, "kernel_state"); r.event.oldState = r.event.newState }
+            try setKernelState(p, kernelState, of: &r.event)
             guard let what else { throw Self.fail("no \"what\" in a retransmit record") }
             if JSONStrings.equals(p, what, "data") { r.event.retransmit = .data }
             else if JSONStrings.equals(p, what, "syn") { r.event.retransmit = .syn }
@@ -305,7 +300,7 @@ public struct LogRecordParser {
             else { throw Self.fail("\"what\" must be data, syn or synack") }
         case .reset:
             r.event.kind = .reset
-            if let kernelState, kernelState.kind != .null { r.event.newState = try state(p, kernelState, "kernel_state"); r.event.oldState = r.event.newState }
+            try setKernelState(p, kernelState, of: &r.event)
             guard let direction else { throw Self.fail("no \"direction\" in a reset record") }
             if JSONStrings.equals(p, direction, "sent") { r.event.reset = .sent }
             else if JSONStrings.equals(p, direction, "received") { r.event.reset = .received }
@@ -313,7 +308,7 @@ public struct LogRecordParser {
             if let reason, reason.kind == .number { r.event.resetReason = UInt32(truncatingIfNeeded: JSONStrings.unsigned(p, reason) ?? 0) }
         case .error:
             r.event.kind = .error
-            if let kernelState, kernelState.kind != .null { r.event.newState = try state(p, kernelState, "kernel_state"); r.event.oldState = r.event.newState }
+            try setKernelState(p, kernelState, of: &r.event)
             guard let errnoValue else { throw Self.fail("no \"errno\" in an error record") }
             r.event.errorNumber = Int32(errnoValue)
         case .listenDrop:
@@ -330,25 +325,16 @@ public struct LogRecordParser {
         return r
     }
 
-    static func recordType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) -> LogRecordType {
-        if JSONStrings.equals(p, v, "transition") { return .transition }
-        if JSONStrings.equals(p, v, "retransmit") { return .retransmit }
-        if JSONStrings.equals(p, v, "reset") { return .reset }
-        if JSONStrings.equals(p, v, "error") { return .error }
-        if JSONStrings.equals(p, v, "anomaly") { return .anomaly }
-        if JSONStrings.equals(p, v, "lost") { return .lost }
-        if JSONStrings.equals(p, v, "snapshot") { return .snapshot }
-        if JSONStrings.equals(p, v, "listen_drop") { return .listenDrop }
-        if JSONStrings.equals(p, v, "header") { return .header }
-        if JSONStrings.equals(p, v, "summary") { return .summary }
+    private func recordType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) -> LogRecordType {
+        for t in recordTypes where JSONStrings.equals(p, v, t.name) { return t }
         return .other
     }
 
-    static func typeName(_ t: LogRecordType) -> String {
-        switch t {
-        case .listenDrop: "listen_drop"
-        default: "\(t)"
-        }
+    /// `kernel_state` of a retransmit, reset or error: optional, null allowed.
+    private func setKernelState(_ p: UnsafePointer<UInt8>, _ v: JSONValue?, of e: inout KernelEvent) throws {
+        guard let v, v.kind != .null else { return }
+        e.newState = try state(p, v, "kernel_state")
+        e.oldState = e.newState
     }
 
     private func state(_ p: UnsafePointer<UInt8>, _ v: JSONValue, _ name: String) throws -> KernelTCPState {
@@ -453,7 +439,7 @@ public struct LogRecordParser {
         while let (k, value) = try s.next() {
             guard let n = JSONStrings.unsigned(p, value) else { throw Self.fail("\"total_by_type\" values must be integers") }
             let name = JSONValue(kind: .string, start: k.lowerBound, end: k.upperBound)
-            switch Self.recordType(p, name) {
+            switch recordType(p, name) {
             case .transition: result[.transition] = n
             case .retransmit: result[.retransmit] = n
             case .reset: result[.reset] = n

@@ -95,11 +95,11 @@ public final class LogReplay {
                 var first: LogRecord?
                 if path != "-" {
                     // The first line says which run the file belongs to and where in it.
-                    let peek = try LogFileReader(path: path)
-                    _ = peek.forEachLine { line, _ in
+                    _ = reader.forEachLine { line, _ in
                         if case .complete(let bytes) = line, case .success(let r) = parser.parse(bytes) { first = r }
                         return false
                     }
+                    try reader.rewind()
                 }
                 inputs.append(Input(path: path, reader: reader, header: first?.type == .header ? first : nil,
                                     firstSeq: first?.seq ?? 0, order: i))
@@ -157,8 +157,6 @@ public final class LogReplay {
         var selection = ReplaySelection()
         selection.conn = options.conn
         selection.anomaliesOnly = options.anomaliesOnly
-        var recordCounts: [String: UInt64] = [:]
-        var lostRecords: [(LogRecord)] = []
 
         // The output is set up at the first record, once the clock is known.
         func start(_ clock: WallClock, header: LogRecord?) {
@@ -179,23 +177,13 @@ public final class LogReplay {
                 timelines!.add(output, to: &out)
             } else if json != nil, selection.shows(output) {
                 json!.append(output, to: &out)
-                let type: String
-                switch output {
-                case .change: type = "transition"
-                case .anomaly: type = "anomaly"
-                case .snapshot: type = "snapshot"
-                case .event(let e): type = e.kind.recordType.description
-                }
-                recordCounts[type, default: 0] += 1
             }
             if out.count >= 1 << 19 { flushOutput() }
         }
         func lost(_ r: LogRecord) {
             if json != nil, !options.anomaliesOnly, selection.conn == nil, selection.inWindow(r.mono) {
                 json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &out)
-                recordCounts["lost", default: 0] += 1
             }
-            lostRecords.append(r)
         }
 
         var started = false
@@ -219,13 +207,13 @@ public final class LogReplay {
                 switch parser.parse(bytes) {
                 case .success(let r):
                     if !started {
-                        var clock = r.bootOffsetNanoseconds.map { WallClock(bootOffsetNanoseconds: $0) }
-                        if clock == nil, let t = r.time, let unix = WallClock.parseRFC3339(t) {
-                            clock = WallClock(bootOffsetNanoseconds: unix - Int64(bitPattern: r.mono))
+                        // Wall time: the header's boot offset, else the first record's `time`.
+                        var offset = r.bootOffsetNanoseconds ?? 0
+                        if r.bootOffsetNanoseconds == nil, let t = r.time, let unix = WallClock.parseRFC3339(t) {
+                            offset = unix - Int64(bitPattern: r.mono)
                         }
-                        run.setClock(clock ?? WallClock(bootOffsetNanoseconds: 0))
                         if r.type == .header { run.feed(r, emit: emit, lost: lost) }
-                        start(run.clock ?? WallClock(bootOffsetNanoseconds: 0), header: r.type == .header ? r : nil)
+                        start(WallClock(bootOffsetNanoseconds: offset), header: r.type == .header ? r : nil)
                         parser.wantsTime = false
                         started = true
                         if r.type == .header { return result.stop == nil }
@@ -265,19 +253,19 @@ public final class LogReplay {
 
         if timelines != nil {
             timelines!.finish(to: &out)
-            out.append(summaryText(run, timelines: timelines, lostRecords: lostRecords, files: files))
+            out.append(summaryText(run, timelines: timelines, files: files))
         } else if json != nil {
             let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
-            json!.appendSummary(recordsByType: recordCounts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+            json!.appendSummary(recordsByType: json!.countsByType,
                                 anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0, mono: run.engine.now, to: &out)
-            for line in summaryText(run, timelines: nil, lostRecords: lostRecords, files: files).split(separator: "\n") {
+            for line in summaryText(run, timelines: nil, files: files).split(separator: "\n") {
                 diagnose("tcptrail: " + line)
             }
         }
         flushOutput()
     }
 
-    private func summaryText(_ run: ReplayRun, timelines: TimelineWriter?, lostRecords: [LogRecord], files: [Input]) -> String {
+    private func summaryText(_ run: ReplayRun, timelines: TimelineWriter?, files: [Input]) -> String {
         var lines: [String] = []
         let names = files.map(\.path).joined(separator: ", ")
         var origin = ""

@@ -14,8 +14,6 @@
 public struct ReplayRun {
     public private(set) var engine: HandshakeEngine
     public let filter: EventFilter
-    /// Maps mono_ns to wall time: from the header, or from a record's `time`.
-    public private(set) var clock: WallClock?
     public private(set) var header: LogRecord?
     private var seeds: [SocketSnapshot] = []
     private var seedMono: UInt64 = 0
@@ -43,10 +41,6 @@ public struct ReplayRun {
     }
 
     private let overrideThresholds: Bool
-
-    public mutating func setClock(_ clock: WallClock) {
-        if self.clock == nil { self.clock = clock }
-    }
 
     /// Feeds one record; `emit` gets what the engine makes of it, `lost` the
     /// log's own `lost` records (to pass on).
@@ -76,7 +70,6 @@ public struct ReplayRun {
         case .header:
             if header == nil {
                 header = r
-                if let offset = r.bootOffsetNanoseconds { clock = WallClock(bootOffsetNanoseconds: offset) }
                 if !overrideThresholds, !engineStarted, let t = r.thresholds { engine.thresholds = t }
             }
         case .snapshot:
