@@ -288,6 +288,16 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         #expect(text.contains("malformed lines skipped: 2"))
     }
 
+    @Test func aSocketlessResetWithAConnectionIdIsMalformed() throws {
+        // Found by the mutation property: conn "1" with no_socket true read back as conn "".
+        let line = #"{"v":1,"seq":7,"type":"reset","time":"t","mono_ns":5,"conn":"1","pid":0,"comm":"","netns":1,"family":4,"laddr":"198.18.0.2","lport":1,"raddr":"198.18.0.1","rport":2,"owner_known":false,"cpu":1,"direction":"sent","kernel_state":"CLOSE","reason":3,"no_socket":true}"#
+        var parser = LogRecordParser()
+        let r = Array(line.utf8).withUnsafeBytes { parser.parse($0) }
+        #expect(r.map { _ in "" } == .failure(LogParseFailure(message: #"a "no_socket" record must have "conn":"""#)))
+        let ok = Array(line.replacingOccurrences(of: #""conn":"1""#, with: #""conn":"""#).utf8).withUnsafeBytes { parser.parse($0) }
+        #expect((try? ok.get())?.event.noSocket == true)
+    }
+
     @Test func strictStopsAtTheFirstMalformedLine() throws {
         let s = try Scratch()
         var lines = Self.goodLines

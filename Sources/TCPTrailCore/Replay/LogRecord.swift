@@ -278,7 +278,9 @@ public struct LogRecordParser {
         var flags: UInt8 = 0
         if ownerKnown { flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue) }
         if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
-        if noSocket || (conn.end == conn.start) { flags |= UInt8(TT_FLAG_NO_SOCKET.rawValue) }
+        // A reset no socket owned has no connection id, and only it has none.
+        if noSocket && conn.end != conn.start { throw Self.fail("a \"no_socket\" record must have \"conn\":\"\"") }
+        if conn.end == conn.start { flags |= UInt8(TT_FLAG_NO_SOCKET.rawValue) }
         r.event.flags = flags
 
         switch r.type {
