@@ -105,8 +105,9 @@ public struct JSONLinesWriter: Sendable {
     }
 
     private func appendIdentity(_ id: ConnectionIdentity, to out: inout OutputBuffer) {
-        out.append(",\"conn\":" as StaticString)
-        out.appendJSONString(id.conn)
+        out.append(",\"conn\":\"" as StaticString)
+        out.append(connection: id.conn)
+        out.append(UInt8(ascii: "\""))
         appendOwnerAndEndpoints(pid: id.pid, comm: id.comm, ownerKnown: id.ownerKnown, netns: id.netns, family: id.family,
                                 local: id.localAddress, localPort: id.localPort, remote: id.remoteAddress, remotePort: id.remotePort, to: &out)
     }

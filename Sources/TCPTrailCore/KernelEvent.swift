@@ -195,10 +195,76 @@ public struct KernelEvent: Sendable, Equatable {
     public var requestSock: Bool { flags & UInt8(TT_FLAG_REQUEST_SOCK.rawValue) != 0 }
 
     /// The connection id: the socket cookie, with `.generation` when one
-    /// socket carried more than one connection. Empty for socket-less resets.
-    public var connectionID: String {
-        if noSocket { return "" }
-        return generation == 0 ? String(cookie) : "\(cookie).\(generation)"
+    /// socket carried more than one connection. `.none` for socket-less resets.
+    public var connectionID: ConnectionID {
+        noSocket ? .none : ConnectionID(cookie: cookie, generation: generation)
+    }
+}
+
+/// A connection id: the socket cookie, plus a generation when one socket
+/// carried more than one connection. Written "4217" or "4217.2". Two integers,
+/// not a String: the engine keys its tables with it on every event.
+public struct ConnectionID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var cookie: UInt64
+    public var generation: UInt32
+
+    public init(cookie: UInt64, generation: UInt32 = 0) {
+        self.cookie = cookie
+        self.generation = generation
+    }
+
+    /// No socket (a reset for a segment no socket owned); written "".
+    public static let none = ConnectionID(cookie: 0, generation: .max)
+
+    /// Parses "4217" or "4217.2"; nil for anything else.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let first = parts.first, !first.isEmpty, first.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              let cookie = UInt64(first) else { return nil }
+        var generation: UInt32 = 0
+        if parts.count == 2 {
+            guard !parts[1].isEmpty, parts[1].utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let g = UInt32(parts[1]), g != .max else { return nil }
+            generation = g
+        }
+        self.init(cookie: cookie, generation: generation)
+    }
+
+    public var description: String {
+        var out = OutputBuffer(capacity: 32)
+        out.append(connection: self)
+        return out.string
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(cookie)
+        hasher.combine(generation)
+    }
+
+    /// The tables keyed by connection are looked up several times per event;
+    /// SipHash cost more than the lookup. Cookies are unique kernel counters,
+    /// so a seeded multiply-xorshift mix spreads them well enough.
+    public func _rawHashValue(seed: Int) -> Int {
+        var x = cookie ^ UInt64(generation) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(UInt(bitPattern: seed))
+        x = (x ^ (x >> 33)) &* 0xFF51_AFD7_ED55_8CCD
+        x = (x ^ (x >> 33)) &* 0xC4CE_B9FE_1A85_EC53
+        return Int(truncatingIfNeeded: x ^ (x >> 33))
+    }
+
+    public static func < (a: ConnectionID, b: ConnectionID) -> Bool {
+        (a.cookie, a.generation) < (b.cookie, b.generation)
+    }
+}
+
+extension OutputBuffer {
+    /// "4217" or "4217.2" ("" for `.none`), without quotes.
+    @inline(__always)
+    public mutating func append(connection id: ConnectionID) {
+        if id == .none { return }
+        append(decimal: id.cookie)
+        if id.generation != 0 {
+            append(UInt8(ascii: "."))
+            append(decimal: UInt64(id.generation))
+        }
     }
 }
 

@@ -63,7 +63,7 @@ struct Replay: ParsableCommand {
         if let a = since.flatMap(WallClock.parseRFC3339), let b = until.flatMap(WallClock.parseRFC3339), a > b {
             throw ValidationError("--since is after --until")
         }
-        if let conn, conn.isEmpty || !conn.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }) {
+        if let conn, ConnectionID(conn) == nil {
             throw ValidationError("--conn '\(conn)' is not a connection id such as 4217 or 4217.1")
         }
         for t in [closeWaitThreshold, finWait2Threshold].compactMap({ $0 }) where t <= 0 {
@@ -78,7 +78,7 @@ struct Replay: ParsableCommand {
     func run() throws {
         var options = ReplayOptions()
         options.filter = filters.eventFilter
-        options.conn = conn
+        options.conn = conn.flatMap { ConnectionID($0) }
         options.since = since.flatMap(WallClock.parseRFC3339)
         options.until = until.flatMap(WallClock.parseRFC3339)
         options.anomaliesOnly = anomaliesOnly

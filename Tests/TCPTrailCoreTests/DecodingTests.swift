@@ -73,7 +73,10 @@ func recordedTransition() -> [UInt8] {
         let event = try bytes.withUnsafeBytes { try EventDecoder.decode($0).get() }
         #expect(event.kind == .transition)
         #expect(event.monoNanoseconds == 987_358_511_830)
-        #expect(event.connectionID == "4217.2")
+        #expect(event.connectionID == ConnectionID(cookie: 4217, generation: 2))
+        #expect(event.connectionID.description == "4217.2")
+        #expect(ConnectionID("4217.2") == event.connectionID && ConnectionID("4217") == ConnectionID(cookie: 4217))
+        #expect(ConnectionID("") == nil && ConnectionID("1.") == nil && ConnectionID(".1") == nil && ConnectionID("1.2.3") == nil && ConnectionID("+1") == nil)
         #expect(event.previousStateNanoseconds == 361_612)
         #expect(event.pid == 5536)
         #expect(event.comm == ProcessName("curl"))

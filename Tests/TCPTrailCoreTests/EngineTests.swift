@@ -89,7 +89,7 @@ struct Run {
 
     var steps: [Step] { changes.map(\.step) }
     var kinds: [Anomaly.Kind] { anomalies.map(\.kind) }
-    func steps(_ conn: String) -> [Step] { changes.filter { $0.connection.conn == conn }.map(\.step) }
+    func steps(_ conn: String) -> [Step] { changes.filter { $0.connection.conn.description == conn }.map(\.step) }
 }
 
 let minute: UInt64 = 60_000_000_000
@@ -116,7 +116,7 @@ let minute: UInt64 = 60_000_000_000
             .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
         let run = Run(events, advanceTo: s.mono + minute - 1)
         #expect(run.changes.last?.to == .timeWait)
-        #expect(run.engine.state(of: "1") == .timeWait)
+        #expect(run.engine.state(of: ConnectionID(cookie: 1)) == .timeWait)
     }
 
     @Test func serverClosesPassively() {
@@ -249,8 +249,8 @@ let minute: UInt64 = 60_000_000_000
         #expect(early.anomalies.isEmpty)
         let late = Run(events, thresholds: t, advanceTo: client.mono + 3_000_000_000)
         #expect(late.kinds.sorted { $0.rawValue < $1.rawValue } == [.closeWaitStall, .finWait2Stall])
-        #expect(late.anomalies.first { $0.kind == .closeWaitStall }?.connection.conn == "20")
-        #expect(late.anomalies.first { $0.kind == .finWait2Stall }?.connection.conn == "21")
+        #expect(late.anomalies.first { $0.kind == .closeWaitStall }?.connection.conn == ConnectionID(cookie: 20))
+        #expect(late.anomalies.first { $0.kind == .finWait2Stall }?.connection.conn == ConnectionID(cookie: 21))
         #expect(late.anomalies.first { $0.kind == .closeWaitStall }?.severity == .critical)
     }
 
@@ -325,8 +325,8 @@ let minute: UInt64 = 60_000_000_000
         let run = Run(events)
         #expect(run.steps("40") == [.synSent, .established, .finSent, .finAcked, .timeWait])
         #expect(run.steps("41") == [.synSent, .established])
-        #expect(run.engine.state(of: "40") == .timeWait)
-        #expect(run.engine.state(of: "41") == .established)
+        #expect(run.engine.state(of: ConnectionID(cookie: 40)) == .timeWait)
+        #expect(run.engine.state(of: ConnectionID(cookie: 41)) == .established)
     }
 
     @Test func eventsSlightlyOutOfOrderAcrossCPUs() {
@@ -342,6 +342,6 @@ let minute: UInt64 = 60_000_000_000
         // TIME_WAIT of B ends 60 s after its own time, not after A's.
         let later = Run(events, advanceTo: b.mono + minute)
         #expect(later.steps("51").last == .closed)
-        #expect(later.changes.last { $0.connection.conn == "51" }?.monoNanoseconds == b.mono + minute)
+        #expect(later.changes.last { $0.connection.conn == ConnectionID(cookie: 51) }?.monoNanoseconds == b.mono + minute)
     }
 }

@@ -394,8 +394,8 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         let lines = [Self.header, Self.transition(2, conn: "5", from: "CLOSE", to: "SYN_SENT", mono: 2_000_000_000),
                      Self.transition(3, conn: "6", from: "CLOSE", to: "SYN_SENT", mono: 9_000_000_000).replacingOccurrences(of: "40000", with: "40001")]
         let path = try s.file("log.jsonl", lines.joined(separator: "\n") + "\n")
-        #expect(replay([path], json: false) { $0.conn = "6" }.output.contains("conn 6 ") == true)
-        #expect(replay([path], json: false) { $0.conn = "6" }.output.contains("conn 5 ") == false)
+        #expect(replay([path], json: false) { $0.conn = ConnectionID(cookie: 6) }.output.contains("conn 6 ") == true)
+        #expect(replay([path], json: false) { $0.conn = ConnectionID(cookie: 6) }.output.contains("conn 5 ") == false)
         let lport = replay([path], json: false) { $0.filter.localPorts = [40000] }.output
         #expect(lport.contains("conn 5 ") && !lport.contains("conn 6 "))
         // Boot offset 1795242600 s: mono 9 s is 06:30:09 UTC.

@@ -1,6 +1,6 @@
 /// Who and where a connection is, as the latest kernel event said.
 public struct ConnectionIdentity: Sendable, Equatable {
-    public var conn: String
+    public var conn: ConnectionID
     public var pid: UInt32
     public var comm: ProcessName
     public var ownerKnown: Bool
@@ -15,8 +15,7 @@ public struct ConnectionIdentity: Sendable, Equatable {
         self.init(e, conn: e.connectionID)
     }
 
-    /// With the connection id already made (it is a String: made once per event).
-    public init(_ e: KernelEvent, conn: String) {
+    public init(_ e: KernelEvent, conn: ConnectionID) {
         self.conn = conn
         pid = e.pid
         comm = e.comm
@@ -31,7 +30,7 @@ public struct ConnectionIdentity: Sendable, Equatable {
 
     /// The identity of a socket read through sock_diag.
     public init(cookie: UInt64, snapshot s: SocketSnapshot) {
-        conn = String(cookie)
+        conn = ConnectionID(cookie: cookie)
         pid = s.pid
         comm = s.comm
         ownerKnown = s.pid != 0

@@ -26,7 +26,7 @@ public struct HandshakeEngine: Sendable {
     public static let closeCauseWindow: UInt64 = 5_000_000
 
     public var thresholds: AnomalyThresholds
-    private var connections: [String: ConnectionRecord] = [:]
+    private var connections: [ConnectionID: ConnectionRecord] = [:]
     /// TIME_WAIT sockets per local endpoint, for `time_wait_buildup`.
     private var timeWaitByEndpoint: [EndpointKey: Int] = [:]
     private var buildupReported: Set<EndpointKey> = []
@@ -37,9 +37,9 @@ public struct HandshakeEngine: Sendable {
     public private(set) var now: UInt64 = 0
     private var nextTimer: UInt64 = .max
     /// Connections whose -> CLOSE waits for its cause.
-    private var pendingCloses: Set<String> = []
+    private var pendingCloses: Set<ConnectionID> = []
     /// Connections in CLOSE_WAIT or FIN_WAIT_2 not yet reported as stalled.
-    private var stallWatch: Set<String> = []
+    private var stallWatch: Set<ConnectionID> = []
     /// Connections in TIME_WAIT, in expiry order (all last 60 s, so entry order
     /// is expiry order). They leave `connections`: only what the 2MSL record needs stays.
     private var timeWaitQueue: [(ends: UInt64, identity: ConnectionIdentity)] = []
@@ -65,16 +65,16 @@ public struct HandshakeEngine: Sendable {
     public var trackedConnections: Int { connections.count + timeWaitQueue.count - timeWaitHead }
 
     /// The documented state of a connection, if tracked (TIME_WAIT: a linear search).
-    public func state(of conn: String) -> TCPState? {
+    public func state(of conn: ConnectionID) -> TCPState? {
         if let c = connections[conn] { return c.state }
         return timeWaitQueue[timeWaitHead...].contains { $0.identity.conn == conn } ? .timeWait : nil
     }
 
     /// Keeps a connection's record, or forgets it once it is over or in TIME_WAIT.
-    private mutating func store(_ c: ConnectionRecord, _ id: String) {
+    private mutating func store(_ c: ConnectionRecord, _ id: ConnectionID) {
         if c.state == .closed || c.state == .timeWait {
             connections[id] = nil
-            stallWatch.remove(id)
+            if !stallWatch.isEmpty { stallWatch.remove(id) }
         } else {
             connections[id] = c
         }
@@ -143,7 +143,7 @@ public struct HandshakeEngine: Sendable {
         }
     }
 
-    private mutating func transition(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
+    private mutating func transition(_ e: KernelEvent, id: ConnectionID, emit: (EngineOutput) -> Void) {
         guard let kfrom = e.oldState, let kto = e.newState else { return }
         // FIN_WAIT2 -> FIN_WAIT2 and the like: close() on a socket already
         // closing (tcp_close_state sets the state it has). No step; passed on.
@@ -155,10 +155,14 @@ public struct HandshakeEngine: Sendable {
             }
             return
         }
+        let identity = ConnectionIdentity(e, conn: id)
+        var known = connections[id]
         // A new transition settles a held close of the same connection first.
-        if connections[id]?.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
-        let identity = ConnectionIdentity(e)
-        var c = connections[id] ?? ConnectionRecord(identity: identity, state: TCPState(kernel: kfrom), since: e.monoNanoseconds - (e.previousStateNanoseconds ?? 0), lastMono: e.monoNanoseconds)
+        if known?.pendingClose != nil {
+            resolvePendingClose(id: id, emit: emit)
+            known = connections[id]
+        }
+        var c = known ?? ConnectionRecord(identity: identity, state: TCPState(kernel: kfrom), since: e.monoNanoseconds - (e.previousStateNanoseconds ?? 0), lastMono: e.monoNanoseconds)
         c.identity = identity
         c.lastMono = e.monoNanoseconds
 
@@ -206,7 +210,7 @@ public struct HandshakeEngine: Sendable {
     }
 
     /// Records a change: emits it, updates the connection and the statistics.
-    private mutating func apply(_ change: StateChange, to c: inout ConnectionRecord, id: String, emit: (EngineOutput) -> Void) {
+    private mutating func apply(_ change: StateChange, to c: inout ConnectionRecord, id: ConnectionID, emit: (EngineOutput) -> Void) {
         let elapsed = change.monoNanoseconds >= c.since ? change.monoNanoseconds - c.since : 0
         if change.step == .established {
             let micros = min(max(elapsed / 1000, 1), 3_600_000_000)
@@ -217,7 +221,11 @@ public struct HandshakeEngine: Sendable {
         c.state = change.to
         c.since = change.monoNanoseconds
         c.stallReported = false
-        if change.to == .closeWait || change.to == .finWait2 { stallWatch.insert(id) } else { stallWatch.remove(id) }
+        if change.to == .closeWait || change.to == .finWait2 {
+            stallWatch.insert(id)
+        } else if change.from == .closeWait || change.from == .finWait2 || c.state == .closeWait || c.state == .finWait2 {
+            stallWatch.remove(id)
+        }
         switch change.to {
         case .timeWait:
             c.timeWaitEnds = change.monoNanoseconds + Self.timeWaitNanoseconds
@@ -240,11 +248,11 @@ public struct HandshakeEngine: Sendable {
 
     /// Settles a held -> CLOSE now. Replay calls it where the live run wrote
     /// the close: everything that explained it is already in the log before it.
-    public mutating func settlePendingClose(of conn: String, emit: (EngineOutput) -> Void) {
+    public mutating func settlePendingClose(of conn: ConnectionID, emit: (EngineOutput) -> Void) {
         resolvePendingClose(id: conn, emit: emit)
     }
 
-    private mutating func resolvePendingClose(id: String, emit: (EngineOutput) -> Void) {
+    private mutating func resolvePendingClose(id: ConnectionID, emit: (EngineOutput) -> Void) {
         guard var c = connections[id], let e = c.pendingClose else { return }
         c.pendingClose = nil
         pendingCloses.remove(id)
@@ -272,7 +280,7 @@ public struct HandshakeEngine: Sendable {
         store(c, id)
     }
 
-    private mutating func retransmit(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
+    private mutating func retransmit(_ e: KernelEvent, id: ConnectionID, emit: (EngineOutput) -> Void) {
         let identity = ConnectionIdentity(e)
         switch e.retransmit ?? .data {
         case .syn:
@@ -317,7 +325,7 @@ public struct HandshakeEngine: Sendable {
                acceptQueue: Anomaly.AcceptQueue(depth: o.listener.acceptQueue, limit: o.listener.acceptQueueLimit), emit: emit)
     }
 
-    private mutating func reset(_ e: KernelEvent, id: String, emit: (EngineOutput) -> Void) {
+    private mutating func reset(_ e: KernelEvent, id: ConnectionID, emit: (EngineOutput) -> Void) {
         guard !e.noSocket, var c = connections[id] else { return }
         let stateBefore = c.pendingClose != nil ? c.pendingCloseFrom : c.state
         if e.reset == .received { c.resetReceived = true } else { c.resetSent = true }

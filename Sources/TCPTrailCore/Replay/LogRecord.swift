@@ -22,23 +22,56 @@ public struct LogRecord: Sendable {
     public var expiresMilliseconds: UInt32 = 0
     /// anomaly: its name, `count`, and for a `listen_overflow` read from the
     /// kernel's counter, the accept queue then (an input of the engine).
-    public var anomalyName: String?
+    public var anomalyName: String? { get { rare?.anomalyName } set { withRare { $0.anomalyName = newValue } } }
     public var count: Int64?
-    public var acceptQueue: Anomaly.AcceptQueue?
+    public var acceptQueue: Anomaly.AcceptQueue? { get { rare?.acceptQueue } set { withRare { $0.acceptQueue = newValue } } }
     /// header
-    public var formatVersion: Int64?
-    public var thresholds: AnomalyThresholds?
-    public var bootOffsetNanoseconds: Int64?
-    public var hostname: String?
-    public var kernel: String?
-    public var started: String?
+    public var formatVersion: Int64? { get { rare?.formatVersion } set { withRare { $0.formatVersion = newValue } } }
+    public var thresholds: AnomalyThresholds? { get { rare?.thresholds } set { withRare { $0.thresholds = newValue } } }
+    public var bootOffsetNanoseconds: Int64? { get { rare?.bootOffsetNanoseconds } set { withRare { $0.bootOffsetNanoseconds = newValue } } }
+    public var hostname: String? { get { rare?.hostname } set { withRare { $0.hostname = newValue } } }
+    public var kernel: String? { get { rare?.kernel } set { withRare { $0.kernel = newValue } } }
+    public var started: String? { get { rare?.started } set { withRare { $0.started = newValue } } }
     /// `time`, only when the parser was asked for it (`wantsTime`).
-    public var time: String?
+    public var time: String? { get { rare?.time } set { withRare { $0.time = newValue } } }
     /// lost
     public var lostTotal: UInt64 = 0
     /// summary: records the log could not take.
     public var exportErrors: UInt64 = 0
-    public var lostByType: [KernelEventKind: UInt64] = [:]
+    public var lostByType: [KernelEventKind: UInt64] { get { rare?.lostByType ?? [:] } set { withRare { $0.lostByType = newValue } } }
+
+    /// The fields of headers, anomalies and summaries, boxed: a kernel record,
+    /// nearly every line, then stays small to build and copy.
+    private final class Rare: @unchecked Sendable {
+        var anomalyName: String?
+        var acceptQueue: Anomaly.AcceptQueue?
+        var formatVersion: Int64?
+        var thresholds: AnomalyThresholds?
+        var bootOffsetNanoseconds: Int64?
+        var hostname: String?
+        var kernel: String?
+        var started: String?
+        var time: String?
+        var lostByType: [KernelEventKind: UInt64] = [:]
+
+        init() {}
+
+        init(copying o: Rare) {
+            anomalyName = o.anomalyName; acceptQueue = o.acceptQueue; formatVersion = o.formatVersion
+            thresholds = o.thresholds; bootOffsetNanoseconds = o.bootOffsetNanoseconds; hostname = o.hostname
+            kernel = o.kernel; started = o.started; time = o.time; lostByType = o.lostByType
+        }
+    }
+    private var rare: Rare?
+
+    private mutating func withRare(_ body: (Rare) -> Void) {
+        if rare == nil {
+            rare = Rare()
+        } else if !isKnownUniquelyReferenced(&rare!) {
+            rare = Rare(copying: rare!)
+        }
+        body(rare!)
+    }
 
     public init() {}
 
@@ -78,7 +111,7 @@ public struct LogParseFailure: Error, Sendable, Equatable {
 /// event in replay. Fields may come in any order; unknown fields are ignored.
 public struct LogRecordParser {
     private var scratch: [UInt8] = []
-    private let k = Keys()
+    private let table = FieldTable()
     /// Kept here: `allCases` would build an array on every record.
     private let recordTypes = LogRecordType.allCases.filter { $0 != .other }
     /// Also read `time` (a log without header gets its wall clock from it).
@@ -88,44 +121,118 @@ public struct LogRecordParser {
         scratch.reserveCapacity(256)
     }
 
-    /// A member name, compared by length and its first and last 8 bytes.
-    struct Key: Equatable {
-        var length: Int
-        var head: UInt64
-        var tail: UInt64
-
-        init(_ p: UnsafePointer<UInt8>, _ n: Int) {
-            length = n
-            head = 0
-            tail = 0
-            for i in 0..<min(n, 8) { head |= UInt64(p[i]) << (8 * i) }
-            if n > 8 { for i in 0..<8 { tail |= UInt64(p[n - 8 + i]) << (8 * i) } }
-        }
-
-        init(_ s: StaticString) { self.init(s.utf8Start, s.utf8CodeUnitCount) }
+    /// The member names replay reads; any other name is skipped.
+    enum Field: String, CaseIterable {
+        case v = "v"
+        case seq = "seq"
+        case type = "type"
+        case monoNs = "mono_ns"
+        case conn = "conn"
+        case pid = "pid"
+        case comm = "comm"
+        case netns = "netns"
+        case family = "family"
+        case laddr = "laddr"
+        case lport = "lport"
+        case raddr = "raddr"
+        case rport = "rport"
+        case ownerKnown = "owner_known"
+        case cpu = "cpu"
+        case kernelFrom = "kernel_from"
+        case kernelTo = "kernel_to"
+        case kernelState = "kernel_state"
+        case prevStateNs = "prev_state_ns"
+        case peerFin = "peer_fin"
+        case what = "what"
+        case direction = "direction"
+        case reason = "reason"
+        case noSocket = "no_socket"
+        case step = "step"
+        case errno = "errno"
+        case anomaly = "anomaly"
+        case count = "count"
+        case acceptQueue = "accept_queue"
+        case acceptQueueLimit = "accept_queue_limit"
+        case exportErrors = "export_errors"
+        case lost = "lost"
+        case expiresMs = "expires_ms"
+        case total = "total"
+        case totalByType = "total_by_type"
+        case formatVersion = "format_version"
+        case thresholds = "thresholds"
+        case bootOffsetNs = "boot_offset_ns"
+        case hostname = "hostname"
+        case started = "started"
+        case kernel = "kernel"
+        case time = "time"
+        case closeWaitS = "close_wait_s"
+        case finWait2S = "fin_wait_2_s"
+        case timeWaitSockets = "time_wait_sockets"
+        case dataRetransmits = "data_retransmits"
     }
 
-    /// The member names, built once per parser: static lets would cost a
-    /// lazy-initialisation check on every comparison.
-    struct Keys {
-        let v = Key("v"), seq = Key("seq"), type = Key("type"), monoNs = Key("mono_ns")
-        let conn = Key("conn"), pid = Key("pid"), comm = Key("comm"), netns = Key("netns"), family = Key("family")
-        let laddr = Key("laddr"), lport = Key("lport"), raddr = Key("raddr"), rport = Key("rport")
-        let ownerKnown = Key("owner_known"), cpu = Key("cpu")
-        let kernelFrom = Key("kernel_from"), kernelTo = Key("kernel_to"), kernelState = Key("kernel_state")
-        let prevStateNs = Key("prev_state_ns"), peerFin = Key("peer_fin"), what = Key("what")
-        let direction = Key("direction"), reason = Key("reason"), noSocket = Key("no_socket")
-        let step = Key("step")
-        let errno = Key("errno"), anomaly = Key("anomaly"), count = Key("count")
-        let acceptQueue = Key("accept_queue"), acceptQueueLimit = Key("accept_queue_limit")
-        let exportErrors = Key("export_errors"), lost = Key("lost")
-        let expiresMs = Key("expires_ms"), total = Key("total"), totalByType = Key("total_by_type")
-        let formatVersion = Key("format_version"), thresholds = Key("thresholds"), bootOffsetNs = Key("boot_offset_ns")
-        let hostname = Key("hostname"), started = Key("started"), kernel = Key("kernel"), time = Key("time")
-        // thresholds
-        let closeWaitS = Key("close_wait_s"), finWait2S = Key("fin_wait_2_s")
-        let timeWaitSockets = Key("time_wait_sockets"), dataRetransmits = Key("data_retransmits")
+    /// Finds a member name's `Field` with one hash and (nearly always) one
+    /// compare: a switch over ~45 names compared one by one cost more than
+    /// the rest of the parse.
+    struct FieldTable {
+        /// A name as its length and first and last 8 bytes (names are at most 24).
+        struct Key: Equatable {
+            var length: Int
+            var head: UInt64
+            var tail: UInt64
+        }
+        private var keys: [Key]
+        private var fields: [Field?]
+        private static let slots = 256
 
+        init() {
+            keys = Array(repeating: Key(length: -1, head: 0, tail: 0), count: Self.slots)
+            fields = Array(repeating: nil, count: Self.slots)
+            for f in Field.allCases {
+                var name = Array(f.rawValue.utf8)
+                let key = name.withUnsafeMutableBufferPointer { Self.key($0.baseAddress!, $0.count, readable: $0.count) }
+                var i = Self.slot(key)
+                while fields[i] != nil { i = (i + 1) & (Self.slots - 1) }
+                keys[i] = key
+                fields[i] = f
+                name.removeAll()
+            }
+        }
+
+        @inline(__always)
+        static func slot(_ k: Key) -> Int {
+            Int(truncatingIfNeeded: (((k.head ^ k.tail &* 31) &+ UInt64(k.length)) &* 0x9E37_79B9_7F4A_7C15) >> 56)
+        }
+
+        /// `readable`: bytes that may be read from `p` (the rest of the line).
+        @inline(__always)
+        static func key(_ p: UnsafePointer<UInt8>, _ n: Int, readable: Int) -> Key {
+            var head: UInt64 = 0, tail: UInt64 = 0
+            if n >= 8 {
+                head = UnsafeRawPointer(p).loadUnaligned(as: UInt64.self)
+                tail = UnsafeRawPointer(p + n - 8).loadUnaligned(as: UInt64.self)
+            } else if readable >= 8 {
+                head = UnsafeRawPointer(p).loadUnaligned(as: UInt64.self) & (UInt64.max >> UInt64(64 - 8 * n))
+            } else {
+                for i in 0..<n { head |= UInt64(p[i]) << (8 * UInt64(i)) }
+            }
+            return Key(length: n, head: head, tail: tail)
+        }
+
+        @inline(__always)
+        func field(_ p: UnsafePointer<UInt8>, _ n: Int, readable: Int) -> Field? {
+            guard n <= 24 else { return nil }
+            let key = Self.key(p, n, readable: readable)
+            var i = Self.slot(key)
+            while let f = fields[i] {
+                if keys[i] == key {
+                    // Names of 17 to 24 bytes: the middle bytes are not in the key.
+                    return n <= 16 || f.rawValue.utf8.elementsEqual(UnsafeBufferPointer(start: p, count: n)) ? f : nil
+                }
+                i = (i + 1) & (Self.slots - 1)
+            }
+            return nil
+        }
     }
 
     private static func fail(_ message: String) -> LogParseFailure { LogParseFailure(message: message) }
@@ -168,17 +275,16 @@ public struct LogRecordParser {
         }
 
         while let (keyRange, v) = try scanner.next() {
-            let key = Key(p + keyRange.lowerBound, keyRange.count)
-            switch key {
-            case k.v:
+            switch table.field(p + keyRange.lowerBound, keyRange.count, readable: n - keyRange.lowerBound) {
+            case .v?:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"v\" must be an integer") }
                 version = x
-            case k.seq: seq = try number(v, "seq")
-            case k.type: typeValue = v
-            case k.monoNs: mono = try number(v, "mono_ns")
-            case k.conn: conn = v
-            case k.pid: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
-            case k.comm:
+            case .seq?: seq = try number(v, "seq")
+            case .type?: typeValue = v
+            case .monoNs?: mono = try number(v, "mono_ns")
+            case .conn?: conn = v
+            case .pid?: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
+            case .comm?:
                 guard v.kind == .string else { throw Self.fail("\"comm\" must be a string") }
                 if v.escaped {
                     JSONStrings.decode(p, v, latin1: true, into: &scratch)
@@ -186,51 +292,51 @@ public struct LogRecordParser {
                 } else {
                     r.event.comm = ProcessName(bytes: UnsafeBufferPointer(start: p + v.start, count: v.end - v.start))
                 }
-            case k.netns: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
-            case k.family: family = try number(v, "family", max: 255)
-            case k.laddr: laddr = v
-            case k.raddr: raddr = v
-            case k.lport: lport = try number(v, "lport", max: 65535)
-            case k.rport: rport = try number(v, "rport", max: 65535)
-            case k.ownerKnown: ownerKnown = try flag(v, "owner_known")
-            case k.cpu: r.event.cpu = UInt8(try number(v, "cpu", max: 255))
-            case k.kernelFrom: kernelFrom = v
-            case k.kernelTo: kernelTo = v
-            case k.kernelState: kernelState = v
-            case k.prevStateNs: r.event.previousStateNanoseconds = v.kind == .null ? nil : try number(v, "prev_state_ns")
-            case k.peerFin: peerFin = try flag(v, "peer_fin")
-            case k.noSocket: noSocket = try flag(v, "no_socket")
-            case k.what: what = v
-            case k.step: r.hasDocumentedStep = true
-            case k.direction: direction = v
-            case k.reason: reason = v
-            case k.errno:
+            case .netns?: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
+            case .family?: family = try number(v, "family", max: 255)
+            case .laddr?: laddr = v
+            case .raddr?: raddr = v
+            case .lport?: lport = try number(v, "lport", max: 65535)
+            case .rport?: rport = try number(v, "rport", max: 65535)
+            case .ownerKnown?: ownerKnown = try flag(v, "owner_known")
+            case .cpu?: r.event.cpu = UInt8(try number(v, "cpu", max: 255))
+            case .kernelFrom?: kernelFrom = v
+            case .kernelTo?: kernelTo = v
+            case .kernelState?: kernelState = v
+            case .prevStateNs?: r.event.previousStateNanoseconds = v.kind == .null ? nil : try number(v, "prev_state_ns")
+            case .peerFin?: peerFin = try flag(v, "peer_fin")
+            case .noSocket?: noSocket = try flag(v, "no_socket")
+            case .what?: what = v
+            case .step?: r.hasDocumentedStep = true
+            case .direction?: direction = v
+            case .reason?: reason = v
+            case .errno?:
                 guard let x = JSONStrings.signed(p, v), x >= Int64(Int32.min), x <= Int64(Int32.max) else {
                     throw Self.fail("\"errno\" must be an integer")
                 }
                 errnoValue = x
-            case k.anomaly: r.anomalyName = JSONStrings.string(p, v)
-            case k.count:
+            case .anomaly?: r.anomalyName = JSONStrings.string(p, v)
+            case .count?:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"count\" must be an integer") }
                 r.count = x
-            case k.acceptQueue: depth = try number(v, "accept_queue", max: UInt64(UInt32.max))
-            case k.acceptQueueLimit: limit = try number(v, "accept_queue_limit", max: UInt64(UInt32.max))
-            case k.expiresMs: r.expiresMilliseconds = UInt32(try number(v, "expires_ms", max: UInt64(UInt32.max)))
-            case k.total: r.lostTotal = try number(v, "total")
-            case k.lost: r.lostTotal = try number(v, "lost")
-            case k.exportErrors: r.exportErrors = try number(v, "export_errors")
-            case k.totalByType: totalByType = v
-            case k.formatVersion:
+            case .acceptQueue?: depth = try number(v, "accept_queue", max: UInt64(UInt32.max))
+            case .acceptQueueLimit?: limit = try number(v, "accept_queue_limit", max: UInt64(UInt32.max))
+            case .expiresMs?: r.expiresMilliseconds = UInt32(try number(v, "expires_ms", max: UInt64(UInt32.max)))
+            case .total?: r.lostTotal = try number(v, "total")
+            case .lost?: r.lostTotal = try number(v, "lost")
+            case .exportErrors?: r.exportErrors = try number(v, "export_errors")
+            case .totalByType?: totalByType = v
+            case .formatVersion?:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"format_version\" must be an integer") }
                 r.formatVersion = x
-            case k.thresholds: thresholds = v
-            case k.bootOffsetNs:
+            case .thresholds?: thresholds = v
+            case .bootOffsetNs?:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"boot_offset_ns\" must be an integer") }
                 r.bootOffsetNanoseconds = x
-            case k.hostname: r.hostname = JSONStrings.string(p, v)
-            case k.started: r.started = JSONStrings.string(p, v)
-            case k.kernel: r.kernel = JSONStrings.string(p, v)
-            case k.time: if wantsTime { r.time = JSONStrings.string(p, v) }
+            case .hostname?: r.hostname = JSONStrings.string(p, v)
+            case .started?: r.started = JSONStrings.string(p, v)
+            case .kernel?: r.kernel = JSONStrings.string(p, v)
+            case .time?: if wantsTime { r.time = JSONStrings.string(p, v) }
             default: break
             }
         }
@@ -423,11 +529,11 @@ public struct LogRecordParser {
             return Int(x)
         }
         while let (name, value) = try s.next() {
-            switch Key(p + name.lowerBound, name.count) {
-            case k.closeWaitS: t.closeWaitNanoseconds = try seconds(value, "close_wait_s")
-            case k.finWait2S: t.finWait2Nanoseconds = try seconds(value, "fin_wait_2_s")
-            case k.timeWaitSockets: t.timeWaitSockets = try count(value, "time_wait_sockets")
-            case k.dataRetransmits: t.dataRetransmits = try count(value, "data_retransmits")
+            switch table.field(p + name.lowerBound, name.count, readable: v.end - name.lowerBound) {
+            case .closeWaitS?: t.closeWaitNanoseconds = try seconds(value, "close_wait_s")
+            case .finWait2S?: t.finWait2Nanoseconds = try seconds(value, "fin_wait_2_s")
+            case .timeWaitSockets?: t.timeWaitSockets = try count(value, "time_wait_sockets")
+            case .dataRetransmits?: t.dataRetransmits = try count(value, "data_retransmits")
             default: break
             }
         }

@@ -1,7 +1,7 @@
 /// What `tcptrail replay` was asked to do.
 public struct ReplayOptions: Sendable {
     public var filter = EventFilter()
-    public var conn: String?
+    public var conn: ConnectionID?
     /// Unix ns.
     public var since: Int64?
     public var until: Int64?
@@ -252,7 +252,9 @@ public final class LogReplay {
         result.kernelEvents += run.kernelEvents
 
         if timelines != nil {
-            timelines!.finish(to: &out)
+            while timelines!.finishOne(to: &out) {
+                if out.count >= 1 << 19 { flushOutput() }
+            }
             out.append(summaryText(run, timelines: timelines, files: files))
         } else if json != nil {
             let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }

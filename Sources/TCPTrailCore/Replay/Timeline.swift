@@ -1,7 +1,7 @@
 /// Which of the engine's output a replay shows.
 public struct ReplaySelection: Sendable {
     /// Only this connection id (`4217`, `4217.1`).
-    public var conn: String?
+    public var conn: ConnectionID?
     /// Only what happened in this window (kernel monotonic ns of the run).
     public var sinceMono: UInt64?
     public var untilMono: UInt64?
@@ -18,7 +18,7 @@ public struct ReplaySelection: Sendable {
 
     /// Whether one record of `--json` output is shown.
     public func shows(_ output: EngineOutput) -> Bool {
-        let (conn, mono, isAnomaly): (String, UInt64, Bool)
+        let (conn, mono, isAnomaly): (ConnectionID, UInt64, Bool)
         switch output {
         case .change(let c): (conn, mono, isAnomaly) = (c.connection.conn, c.monoNanoseconds, false)
         case .anomaly(let a): (conn, mono, isAnomaly) = (a.connection.conn, a.monoNanoseconds, true)
@@ -42,35 +42,80 @@ public struct ReplaySelection: Sendable {
 public struct TimelineWriter {
     public var clock: WallClock
     public var selection: ReplaySelection
-    private var open: [String: Timeline] = [:]
+    private var open: [ConnectionID: Timeline] = [:]
     /// Connections that are over, in the order they ended.
-    private var ended: [(conn: String, at: UInt64)] = []
+    private var ended: [(conn: ConnectionID, at: UInt64)] = []
     private var endedHead = 0
+    /// At the end: the open connections, in the order their blocks go out.
+    private var held: ArraySlice<ConnectionID>?
     public private(set) var connectionsShown = 0
     public private(set) var connectionsSeen = 0
     public private(set) var anomaliesShown = 0
     static let settleNanoseconds: UInt64 = 1_000_000_000
 
+    /// One line of a block, kept small: a replay holds every open connection's.
     enum Entry {
-        case change(StateChange)
-        case anomaly(Anomaly)
-        case event(KernelEvent)
+        case change(Change)
+        /// An index into `Timeline.anomalies`.
+        case anomaly(Int, UInt64)
+        case event(Note)
         case snapshot(TCPState, UInt64)
 
         var mono: UInt64 {
             switch self {
-            case .change(let c): c.monoNanoseconds
-            case .anomaly(let a): a.monoNanoseconds
-            case .event(let e): e.monoNanoseconds
+            case .change(let c): c.mono
+            case .anomaly(_, let m): m
+            case .event(let e): e.mono
             case .snapshot(_, let m): m
             }
+        }
+    }
+
+    /// What a block shows of a `StateChange`.
+    struct Change {
+        var mono: UInt64
+        var from: TCPState
+        var to: TCPState
+        var step: Step
+        var inferred: Bool
+        var reason: String?
+        /// The kernel's time in the previous state, where it knew it.
+        var previousStateNanoseconds: UInt64?
+
+        init(_ c: StateChange) {
+            mono = c.monoNanoseconds
+            from = c.from
+            to = c.to
+            step = c.step
+            inferred = c.inferred
+            reason = c.reason
+            previousStateNanoseconds = c.kernel?.previousStateNanoseconds
+        }
+    }
+
+    /// What a block shows of a kernel event that is not a step.
+    struct Note {
+        var mono: UInt64
+        var kind: KernelEventKind
+        var newState: KernelTCPState?
+        var reset: ResetDirection?
+        var retransmit: RetransmitKind?
+        var errorNumber: Int32
+
+        init(_ e: KernelEvent) {
+            mono = e.monoNanoseconds
+            kind = e.kind
+            newState = e.newState
+            reset = e.reset
+            retransmit = e.retransmit
+            errorNumber = e.errorNumber
         }
     }
 
     struct Timeline {
         var identity: ConnectionIdentity
         var entries: [Entry] = []
-        var anomalies = 0
+        var anomalies: [Anomaly] = []
         var state: TCPState?
         var first: UInt64
         var last: UInt64
@@ -85,68 +130,72 @@ public struct TimelineWriter {
 
     /// Adds one output of the engine; writes the blocks that are settled.
     public mutating func add(_ output: EngineOutput, to out: inout OutputBuffer) {
-        let identity: ConnectionIdentity
-        let entry: Entry
+        let mono: UInt64
         switch output {
         case .change(let c):
-            identity = c.connection
-            entry = .change(c)
+            mono = c.monoNanoseconds
             // The 2MSL expiry of a block already written: the block said when.
             if c.kernel == nil && open[c.connection.conn] == nil { return }
+            record(c.connection, mono) { t in
+                t.entries.append(.change(Change(c)))
+                t.state = c.to
+                if (c.to == .closed || c.to == .timeWait) && !t.ended {
+                    t.ended = true
+                    return true
+                }
+                return false
+            }
         case .anomaly(let a):
-            identity = a.connection
-            entry = .anomaly(a)
+            mono = a.monoNanoseconds
+            record(a.connection, mono) { t in
+                t.entries.append(.anomaly(t.anomalies.count, mono))
+                t.anomalies.append(a)
+                return false
+            }
         case .event(let e):
+            mono = e.monoNanoseconds
             if e.noSocket {
                 writeSocketless(e, to: &out)
                 return
             }
-            identity = ConnectionIdentity(e)
-            entry = .event(e)
-        case .snapshot(let id, let state, _, let mono, _):
-            identity = id
-            entry = .snapshot(state, mono)
-        }
-        let conn = identity.conn
-        let mono = entry.mono
-        if selection.conn == nil || selection.conn == conn {
-            // In place: a copy out of the dictionary would copy the entries on every append.
-            let (isNew, justEnded) = Self.add(entry, identity: identity, mono: mono, to: &open[conn, default: Timeline(identity: identity, first: mono, last: mono)])
-            if isNew { connectionsSeen += 1 }
-            if justEnded { ended.append((conn, mono)) }
+            record(ConnectionIdentity(e), mono) { t in
+                if e.kind == .retransmit && e.retransmit == .data {
+                    t.dataRetransmits += 1
+                } else {
+                    t.entries.append(.event(Note(e)))
+                }
+                return false
+            }
+        case .snapshot(let id, let state, _, let m, _):
+            mono = m
+            record(id, mono) { t in
+                t.entries.append(.snapshot(state, m))
+                t.state = state
+                return false
+            }
         }
         writeSettled(before: mono, to: &out)
     }
 
-    /// Adds an entry to a timeline; true when it just ended.
-    private static func add(_ entry: Entry, identity: ConnectionIdentity, mono: UInt64, to t: inout Timeline) -> (isNew: Bool, justEnded: Bool) {
-        var justEnded = false
-        let isNew = t.entries.isEmpty && t.dataRetransmits == 0
-        do {
-            if case .event(let e) = entry, e.kind == .retransmit, e.retransmit == .data {
-                t.dataRetransmits += 1
-            } else {
-                t.entries.append(entry)
-            }
+    /// Applies `change` to the connection's timeline in place (a copy out of
+    /// the dictionary would copy its entries on every append); `change`
+    /// returns true when the connection just ended.
+    @inline(__always)
+    private mutating func record(_ identity: ConnectionIdentity, _ mono: UInt64, _ change: (inout Timeline) -> Bool) {
+        let conn = identity.conn
+        guard selection.conn == nil || selection.conn == conn else { return }
+        var isNew = false
+        let justEnded = Self.update(&open[conn, default: { isNew = true; return Timeline(identity: identity, first: mono, last: mono) }()]) { t in
             t.identity = identity
-            t.last = max(t.last, mono)
-            switch entry {
-            case .change(let c):
-                t.state = c.to
-                if (c.to == .closed || c.to == .timeWait) && !t.ended {
-                    t.ended = true
-                    justEnded = true
-                }
-            case .snapshot(let s, _):
-                t.state = s
-            case .anomaly:
-                t.anomalies += 1
-            case .event:
-                break
-            }
+            if mono > t.last { t.last = mono }
+            return change(&t)
         }
-        return (isNew, justEnded)
+        if isNew { connectionsSeen += 1 }
+        if justEnded { ended.append((conn, mono)) }
     }
+
+    @inline(__always)
+    private static func update(_ t: inout Timeline, _ body: (inout Timeline) -> Bool) -> Bool { body(&t) }
 
     /// Writes the blocks of connections that ended more than a second before `mono`.
     private mutating func writeSettled(before mono: UInt64, to out: inout OutputBuffer) {
@@ -161,22 +210,42 @@ public struct TimelineWriter {
         }
     }
 
-    /// Writes every block still held (connections open at the end of the log last).
+    /// Writes the next block still held at the end of the log (those that
+    /// ended first, then the open ones by first sight); false when none is
+    /// left. One at a time, so the caller can flush in between.
+    public mutating func finishOne(to out: inout OutputBuffer) -> Bool {
+        while endedHead < ended.count {
+            let conn = ended[endedHead].conn
+            endedHead += 1
+            if let t = open.removeValue(forKey: conn) {
+                write(t, to: &out)
+                return true
+            }
+        }
+        if held == nil { held = open.keys.sorted { open[$0]!.first < open[$1]!.first }[...] }
+        while let conn = held?.popFirst() {
+            if let t = open.removeValue(forKey: conn) {
+                write(t, to: &out)
+                return true
+            }
+        }
+        return false
+    }
+
+    /// Writes every block still held.
     public mutating func finish(to out: inout OutputBuffer) {
-        writeSettled(before: .max, to: &out)
-        for t in open.values.sorted(by: { $0.first < $1.first }) { write(t, to: &out) }
-        open.removeAll()
+        while finishOne(to: &out) {}
     }
 
     private mutating func write(_ t: Timeline, to out: inout OutputBuffer) {
-        if selection.anomaliesOnly && t.anomalies == 0 { return }
+        if selection.anomaliesOnly && t.anomalies.isEmpty { return }
         if let since = selection.sinceMono, t.last < since { return }
         if let until = selection.untilMono, t.first > until { return }
         connectionsShown += 1
-        anomaliesShown += t.anomalies
+        anomaliesShown += t.anomalies.count
         let id = t.identity
         out.append("conn " as StaticString)
-        out.append(id.conn)
+        out.append(connection: id.conn)
         out.append("  " as StaticString)
         out.append(id.endpoints)
         out.append("  " as StaticString)
@@ -215,7 +284,7 @@ public struct TimelineWriter {
                     out.append(reason)
                 }
                 // Time in the state it left: from the previous change, or the kernel's own count.
-                let spent: UInt64? = since.map { c.monoNanoseconds >= $0 ? c.monoNanoseconds - $0 : 0 } ?? c.kernel?.previousStateNanoseconds
+                let spent: UInt64? = since.map { c.mono >= $0 ? c.mono - $0 : 0 } ?? c.previousStateNanoseconds
                 if let spent, c.from != .closed || since != nil {
                     out.pad(from: start, to: 60)
                     out.append("after " as StaticString)
@@ -223,12 +292,13 @@ public struct TimelineWriter {
                     out.append(" in " as StaticString)
                     out.append(c.from.rawValue)
                 }
-                since = c.monoNanoseconds
+                since = c.mono
             case .snapshot(let s, let mono):
                 out.append("open when the trace started, in " as StaticString)
                 out.append(s.rawValue)
                 since = mono
-            case .anomaly(let a):
+            case .anomaly(let index, _):
+                let a = t.anomalies[index]
                 out.append(a.severity == .critical ? "!!! " as StaticString : "!! " as StaticString)
                 out.append(a.kind.rawValue)
                 out.append(": " as StaticString)
