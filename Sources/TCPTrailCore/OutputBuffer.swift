@@ -6,57 +6,102 @@ import Glibc
 ///
 /// It is reused for every event: after warm-up, appending allocates nothing.
 public struct OutputBuffer {
-    public private(set) var bytes: [UInt8]
+    /// Raw bytes, so an append is a capacity check and a copy: Array's
+    /// append(contentsOf:) cost more than the formatting around it.
+    private final class Storage {
+        var base: UnsafeMutablePointer<UInt8>
+        var capacity: Int
+        init(capacity: Int) {
+            self.capacity = max(capacity, 16)
+            base = .allocate(capacity: self.capacity)
+        }
+        deinit { base.deallocate() }
+    }
+    private var storage: Storage
+    public private(set) var count = 0
 
     public init(capacity: Int = 1 << 16) {
-        bytes = []
-        bytes.reserveCapacity(capacity)
+        storage = Storage(capacity: capacity)
     }
 
-    public var count: Int { bytes.count }
-    public var isEmpty: Bool { bytes.isEmpty }
+    public var isEmpty: Bool { count == 0 }
+    /// A copy of the contents.
+    public var bytes: [UInt8] { Array(UnsafeBufferPointer(start: storage.base, count: count)) }
     /// The contents as a String (for tests and one-off messages).
-    public var string: String { String(decoding: bytes, as: UTF8.self) }
+    public var string: String { String(decoding: UnsafeBufferPointer(start: storage.base, count: count), as: UTF8.self) }
 
-    public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
+    /// The contents, without a copy.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: storage.base, count: count))
+    }
+
+    public mutating func removeAll() { count = 0 }
 
     /// Drops everything past `count` bytes (undoing a partly written record).
     public mutating func truncate(to count: Int) {
-        bytes.removeSubrange(count..<bytes.count)
+        self.count = min(max(count, 0), self.count)
     }
 
-    @inline(__always) public mutating func append(_ byte: UInt8) { bytes.append(byte) }
+    /// Room for `n` more bytes; where they go.
+    @inline(__always)
+    private mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt8> {
+        if _slowPath(count + n > storage.capacity || !isKnownUniquelyReferenced(&storage)) { grow(n) }
+        return storage.base + count
+    }
+
+    @inline(never)
+    private mutating func grow(_ n: Int) {
+        let bigger = Storage(capacity: max(storage.capacity * 2, count + n))
+        bigger.base.update(from: storage.base, count: count)
+        storage = bigger
+    }
+
+    @inline(__always) public mutating func append(_ byte: UInt8) {
+        reserve(1).pointee = byte
+        count += 1
+    }
 
     @inline(__always) public mutating func append(_ s: StaticString) {
-        bytes.append(contentsOf: s.bytes)
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
     }
 
-    public mutating func append(_ s: String) { bytes.append(contentsOf: s.utf8) }
+    public mutating func append(_ s: String) {
+        var s = s
+        s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
 
-    public mutating func append(_ raw: UnsafeRawBufferPointer) { bytes.append(contentsOf: raw) }
+    @inline(__always) public mutating func append(_ raw: UnsafeRawBufferPointer) {
+        let n = raw.count
+        guard n > 0, let src = raw.baseAddress else { return }
+        UnsafeMutableRawPointer(reserve(n)).copyMemory(from: src, byteCount: n)
+        count += n
+    }
+
+    public mutating func append(contentsOf bytes: some Sequence<UInt8>) {
+        for b in bytes { append(b) }
+    }
 
     /// Appends an unsigned decimal number.
     public mutating func append(decimal value: UInt64) {
         if value < 10 {
-            bytes.append(UInt8(truncatingIfNeeded: value) &+ 48)
+            append(UInt8(truncatingIfNeeded: value) &+ 48)
             return
         }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, no heap
-        var n = 0
+        var n = 1
+        var t = value / 10
+        while t > 0 { n += 1; t /= 10 }
+        let dst = reserve(n)
         var v = value
-        withUnsafeMutableBytes(of: &digits) { scratch in
-            while v > 0 {
-                scratch[23 - n] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-                v /= 10
-                n += 1
-            }
-            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[(24 - n)...]))
+        for i in stride(from: n - 1, through: 0, by: -1) {
+            dst[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+            v /= 10
         }
+        count += n
     }
 
     public mutating func append(decimal value: Int64) {
         if value < 0 {
-            bytes.append(UInt8(ascii: "-"))
+            append(UInt8(ascii: "-"))
             append(decimal: UInt64(bitPattern: 0 &- value))
         } else {
             append(decimal: UInt64(value))
@@ -65,23 +110,22 @@ public struct OutputBuffer {
 
     /// Appends `value` as exactly `width` digits, zero-padded.
     public mutating func append(decimal value: UInt64, zeroPaddedTo width: Int) {
-        var divisor: UInt64 = 1
-        for _ in 1..<max(width, 1) { divisor &*= 10 }
-        var v = value % (divisor &* 10)
-        while divisor > 0 {
-            bytes.append(UInt8(truncatingIfNeeded: v / divisor) &+ 48)
-            v %= divisor
-            divisor /= 10
+        let w = max(width, 1)
+        let dst = reserve(w)
+        var v = value
+        for i in stride(from: w - 1, through: 0, by: -1) {
+            dst[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+            v /= 10
         }
+        count += w
     }
 
     /// Pads with spaces until the bytes since `start` reach `width`, then adds one space.
     public mutating func pad(from start: Int, to width: Int) {
-        let used = bytes.count - start
-        if used < width {
-            for _ in used..<width { bytes.append(32) }
-        }
-        bytes.append(32)
+        let used = count - start
+        let n = (used < width ? width - used : 0) + 1
+        reserve(n).update(repeating: 32, count: n)
+        count += n
     }
 
     // MARK: - Escaping
@@ -93,15 +137,15 @@ public struct OutputBuffer {
     public mutating func appendEscapedText(_ raw: UnsafeRawBufferPointer) {
         for b in raw {
             if b >= 0x20 && b < 0x7f && b != UInt8(ascii: "\\") {
-                bytes.append(b)
+                append(b)
             } else if b == UInt8(ascii: "\\") {
-                bytes.append(UInt8(ascii: "\\"))
-                bytes.append(UInt8(ascii: "\\"))
+                append(UInt8(ascii: "\\"))
+                append(UInt8(ascii: "\\"))
             } else {
-                bytes.append(UInt8(ascii: "\\"))
-                bytes.append(UInt8(ascii: "x"))
-                bytes.append(Self.hex.bytes[Int(b >> 4)])
-                bytes.append(Self.hex.bytes[Int(b & 0xf)])
+                append(UInt8(ascii: "\\"))
+                append(UInt8(ascii: "x"))
+                append(Self.hex.bytes[Int(b >> 4)])
+                append(Self.hex.bytes[Int(b & 0xf)])
             }
         }
     }
@@ -114,22 +158,22 @@ public struct OutputBuffer {
     /// backslashes are escaped; bytes of 0x80 and above become `\u00NN` so the
     /// output is valid UTF-8 JSON whatever the kernel handed over.
     public mutating func appendJSONString(_ raw: UnsafeRawBufferPointer) {
-        bytes.append(UInt8(ascii: "\""))
+        append(UInt8(ascii: "\""))
         for b in raw {
             switch b {
             case UInt8(ascii: "\""):
-                bytes.append(UInt8(ascii: "\\")); bytes.append(b)
+                append(UInt8(ascii: "\\")); append(b)
             case UInt8(ascii: "\\"):
-                bytes.append(UInt8(ascii: "\\")); bytes.append(b)
+                append(UInt8(ascii: "\\")); append(b)
             case 0x20..<0x7f:
-                bytes.append(b)
+                append(b)
             default:
                 append("\\u00" as StaticString)
-                bytes.append(Self.hex.bytes[Int(b >> 4)])
-                bytes.append(Self.hex.bytes[Int(b & 0xf)])
+                append(Self.hex.bytes[Int(b >> 4)])
+                append(Self.hex.bytes[Int(b & 0xf)])
             }
         }
-        bytes.append(UInt8(ascii: "\""))
+        append(UInt8(ascii: "\""))
     }
 
     public mutating func appendJSONString(_ s: String) {
@@ -148,7 +192,7 @@ public struct OutputBuffer {
         address.withBytes { raw in
             if family == 4 {
                 for i in 0..<4 {
-                    if i > 0 { bytes.append(UInt8(ascii: ".")) }
+                    if i > 0 { append(UInt8(ascii: ".")) }
                     append(decimal: UInt64(raw[i]))
                 }
             } else {
@@ -166,13 +210,13 @@ public struct OutputBuffer {
             }
         }
         let group: (Int) -> UInt16 = { i in
-            withUnsafeBytes(of: groups) { $0.load(fromByteOffset: 2 * i, as: UInt16.self) }
+            Swift.withUnsafeBytes(of: groups) { $0.load(fromByteOffset: 2 * i, as: UInt16.self) }
         }
         // IPv4-mapped (::ffff:a.b.c.d) keeps the dotted form, as inet_ntop does.
         if group(0) == 0 && group(1) == 0 && group(2) == 0 && group(3) == 0 && group(4) == 0 && group(5) == 0xffff {
             append("::ffff:" as StaticString)
             for i in 12..<16 {
-                if i > 12 { bytes.append(UInt8(ascii: ".")) }
+                if i > 12 { append(UInt8(ascii: ".")) }
                 append(decimal: UInt64(raw[i]))
             }
             return
@@ -199,7 +243,7 @@ public struct OutputBuffer {
                 needColon = false
                 continue
             }
-            if needColon { bytes.append(UInt8(ascii: ":")) }
+            if needColon { append(UInt8(ascii: ":")) }
             appendHex(group(i))
             needColon = true
             i += 1
@@ -211,7 +255,7 @@ public struct OutputBuffer {
         for shift in stride(from: 12, through: 0, by: -4) {
             let nibble = Int((v >> UInt16(shift)) & 0xf)
             if nibble != 0 || started || shift == 0 {
-                bytes.append(Self.hex.bytes[nibble])
+                append(Self.hex.bytes[nibble])
                 started = true
             }
         }
@@ -224,19 +268,17 @@ public struct OutputBuffer {
     @discardableResult
     public mutating func flush(to fd: Int32) -> Int32 {
         var failure: Int32 = 0
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                offset += n
+        var offset = 0
+        while offset < count {
+            let n = write(fd, storage.base + offset, count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                failure = errno
+                break
             }
+            offset += n
         }
-        bytes.removeAll(keepingCapacity: true)
+        count = 0
         return failure
     }
 }

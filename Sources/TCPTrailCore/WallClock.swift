@@ -84,7 +84,7 @@ public struct WallClock: Sendable {
         tmp.append(decimal: UInt64(secOfDay % 60), zeroPaddedTo: 2)
         tmp.append(UInt8(ascii: "."))
         withUnsafeMutableBytes(of: &cachedPrefix) { dst in
-            tmp.bytes.withUnsafeBytes { dst.copyMemory(from: $0) }
+            tmp.withUnsafeBytes { dst.copyMemory(from: $0) }
         }
     }
 

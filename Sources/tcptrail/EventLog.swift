@@ -119,7 +119,7 @@ final class EventLog {
         let start = lseek(fd, 0, SEEK_END)
         var written = 0
         var failure: Int32 = 0
-        out.bytes.withUnsafeBytes { raw in
+        out.withUnsafeBytes { raw in
             while written < raw.count {
                 let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
                 if n < 0 {

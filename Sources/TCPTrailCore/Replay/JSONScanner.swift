@@ -15,6 +15,9 @@ struct JSONValue {
     /// A string with backslash escapes (decode before use).
     var escaped = false
     var boolValue = false
+    /// A number of digits only that fits in 64 bits: its value, read while scanning.
+    var isUnsigned = false
+    var unsigned: UInt64 = 0
 }
 
 /// Walks the members of one JSON object, validating as it goes (RFC 8259:
@@ -46,7 +49,10 @@ struct JSONObjectScanner {
         (0x21..<0x7f).contains(b) ? "'\(Character(Unicode.Scalar(b)))'" : "byte 0x\(String(b, radix: 16))"
     }
 
+    @inline(__always)
     private mutating func skipSpace() {
+        // tcptrail writes no white space between tokens: one test, usually.
+        if _fastPath(position < count && bytes[position] > 0x20) { return }
         while position < count {
             let b = bytes[position]
             guard b == 0x20 || b == 0x09 || b == 0x0d || b == 0x0a else { return }
@@ -60,6 +66,15 @@ struct JSONObjectScanner {
 
     /// The next member's key bytes and value, or nil after the closing `}`.
     mutating func next() throws(LogLineError) -> (key: Range<Int>, value: JSONValue)? {
+        guard let m = try next(expecting: nil, 0) else { return nil }
+        return (m.key, m.value)
+    }
+
+    /// `next()`, trying first the member name the caller expects: `pattern`
+    /// holds `"name":`. When it is there, the name needs no scan (its bytes
+    /// are known to be valid) and `expected` is true.
+    @inline(__always)
+    mutating func next(expecting pattern: UnsafePointer<UInt8>?, _ length: Int) throws(LogLineError) -> (key: Range<Int>, value: JSONValue, expected: Bool)? {
         if closed { return nil }
         skipSpace()
         guard position < count else { throw failure("unexpected end of line inside an object (a cut record?)") }
@@ -75,13 +90,19 @@ struct JSONObjectScanner {
         guard position < count, bytes[position] == UInt8(ascii: "\"") else {
             throw position < count ? failure("expected a quoted key") : failure("unexpected end of line (a cut record?)")
         }
+        if let pattern, position + length <= count, JSONStrings.memcmpEqual(bytes + position, pattern, length) {
+            let key = position + 1 ..< position + length - 2
+            position += length
+            skipSpace()
+            return (key, try scanValue(depth: 1), true)
+        }
         let key = try scanString()
         skipSpace()
         guard position < count, bytes[position] == UInt8(ascii: ":") else { throw failure("expected ':' after a key") }
         position += 1
         skipSpace()
         let value = try scanValue(depth: 1)
-        return (key.start..<key.end, value)
+        return (key.start..<key.end, value, false)
     }
 
     /// After the object: only white space may follow.
@@ -232,7 +253,21 @@ struct JSONObjectScanner {
             position += 1
             if position < count && isDigit(bytes[position]) { throw failure("invalid number (leading zero)") }
         } else {
-            while position < count && isDigit(bytes[position]) { position += 1 }
+            var value: UInt64 = 0, overflow = false
+            while position < count, case let d = bytes[position] &- 48, d < 10 {
+                let (m, o1) = value.multipliedReportingOverflow(by: 10)
+                let (a, o2) = m.addingReportingOverflow(UInt64(d))
+                value = a
+                overflow = overflow || o1 || o2
+                position += 1
+            }
+            if bytes[start] != UInt8(ascii: "-") && !overflow,
+               position >= count || (bytes[position] != UInt8(ascii: ".") && bytes[position] | 0x20 != UInt8(ascii: "e")) {
+                var v = JSONValue(kind: .number, start: start, end: position)
+                v.isUnsigned = true
+                v.unsigned = value
+                return v
+            }
         }
         if position < count && bytes[position] == UInt8(ascii: ".") {
             position += 1
@@ -306,6 +341,7 @@ enum JSONStrings {
 
     /// A non-negative integer without fraction or exponent.
     static func unsigned(_ bytes: UnsafePointer<UInt8>, _ v: JSONValue) -> UInt64? {
+        if v.isUnsigned { return v.unsigned }
         guard v.kind == .number, v.start < v.end else { return nil }
         var result: UInt64 = 0
         for i in v.start..<v.end {

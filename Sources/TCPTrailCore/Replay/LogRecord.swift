@@ -112,6 +112,8 @@ public struct LogParseFailure: Error, Sendable, Equatable {
 public struct LogRecordParser {
     private var scratch: [UInt8] = []
     private let table = FieldTable()
+    /// The member names' slots in the order the last line had them.
+    private var order = [Int](repeating: -1, count: 48)
     /// Kept here: `allCases` would build an array on every record.
     private let recordTypes = LogRecordType.allCases.filter { $0 != .other }
     /// Also read `time` (a log without header gets its wall clock from it).
@@ -182,21 +184,52 @@ public struct LogRecordParser {
             var tail: UInt64
         }
         private var keys: [Key]
-        private var fields: [Field?]
-        private static let slots = 256
+        private(set) var fields: [Field?]
+        static let slots = 256
+        /// Per slot, `"name":` for `JSONObjectScanner.next(expecting:)`.
+        let patterns: Patterns
+
+        final class Patterns {
+            let bytes: UnsafeMutablePointer<UInt8>
+            var offsets = [Int](repeating: 0, count: FieldTable.slots)
+            var lengths = [Int](repeating: 0, count: FieldTable.slots)
+            init(size: Int) { bytes = .allocate(capacity: size) }
+            deinit { bytes.deallocate() }
+        }
 
         init() {
             keys = Array(repeating: Key(length: -1, head: 0, tail: 0), count: Self.slots)
             fields = Array(repeating: nil, count: Self.slots)
+            patterns = Patterns(size: Field.allCases.reduce(0) { $0 + $1.rawValue.utf8.count + 3 })
+            var offset = 0
             for f in Field.allCases {
-                var name = Array(f.rawValue.utf8)
-                let key = name.withUnsafeMutableBufferPointer { Self.key($0.baseAddress!, $0.count, readable: $0.count) }
+                let name = Array(f.rawValue.utf8)
+                let key = name.withUnsafeBufferPointer { Self.key($0.baseAddress!, $0.count, readable: $0.count) }
                 var i = Self.slot(key)
                 while fields[i] != nil { i = (i + 1) & (Self.slots - 1) }
                 keys[i] = key
                 fields[i] = f
-                name.removeAll()
+                let pattern = [UInt8(ascii: "\"")] + name + [UInt8(ascii: "\""), UInt8(ascii: ":")]
+                for (k, b) in pattern.enumerated() { patterns.bytes[offset + k] = b }
+                patterns.offsets[i] = offset
+                patterns.lengths[i] = pattern.count
+                offset += pattern.count
             }
+        }
+
+        /// The slot of a name (to predict it on the next line), or -1.
+        @inline(__always)
+        func slot(_ p: UnsafePointer<UInt8>, _ n: Int, readable: Int) -> Int {
+            guard n <= 24 else { return -1 }
+            let key = Self.key(p, n, readable: readable)
+            var i = Self.slot(key)
+            while let f = fields[i] {
+                if keys[i] == key {
+                    return n <= 16 || f.rawValue.utf8.elementsEqual(UnsafeBufferPointer(start: p, count: n)) ? i : -1
+                }
+                i = (i + 1) & (Self.slots - 1)
+            }
+            return -1
         }
 
         @inline(__always)
@@ -274,8 +307,18 @@ public struct LogRecordParser {
             return v.boolValue
         }
 
-        while let (keyRange, v) = try scanner.next() {
-            switch table.field(p + keyRange.lowerBound, keyRange.count, readable: n - keyRange.lowerBound) {
+        // Records of one type list their members in one order: the slot seen
+        // at each position on the last line is tried first.
+        var position = 0
+        let patterns = table.patterns
+        while true {
+            let predicted = position < order.count ? order[position] : -1
+            let pattern: UnsafePointer<UInt8>? = predicted >= 0 ? UnsafePointer(patterns.bytes + patterns.offsets[predicted]) : nil
+            guard let (keyRange, v, hit) = try scanner.next(expecting: pattern, predicted >= 0 ? patterns.lengths[predicted] : 0) else { break }
+            let slot = hit ? predicted : table.slot(p + keyRange.lowerBound, keyRange.count, readable: n - keyRange.lowerBound)
+            if !hit && position < order.count { order[position] = slot }
+            position += 1
+            switch slot >= 0 ? table.fields[slot] : nil {
             case .v?:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"v\" must be an integer") }
                 version = x
