@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // The kernel-to-user event layout, shared with bpf/tcptrail.bpf.c.
@@ -23,6 +24,8 @@ let package = Package(
         ),
         // zlib, for reading .gz logs (libbpf links it too).
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // ncurses for `tcptrail top`, from Debian's libncurses-dev.
+        .systemLibrary(name: "CNCurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
         // Signal and process helpers that need C (async-signal-safe flags, prctl, setns).
         .target(name: "CTCPTrailSys"),
         // Pure Swift core: decoding, names, formatting. Never imports libbpf.
@@ -46,9 +49,12 @@ let package = Package(
         .executableTarget(
             name: "tcptrail",
             dependencies: [
-                "TCPTrailCore", "TCPTrailLoader", "CTCPTrailSys",
+                "TCPTrailCore", "TCPTrailLoader", "CTCPTrailSys", "CNCurses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            // The timeline page: served by `serve`, written by `replay --html`.
+            resources: [.embedInCode("Web/timeline.html")]
         ),
         // Test peer: a TCP client or server with a chosen process name.
         .executableTarget(name: "tt-peer", dependencies: ["CTCPTrailSys"]),

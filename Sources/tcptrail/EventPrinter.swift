@@ -8,7 +8,8 @@ import Glibc
 /// The hot path: decodes each ring-buffer record and writes it to stdout as
 /// text or JSON, through one reused buffer flushed in large writes.
 final class EventPrinter: RingBufferConsumer {
-    enum Format { case text, json }
+    /// `none`: nothing on stdout (`top`, `serve` take the records through `observer`).
+    enum Format { case text, json, none }
 
     private let format: Format
     /// The connection filters; on live events only --addr is left to check here.
@@ -24,6 +25,8 @@ final class EventPrinter: RingBufferConsumer {
     private var fileJSON: JSONLinesWriter
     private var fileOut = OutputBuffer(capacity: 1 << 20)
     private(set) var events: UInt64 = 0
+    /// Sees every record the engine makes (the live views' board).
+    var observer: ((EngineOutput) -> Void)?
     private(set) var undecodable: UInt64 = 0
     /// stdout's reader went away (EPIPE): end quietly.
     private(set) var outputClosed = false
@@ -117,7 +120,9 @@ final class EventPrinter: RingBufferConsumer {
         switch format {
         case .json: json.append(output, to: &out)
         case .text: text.append(output, to: &out)
+        case .none: break
         }
+        observer?(output)
     }
 
     /// Reports and tracks the sockets open at start (those the filters keep).
@@ -159,6 +164,7 @@ final class EventPrinter: RingBufferConsumer {
         switch format {
         case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
+        case .none: break
         }
     }
 

@@ -1,0 +1,197 @@
+/// Writes a `ConnectionBoard` as the JSON the timeline page reads
+/// (`/api/board`, the `board` server-sent event, `replay --html`). Times are
+/// wall-clock ms since the epoch; process names are escaped to printable
+/// ASCII (`\xNN`) before JSON escaping, so no control byte reaches a page.
+public struct BoardJSON {
+    public var clock: WallClock
+    public var source: String
+    public var host: String
+    /// Live: seconds of history the page shows. A report: the whole log.
+    public var windowSeconds: Int
+    /// At most this many connections (the query's order decides which).
+    public var limit: Int
+
+    public init(clock: WallClock, source: String, host: String, windowSeconds: Int, limit: Int) {
+        self.clock = clock
+        self.source = source
+        self.host = host
+        self.windowSeconds = windowSeconds
+        self.limit = limit
+    }
+
+    func ms(_ mono: UInt64) -> Int64 { clock.unixNanoseconds(mono: mono) / 1_000_000 }
+
+    /// The whole board: header, stats, connections, anomaly feed.
+    public func append(_ board: ConnectionBoard, query: ConnectionBoard.Query = .init(), to out: inout OutputBuffer) {
+        let now = board.now
+        let start: UInt64 = source == "live" ? (now > UInt64(windowSeconds) * 1_000_000_000 ? now - UInt64(windowSeconds) * 1_000_000_000 : 0)
+            : (board.first ?? now)
+        out.append("{\"version\":1,\"source\":" as StaticString)
+        out.appendJSONString(source)
+        out.append(",\"host\":" as StaticString)
+        out.appendJSONString(host)
+        out.append(",\"now\":" as StaticString)
+        out.append(decimal: ms(now))
+        out.append(",\"start\":" as StaticString)
+        out.append(decimal: ms(start))
+        out.append(",\"window_s\":" as StaticString)
+        out.append(decimal: Int64(windowSeconds))
+        out.append(",\"stats\":" as StaticString)
+        appendStats(board, to: &out)
+        let rows = board.rows(matching: query)
+        out.append(",\"total_connections\":" as StaticString)
+        out.append(decimal: Int64(rows.count))
+        out.append(",\"connections\":[" as StaticString)
+        for (i, row) in rows.prefix(limit).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            appendRow(row, to: &out)
+        }
+        out.append("],\"feed\":" as StaticString)
+        appendFeed(board.recentAnomalies(limit: 100), to: &out)
+        out.append(UInt8(ascii: "}"))
+    }
+
+    public func appendStats(_ board: ConnectionBoard, to out: inout OutputBuffer) {
+        out.append("{\"events_per_s\":" as StaticString)
+        out.append(decimal: UInt64(board.eventsPerSecond.rounded()))
+        out.append(",\"events\":" as StaticString)
+        out.append(decimal: board.events)
+        out.append(",\"tracked\":" as StaticString)
+        out.append(decimal: Int64(board.openConnections))
+        out.append(",\"shown\":" as StaticString)
+        out.append(decimal: Int64(board.rows.count))
+        out.append(",\"lost\":" as StaticString)
+        out.append(decimal: board.lost)
+        out.append(",\"anomalies\":{" as StaticString)
+        for (i, (kind, n)) in board.anomalyCounts.sorted(by: { $0.key.rawValue < $1.key.rawValue }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.appendJSONString(kind.rawValue)
+            out.append(UInt8(ascii: ":"))
+            out.append(decimal: Int64(n))
+        }
+        out.append("}}" as StaticString)
+    }
+
+    /// One connection, as the page's `connections` entries.
+    public func appendRow(_ row: ConnectionBoard.Row, to out: inout OutputBuffer) {
+        let id = row.identity
+        out.append("{\"conn\":\"" as StaticString)
+        out.append(connection: id.conn)
+        out.append("\",\"pid\":" as StaticString)
+        if id.ownerKnown { out.append(decimal: UInt64(id.pid)) } else { out.append("null" as StaticString) }
+        out.append(",\"comm\":" as StaticString)
+        appendComm(id, to: &out)
+        out.append(",\"local\":\"" as StaticString)
+        ConnectionBoard.appendEndpoint(id, remote: false, to: &out)
+        out.append("\",\"remote\":\"" as StaticString)
+        ConnectionBoard.appendEndpoint(id, remote: true, to: &out)
+        out.append("\",\"side\":\"" as StaticString)
+        out.append(row.side.rawValue)
+        out.append("\",\"state\":\"" as StaticString)
+        out.append(row.state.rawValue)
+        out.append("\",\"opened\":" as StaticString)
+        out.append(decimal: ms(row.opened))
+        out.append(",\"since\":" as StaticString)
+        out.append(decimal: ms(row.since))
+        out.append(",\"closed\":" as StaticString)
+        if let ended = row.ended, row.ending != .timeWait || row.state == .closed {
+            out.append(decimal: ms(ended))
+        } else {
+            out.append("null" as StaticString)
+        }
+        out.append(",\"end\":" as StaticString)
+        if let ending = row.ending {
+            out.append(UInt8(ascii: "\""))
+            out.append(ending.rawValue)
+            out.append(UInt8(ascii: "\""))
+        } else {
+            out.append("null" as StaticString)
+        }
+        out.append(",\"open_at_start\":" as StaticString)
+        out.append(row.openAtStart ? "true" as StaticString : "false" as StaticString)
+        out.append(",\"segments\":[" as StaticString)
+        for (i, s) in row.segments.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append("{\"state\":\"" as StaticString)
+            out.append(s.state.rawValue)
+            out.append("\",\"start\":" as StaticString)
+            out.append(decimal: ms(s.start))
+            out.append(",\"end\":" as StaticString)
+            if let end = s.end { out.append(decimal: ms(end)) } else { out.append("null" as StaticString) }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append("],\"anomalies\":[" as StaticString)
+        for (i, m) in row.marks.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            appendMark(m, to: &out)
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append("]}" as StaticString)
+    }
+
+    private func appendMark(_ m: ConnectionBoard.Mark, to out: inout OutputBuffer) {
+        out.append("{\"kind\":\"" as StaticString)
+        out.append(m.kind.rawValue)
+        out.append("\",\"severity\":\"" as StaticString)
+        out.append(m.severity.rawValue)
+        out.append("\",\"at\":" as StaticString)
+        out.append(decimal: ms(m.mono))
+        out.append(",\"detail\":" as StaticString)
+        out.appendJSONString(m.detail)
+    }
+
+    private func appendComm(_ id: ConnectionIdentity, to out: inout OutputBuffer) {
+        if !id.ownerKnown {
+            out.append("\"\"" as StaticString)
+            return
+        }
+        out.appendJSONString(id.comm.escaped)
+    }
+
+    /// Anomalies, newest first.
+    public func appendFeed(_ items: [ConnectionBoard.FeedItem], to out: inout OutputBuffer) {
+        out.append(UInt8(ascii: "["))
+        for (i, item) in items.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            appendMark(item.mark, to: &out)
+            out.append(",\"conn\":\"" as StaticString)
+            out.append(connection: item.identity.conn)
+            out.append("\",\"comm\":" as StaticString)
+            appendComm(item.identity, to: &out)
+            out.append(",\"endpoints\":" as StaticString)
+            out.appendJSONString(item.identity.endpoints)
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    /// Recent state changes, newest first (`/api/events`).
+    public func appendChanges(_ changes: [ConnectionBoard.RecentChange], to out: inout OutputBuffer) {
+        out.append(UInt8(ascii: "["))
+        for (i, c) in changes.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append("{\"at\":" as StaticString)
+            out.append(decimal: ms(c.mono))
+            out.append(",\"conn\":\"" as StaticString)
+            out.append(connection: c.identity.conn)
+            out.append("\",\"comm\":" as StaticString)
+            appendComm(c.identity, to: &out)
+            out.append(",\"endpoints\":" as StaticString)
+            out.appendJSONString(c.identity.endpoints)
+            out.append(",\"from\":\"" as StaticString)
+            out.append(c.from.rawValue)
+            out.append("\",\"to\":\"" as StaticString)
+            out.append(c.to.rawValue)
+            out.append("\",\"step\":\"" as StaticString)
+            out.append(c.step.rawValue)
+            out.append("\",\"inferred\":" as StaticString)
+            out.append(c.inferred ? "true" as StaticString : "false" as StaticString)
+            if let reason = c.reason {
+                out.append(",\"reason\":" as StaticString)
+                out.appendJSONString(reason)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+}

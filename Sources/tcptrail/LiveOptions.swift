@@ -1,0 +1,73 @@
+import ArgumentParser
+import TCPTrailCore
+import TCPTrailLoader
+
+/// What every live command (`trace`, `top`, `serve`) sets on the tracer and the engine.
+struct LiveOptions: ParsableArguments {
+    @Option(help: "Ring buffer size in bytes (K/M suffixes; a power of two, at least 4K).")
+    var bufferSize: String = "16M"
+
+    @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
+    var pollInterval: Int32 = 50
+
+    @Option(help: "Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall).")
+    var closeWaitThreshold: Double = 60
+
+    @Option(name: .customLong("fin-wait-2-threshold"), help: "Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall).")
+    var finWait2Threshold: Double = 60
+
+    @Option(help: "Flag a local endpoint holding more TIME_WAIT sockets than this (time_wait_buildup).")
+    var timeWaitThreshold: Int = 1000
+
+    @Option(help: "Flag a connection retransmitting more data segments than this (data_retransmit).")
+    var retransmitThreshold: Int = 3
+
+    @Flag(help: "Show libbpf's log, including the verifier log when the kernel rejects the program.")
+    var verbose = false
+
+    mutating func validate() throws {
+        guard let bytes = Self.parseSize(bufferSize) else {
+            throw ValidationError("--buffer-size '\(bufferSize)' is not a size such as 4096, 64K or 16M")
+        }
+        if bytes < 4096 || bytes & (bytes - 1) != 0 || bytes > 1 << 30 {
+            throw ValidationError("--buffer-size must be a power of two from 4K to 1G, got \(bytes)")
+        }
+        if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
+        if closeWaitThreshold <= 0 || finWait2Threshold <= 0 { throw ValidationError("stall thresholds must be positive seconds") }
+        if timeWaitThreshold < 1 || retransmitThreshold < 1 { throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1") }
+    }
+
+    static func parseSize(_ text: String) -> UInt64? {
+        let upper = text.uppercased()
+        var digits = Substring(upper)
+        var scale: UInt64 = 1
+        if let last = upper.last, "KMG".contains(last) {
+            digits = upper.dropLast()
+            scale = last == "K" ? 1 << 10 : last == "M" ? 1 << 20 : 1 << 30
+        }
+        guard let value = UInt64(digits) else { return nil }
+        let (result, overflow) = value.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : result
+    }
+
+    func thresholds() -> AnomalyThresholds {
+        var t = AnomalyThresholds()
+        t.closeWaitNanoseconds = UInt64(closeWaitThreshold * 1e9)
+        t.finWait2Nanoseconds = UInt64(finWait2Threshold * 1e9)
+        t.timeWaitSockets = timeWaitThreshold
+        t.dataRetransmits = retransmitThreshold
+        return t
+    }
+
+    func settings(_ filters: FilterOptions) -> TraceSettings {
+        var s = TraceSettings()
+        s.pids = filters.pids
+        s.ports = filters.ports
+        s.localPorts = filters.localPorts
+        s.remotePorts = filters.remotePorts
+        s.family = filters.ipv4Only ? 4 : filters.ipv6Only ? 6 : nil
+        s.netns = filters.netns
+        s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 16 << 20)
+        return s
+    }
+}

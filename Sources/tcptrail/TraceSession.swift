@@ -1,0 +1,104 @@
+import CTCPTrailSys
+import TCPTrailCore
+import TCPTrailLoader
+
+/// The live tracer that `trace`, `top` and `serve` share: the BPF program
+/// opened, loaded and attached, the ring buffer read into the sink, the
+/// sockets open at start, lost events and listen-queue overflows.
+///
+/// `start` fails with one line and the loader's exit status; `step` is one
+/// turn of the loop; `stop` detaches, drains what is queued and settles the engine.
+final class TraceSession {
+    let program: TraceProgram
+    private(set) var sink: EventPrinter!
+    private var reader: RingBufferReader?
+    private var loss: LossReporter?
+    private var queues: ListenQueueMonitor?
+    private var nextQueueCheck: UInt64 = 0
+    private var checks = 0
+    private let pollInterval: Int32
+    private var stopped = false
+
+    /// Open, configure, load, attach: each step's failure ends the process
+    /// with its line and exit status.
+    init(options: LiveOptions, filters: FilterOptions) {
+        LibBPFLog.install(verbose: options.verbose)
+        let settings = options.settings(filters)
+        let started = Result { () throws(LoaderError) -> TraceProgram in
+            try Preflight.checkBeforeTrace()
+            let program = try TraceProgram.open()
+            try program.configure(settings)
+            try program.load()
+            program.seedListeners(ListenerScan.scan())
+            try program.attach()
+            return program
+        }
+        switch started {
+        case .success(let p): program = p
+        case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
+        }
+        pollInterval = options.pollInterval
+    }
+
+    /// Starts reading into `sink`, and hands it the sockets open now.
+    func begin(sink: EventPrinter, raw: Bool = false) {
+        self.sink = sink
+        let fd = program.eventsFD
+        switch Result(catching: { () throws(LoaderError) in try RingBufferReader(mapFD: fd, consumer: sink) }) {
+        case .success(let r): reader = r
+        case .failure(let error):
+            program.close()
+            Diagnostics.fail(error.message, status: error.exitStatus)
+        }
+        loss = LossReporter(program: program, sink: sink)
+        // Attached first, then read what is open, so nothing falls between the two.
+        if !raw {
+            let open = SocketDiag.snapshotAllNamespaces()
+            program.seedOwners(open)
+            sink.seed(open)
+        }
+        // Counters are read before we say we trace, so no overflow falls between.
+        queues = raw ? nil : ListenQueueMonitor()
+        nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
+    }
+
+    /// One turn: wait up to `timeout` ms for events, take them, run the timers.
+    func step(timeoutMilliseconds timeout: Int32? = nil) {
+        reader?.poll(timeoutMilliseconds: timeout ?? pollInterval)
+        loss?.check()
+        // Timers run a little behind the clock: events still in the ring may explain a close.
+        sink.tick(to: WallClock.monotonicNow() &- 200_000_000)
+        if tt_take_hangup() != 0 { sink.reopenLog() }
+        if queues != nil, WallClock.monotonicNow() >= nextQueueCheck {
+            // Once a second; new namespaces every 10 s (that walks /proc).
+            checks += 1
+            if checks % 10 == 0 { queues!.refreshNamespaces() }
+            sink.listenOverflows(queues!.check())
+            nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
+        }
+        sink.flush()
+    }
+
+    /// Events the kernel could not queue so far.
+    var lost: UInt64 { program.readStats().lost }
+
+    /// Detaches, takes what is still queued, settles the engine; returns the kernel's counters.
+    @discardableResult
+    func stop() -> KernelStats {
+        if !stopped {
+            stopped = true
+            program.detach()
+            if !sink.finished { reader?.drain() }
+            loss?.check()
+            if queues != nil {
+                sink.listenOverflows(queues!.check())
+                queues!.close()
+            }
+            sink.finish()
+            sink.flush()
+        }
+        return program.readStats()
+    }
+
+    deinit { program.close() }
+}
