@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
     ],
     targets: [
         // The kernel-to-user event layout, shared with bpf/tcptrail.bpf.c.
@@ -25,7 +27,7 @@ let package = Package(
         // zlib, for reading .gz logs (libbpf links it too).
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // ncurses for `tcptrail top`, from Debian's libncurses-dev.
-        .systemLibrary(name: "CNCurses", pkgConfig: "ncursesw", providers: [.apt(["libncurses-dev"])]),
+        .systemLibrary(name: "CNCurses", providers: [.apt(["libncurses-dev"])]),
         // Signal and process helpers that need C (async-signal-safe flags, prctl, setns).
         .target(name: "CTCPTrailSys"),
         // Pure Swift core: decoding, names, formatting. Never imports libbpf.
@@ -52,6 +54,9 @@ let package = Package(
                 "TCPTrailCore", "TCPTrailLoader", "CTCPTrailSys", "CNCurses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             // The timeline page: served by `serve`, written by `replay --html`.
             resources: [.embedInCode("Web/timeline.html")]

@@ -2,7 +2,7 @@
 /// (`/api/board`, the `board` server-sent event, `replay --html`). Times are
 /// wall-clock ms since the epoch; process names are escaped to printable
 /// ASCII (`\xNN`) before JSON escaping, so no control byte reaches a page.
-public struct BoardJSON {
+public struct BoardJSON: Sendable {
     public var clock: WallClock
     public var source: String
     public var host: String
