@@ -31,6 +31,12 @@ struct Replay: ParsableCommand {
     @Option(help: "Only this connection (the 'conn' id, e.g. 4217 or 4217.1).")
     var conn: String?
 
+    @Option(help: "Write the timelines as one self-contained HTML page to this file (the view of 'tcptrail serve'), instead of text.")
+    var html: String?
+
+    @Option(help: "At most this many connections in the --html page (those with anomalies first, then the latest).")
+    var htmlLimit: Int = 2000
+
     @Flag(help: "Only connections with anomalies (with --json: only anomaly records).")
     var anomaliesOnly = false
 
@@ -72,6 +78,8 @@ struct Replay: ParsableCommand {
         for t in [timeWaitThreshold, retransmitThreshold].compactMap({ $0 }) where t < 1 {
             throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1")
         }
+        if html != nil && json { throw ValidationError("--html and --json are two different outputs: pick one") }
+        if htmlLimit < 1 { throw ValidationError("--html-limit must be at least 1") }
         if files.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input ('-') can be given once") }
     }
 
@@ -83,6 +91,7 @@ struct Replay: ParsableCommand {
         options.until = until.flatMap(WallClock.parseRFC3339)
         options.anomaliesOnly = anomaliesOnly
         options.json = json
+        options.board = html != nil
         options.strict = strict
         options.version = TCPTrail.version
         if closeWaitThreshold != nil || finWait2Threshold != nil || timeWaitThreshold != nil || retransmitThreshold != nil {
@@ -98,7 +107,25 @@ struct Replay: ParsableCommand {
         let replay = LogReplay(paths: files, options: options, write: { buffer in
             buffer.flush(to: STDOUT_FILENO) != EPIPE
         }, diagnose: { Diagnostics.note($0) })
+        // The report file first: a path that cannot be written fails before the work.
+        var report: HTMLReport?
+        if let html {
+            do { report = try HTMLReport(path: html) } catch { Diagnostics.fail(error.message, status: error.exitStatus) }
+        }
         let result = replay.run()
+        if let report, let board = replay.board, let clock = replay.clock {
+            var query = ConnectionBoard.Query()
+            query.anomaliesOnly = anomaliesOnly
+            let json = BoardJSON(clock: clock, source: "replay", host: replay.hostname ?? "", windowSeconds: 0, limit: htmlLimit)
+            var out = OutputBuffer(capacity: 1 << 20)
+            json.append(board, query: query, to: &out)
+            do {
+                try report.write(boardJSON: out)
+                Diagnostics.note("tcptrail: wrote \(min(board.rows.count, htmlLimit)) of \(board.rows.count) connections to \(report.path)")
+            } catch {
+                Diagnostics.fail(error.message, status: error.exitStatus)
+            }
+        }
         if result.malformed > 0 && result.stop == nil {
             Diagnostics.note("tcptrail: \(result.malformed) malformed line(s) skipped; exit status 65 (use --strict to stop at the first)")
         }

@@ -8,6 +8,8 @@ public struct ReplayOptions: Sendable {
     public var anomaliesOnly = false
     /// Re-emit the engine's records as JSON Lines (a v1 log) instead of timelines.
     public var json = false
+    /// Build `LogReplay.board` (for the HTML report) instead of text timelines.
+    public var board = false
     /// Stop at the first malformed line.
     public var strict = false
     /// Thresholds to use instead of the ones in the log's header.
@@ -65,6 +67,11 @@ public final class LogReplay {
     private var out = OutputBuffer(capacity: 1 << 20)
     private var parser = LogRecordParser()
     public private(set) var result = ReplayResult()
+    /// With `options.board`: every connection of the (last) run, for the report.
+    public private(set) var board: ConnectionBoard?
+    /// The wall clock of the (last) run, and its header's host name.
+    public private(set) var clock: WallClock?
+    public private(set) var hostname: String?
     /// Malformed lines are named one by one up to this many, then only counted.
     public var maxMessages = 20
     private var messages = 0
@@ -159,10 +166,21 @@ public final class LogReplay {
         selection.anomaliesOnly = options.anomaliesOnly
 
         // The output is set up at the first record, once the clock is known.
+        var boardRun = true
         func start(_ clock: WallClock, header: LogRecord?) {
             if let since = options.since { selection.sinceMono = UInt64(clamping: since - clock.bootOffsetNanoseconds) }
             if let until = options.until { selection.untilMono = UInt64(clamping: until - clock.bootOffsetNanoseconds) }
-            if options.json {
+            if options.board {
+                // One report shows one run: its times share one clock.
+                if board == nil {
+                    board = ConnectionBoard(retention: .max, maxEndedRows: 200_000)
+                    self.clock = clock
+                    hostname = header?.hostname
+                } else {
+                    diagnose("tcptrail: warning: the files hold more than one trace run; the HTML report shows the first")
+                    boardRun = false
+                }
+            } else if options.json {
                 var w = JSONLinesWriter(clock: clock)
                 w.appendHeader(version: options.version, hostname: header?.hostname ?? "", kernel: header?.kernel ?? "",
                                startedMono: header?.mono ?? 0, filters: "{}", thresholds: run.engine.thresholds.json,
@@ -175,6 +193,12 @@ public final class LogReplay {
         func emit(_ output: EngineOutput) {
             if timelines != nil {
                 timelines!.add(output, to: &out)
+            } else if board != nil {
+                guard boardRun else { return }
+                // The report applies --anomalies-only to connections, not records.
+                var connections = selection
+                connections.anomaliesOnly = false
+                if connections.shows(output) { board!.apply(output) }
             } else if json != nil, selection.shows(output) {
                 json!.append(output, to: &out)
             }
@@ -256,6 +280,8 @@ public final class LogReplay {
                 if out.count >= 1 << 19 { flushOutput() }
             }
             out.append(summaryText(run, timelines: timelines, files: files))
+        } else if board != nil {
+            out.append(summaryText(run, timelines: nil, files: files))
         } else if json != nil {
             let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
             json!.appendSummary(recordsByType: json!.countsByType,

@@ -1,0 +1,62 @@
+import Foundation
+import TCPTrailCore
+
+/// `replay --html FILE`: the timeline page with a run's board embedded, written
+/// to a temporary file beside FILE and renamed over it, so a failed write
+/// (a full disk) never leaves a half report, and FILE is never followed if a symlink.
+final class HTMLReport {
+    struct Failure: Error {
+        var message: String
+        var exitStatus: Int32
+    }
+
+    let path: String
+    private let temporary: String
+    private var fd: Int32
+
+    /// Creates the temporary file now: a directory that cannot take it fails before the replay.
+    init(path: String) throws(Failure) {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        temporary = (dir.isEmpty ? "" : dir + "/") + ".\((path as NSString).lastPathComponent).tcptrail-\(getpid()).tmp"
+        fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if fd < 0 {
+            let err = String(cString: strerror(errno))
+            throw Failure(message: "cannot write the report \(path): \(err); check the directory and its permissions", exitStatus: 73)
+        }
+    }
+
+    deinit {
+        if fd >= 0 {
+            close(fd)
+            unlink(temporary)
+        }
+    }
+
+    func write(boardJSON: OutputBuffer) throws(Failure) {
+        guard let page = TimelinePage.report(boardJSON: boardJSON) else {
+            throw Failure(message: "the embedded page has no data element (a broken build)", exitStatus: 70)
+        }
+        var written = 0
+        var failure: Int32 = 0
+        page.withUnsafeBytes { raw in
+            while written < raw.count {
+                let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    return
+                }
+                written += n
+            }
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        close(fd)
+        fd = -1
+        if failure == 0 && rename(temporary, path) != 0 { failure = errno }
+        if failure != 0 {
+            unlink(temporary)
+            throw Failure(message: "cannot write the report \(path): \(String(cString: strerror(failure))); nothing was written (free space, or choose another path)", exitStatus: 74)
+        }
+    }
+}
