@@ -147,7 +147,8 @@ public struct ConnectionBoard: Sendable {
         see(mono)
         while endedHead < endedOrder.count {
             let (conn, at) = endedOrder[endedHead]
-            let expired = at &+ retention <= now || endedRows > maxEndedRows
+            let (leaves, never) = at.addingReportingOverflow(retention)
+            let expired = (!never && leaves <= now) || endedRows > maxEndedRows
             guard expired else { break }
             endedHead += 1
             if let row = rows[conn], row.ended == at {
@@ -234,7 +235,8 @@ public struct ConnectionBoard: Sendable {
             if c.kernel == nil && c.from == .timeWait { return }
             let began = c.kernel?.previousStateNanoseconds.map { c.monoNanoseconds &- $0 } ?? c.monoNanoseconds
             row = Row(identity: c.connection, state: c.from, opened: began, since: began)
-            if c.from != .closed { row.segments = [Segment(state: c.from, start: began)] }
+            // A passive open's LISTEN was the listener's state, not this socket's.
+            if c.from != .closed && c.step != .synReceived { row.segments = [Segment(state: c.from, start: began)] }
         }
         row.identity = c.connection
         switch c.step {
