@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
+        // Microbenchmarks with allocation counts (Benchmarks/, `swift package benchmark`).
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
     targets: [
         // The kernel-to-user event layout, shared with bpf/tcptrail.bpf.c.
@@ -70,6 +72,12 @@ let package = Package(
         .testTarget(
             name: "TCPTrailSystemTests",
             dependencies: ["TCPTrailCore", "tcptrail", "tt-peer"]
+        ),
+            .executableTarget(
+            name: "TCPTrailMicro",
+            dependencies: ["TCPTrailCore", "CTCPTrailEvent", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/TCPTrailMicro",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]
 )

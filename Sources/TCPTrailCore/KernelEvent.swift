@@ -316,6 +316,11 @@ public enum EventDecoder {
 
     /// Encodes an event back into a kernel record, for tests and recordings.
     public static func encode(_ event: KernelEvent) -> [UInt8] {
+        withUnsafeBytes(of: record(event)) { Array($0) }
+    }
+
+    /// The kernel record of an event, as a value (no allocation).
+    public static func record(_ event: KernelEvent) -> tcptrail_event {
         var raw = tcptrail_event()
         raw.mono_ns = event.monoNanoseconds
         raw.cookie = event.cookie
@@ -337,6 +342,6 @@ public enum EventDecoder {
         withUnsafeMutableBytes(of: &raw.saddr) { $0.storeBytes(of: event.localAddress, as: RawAddress.self) }
         withUnsafeMutableBytes(of: &raw.daddr) { $0.storeBytes(of: event.remoteAddress, as: RawAddress.self) }
         withUnsafeMutableBytes(of: &raw.comm) { $0.storeBytes(of: event.comm, as: ProcessName.self) }
-        return withUnsafeBytes(of: raw) { Array($0) }
+        return raw
     }
 }

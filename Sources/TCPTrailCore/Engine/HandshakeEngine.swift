@@ -44,6 +44,7 @@ public struct HandshakeEngine: Sendable {
     /// is expiry order). They leave `connections`: only what the 2MSL record needs stays.
     private var timeWaitQueue: [(ends: UInt64, identity: ConnectionIdentity)] = []
     private var timeWaitHead = 0
+    private var timerScratch: [ConnectionID] = []
 
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
     public private(set) var finalStates: [TCPState: Int] = [:]
@@ -351,7 +352,12 @@ public struct HandshakeEngine: Sendable {
         if mono > now { now = mono }
         guard now >= nextTimer else { return }
         nextTimer = .max
-        for id in pendingCloses.sorted() {
+        // In id order, so live and replay fire timers alike; through a kept
+        // buffer, so a timer costs no allocation.
+        timerScratch.removeAll(keepingCapacity: true)
+        timerScratch.append(contentsOf: pendingCloses)
+        timerScratch.sort()
+        for id in timerScratch {
             guard let pending = connections[id]?.pendingClose else { pendingCloses.remove(id); continue }
             if now >= pending.monoNanoseconds + Self.closeCauseWindow {
                 resolvePendingClose(id: id, emit: emit)
@@ -359,7 +365,10 @@ public struct HandshakeEngine: Sendable {
                 scheduleTimer(pending.monoNanoseconds + Self.closeCauseWindow)
             }
         }
-        for id in stallWatch.sorted() {
+        timerScratch.removeAll(keepingCapacity: true)
+        timerScratch.append(contentsOf: stallWatch)
+        timerScratch.sort()
+        for id in timerScratch {
             guard var c = connections[id], !c.stallReported, c.state == .closeWait || c.state == .finWait2 else {
                 stallWatch.remove(id)
                 continue
