@@ -88,6 +88,9 @@ struct Top: ParsableCommand {
 
         while tt_stop_signal() == 0 && !quit && !sink.finished {
             session.step(timeoutMilliseconds: step)
+            // The terminal went away (its window closed, tmux killed): SIGHUP only
+            // asks the tracer to reopen its log, so look at the terminal itself.
+            if Self.terminalHungUp() { break }
             var dirty = false
             while true {
                 let key = getch()
@@ -111,6 +114,11 @@ struct Top: ParsableCommand {
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
         if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
         Diagnostics.note(summary)
+    }
+
+    static func terminalHungUp() -> Bool {
+        var fds = [pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)]
+        return poll(&fds, 1, 0) > 0 && fds[0].revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0
     }
 
     /// Applies one key; true when pause was toggled.
