@@ -82,6 +82,7 @@ struct Top: ParsableCommand {
         var view = TopView(window: window)
         var frozen: ConnectionBoard?
         var quit = false
+        var hungUp = false
         let interval = UInt64(refresh) * 1_000_000
         var nextDraw: UInt64 = 0
         let step = min(live.pollInterval, 50)
@@ -90,7 +91,10 @@ struct Top: ParsableCommand {
             session.step(timeoutMilliseconds: step)
             // The terminal went away (its window closed, tmux killed): SIGHUP only
             // asks the tracer to reopen its log, so look at the terminal itself.
-            if Self.terminalHungUp() { break }
+            if Self.terminalHungUp() {
+                hungUp = true
+                break
+            }
             var dirty = false
             while true {
                 let key = getch()
@@ -111,6 +115,8 @@ struct Top: ParsableCommand {
         }
         endwin()
         let stats = session.stop()
+        // No summary to a terminal that is gone (the write would fail and trap).
+        if hungUp { return }
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
         if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
         Diagnostics.note(summary)
