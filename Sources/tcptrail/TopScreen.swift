@@ -462,21 +462,16 @@ struct TopScreen {
         x += 11
         let counts = board.anomalyCounts.filter { $0.value > 0 }.sorted { ($0.value, $1.key.rawValue) > ($1.value, $0.key.rawValue) }
         if counts.isEmpty { Paint.put(1, x, "none") }
+        // Each kind in the colour of its latest severity, as its marks on the rows.
+        var severity: [Anomaly.Kind: Anomaly.Severity] = [:]
+        for item in board.recentAnomalies(limit: 200) where severity[item.mark.kind] == nil {
+            severity[item.mark.kind] = item.mark.severity
+        }
         for (kind, n) in counts {
             let text = "\(kind.rawValue) \(n)"
-            if x + text.utf8.count > cols { Paint.put(1, cols - 3, "...") ; break }
-            Paint.put(1, x, text, attr: palette.text(Self.severity(kind)))
+            if x + text.utf8.count > cols { Paint.put(1, cols - 3, "..."); break }
+            Paint.put(1, x, text, attr: palette.text(severity[kind] ?? .warning))
             x += text.utf8.count + 3
-        }
-    }
-
-    /// The usual severity of a kind (for the header's colours).
-    static func severity(_ kind: Anomaly.Kind) -> Anomaly.Severity {
-        switch kind {
-        case .connectionRefused, .handshakeTimeout, .listenOverflow, .closeWaitStall: .critical
-        case .synRetransmit, .synackRetransmit, .resetReceived, .resetSent, .dataRetransmit, .finWait2Stall,
-             .timeWaitBuildup, .unexpectedTransition: .warning
-        case .serverTimeWait: .info
         }
     }
 
