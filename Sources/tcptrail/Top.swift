@@ -129,7 +129,7 @@ struct Top: ParsableCommand {
 
     /// Applies one key; true when pause was toggled.
     func handle(_ key: Int32, _ view: inout TopView, _ quit: inout Bool) -> Bool {
-        let page = max(1, Int(tt_lines()) - 12)
+        let page = view.page
         if view.help {
             if key != KEY_RESIZE { view.help = false }
             return false

@@ -9,6 +9,8 @@ struct TopView {
     var window: Double
     /// The first table line shown.
     var offset = 0
+    /// Table lines on screen at the last draw (PgUp/PgDn move this many).
+    var page = 10
     var paused = false
     /// The process filter being typed after `/`.
     var editing: String?
@@ -376,7 +378,9 @@ struct TopScreen {
         erase()
         let lines = Int(tt_lines()), cols = Int(tt_cols())
         guard lines >= 10, cols >= 40 else {
-            Paint.put(0, 0, "tcptrail top: the terminal is too small (\(cols)x\(lines)); 40x10 at least, 80x24 is better")
+            for (i, line) in ["tcptrail top:", "terminal too small", "\(cols)x\(lines), needs 40x10", "(q quits)"].enumerated() {
+                Paint.put(i, 0, line)
+            }
             refresh()
             return
         }
@@ -396,6 +400,7 @@ struct TopScreen {
         let feedLines = min(max(feedAll.count, 1), min(10, max(2, spare / 4)))
         let tableHeight = spare - feedLines
         let feedTop = 4 + tableHeight
+        view.page = max(1, tableHeight)
 
         var present = Set<TCPState>()
         var total = 0
@@ -622,8 +627,8 @@ struct TopScreen {
         let group = view.grouping?.rawValue ?? "none"
         let only = view.query.anomaliesOnly ? "on" : "off"
         let window = Fmt.seconds(view.window)
-        let long = "[s]ort \(order)  [f]ilter \(state)  [a]nomalies only \(only)  [/]process \(process)  [g]roup \(group)"
-            + "  [w]indow \(window) +/-  [p]ause  [?]help  [q]uit"
+        let long = "[s]ort \(order)  [f]ilter \(state)  [a]nomalies-only \(only)  [/]process \(process)  [g]roup \(group)"
+            + "  [w]indow \(window)  [p]ause  [?]help  [q]uit"
         let short = "s:\(order) f:\(state) a:\(only) /:\(process) g:\(group) w:\(window) p:pause ?:help q:quit"
         Paint.put(y, 0, long.utf8.count <= cols ? long : short, attr: tt_a_dim())
     }

@@ -173,7 +173,7 @@ struct TopTests {
         // a: anomalies only — the established rows go, the refused one stays.
         try pane.send("a")
         let only = try pane.waitFor("anomalies only") { s in
-            s.contains("[a]nomalies only on") && !topTableLines(s).contains { $0.contains("tt-topcli") }
+            s.contains("[a]nomalies-only on") && !topTableLines(s).contains { $0.contains("tt-topcli") }
         }
         #expect(topTableLines(only).contains { $0.contains("tt-topref") }, "\(only)")
         #expect(!topTableLines(only).contains { $0.contains("ESTABLISHED") }, "\(only)")
