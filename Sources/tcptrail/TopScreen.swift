@@ -391,15 +391,18 @@ struct TopScreen {
         }
         drawHeader(board, view, cols: cols)
 
-        // Lines: 4 on top, the table, the feed's title and lines, the footer.
+        // Lines: the header (2), the legend (1 or 2), the column titles, the table,
+        // the feed's title and lines, the footer.
+        let legendCount = legendLines(cols: cols)
+        let titles = 2 + legendCount
         let feedAll = board.recentAnomalies(limit: 50).filter { item in
             guard let p = view.query.process, !p.isEmpty else { return true }
             return item.identity.comm.escaped.contains(p) || (item.identity.ownerKnown && String(item.identity.pid) == p)
         }
-        let spare = lines - 6
+        let spare = lines - titles - 3
         let feedLines = min(max(feedAll.count, 1), min(10, max(2, spare / 4)))
         let tableHeight = spare - feedLines
-        let feedTop = 4 + tableHeight
+        let feedTop = titles + 1 + tableHeight
         view.page = max(1, tableHeight)
 
         var present = Set<TCPState>()
@@ -410,16 +413,16 @@ struct TopScreen {
             view.offset = max(0, min(view.offset, groups.count - tableHeight))
             let page = groups.dropFirst(view.offset).prefix(tableHeight)
             for g in page { present.formUnion(g.byState.keys) }
-            drawGroups(page, grouping: grouping, top: 3, cols: cols)
+            drawGroups(page, grouping: grouping, top: titles, cols: cols)
         } else {
             let rows = board.rows(matching: view.query)
             total = rows.count
             view.offset = max(0, min(view.offset, rows.count - tableHeight))
             let page = rows.dropFirst(view.offset).prefix(tableHeight)
             for r in page { for s in r.segments { present.insert(s.state) } }
-            drawTable(page, now: board.now, window: view.window, top: 3, cols: cols)
+            drawTable(page, now: board.now, window: view.window, top: titles, cols: cols)
         }
-        drawLegend(y: 2, cols: cols, present: present)
+        drawLegend(y: 2, count: legendCount, cols: cols, present: present)
 
         // The feed.
         let what = view.grouping == nil ? "connections" : "groups"
@@ -480,36 +483,56 @@ struct TopScreen {
         }
     }
 
-    /// "S SYN_SENT  E ESTABLISHED ...": every state if the line has room, else those on screen.
-    private func drawLegend(y: Int, cols: Int, present: Set<TCPState>) {
-        let states = TCPState.allCases.filter { $0 != .closed || present.contains(.closed) }
-        func width(_ list: [TCPState]) -> Int {
-            list.reduce(0) { $0 + Timeline.label($1).utf8.count + 1 + $1.rawValue.utf8.count + 2 } + 26
-        }
-        var list = states
-        if width(list) > cols { list = states.filter(present.contains) }
+    /// One entry of the legend: a symbol in its colours, then what it means.
+    struct LegendItem {
+        var symbol: String
+        var attr: Int32
+        var text: String
+        var width: Int { symbol.utf8.count + (symbol.isEmpty ? 0 : 1) + text.utf8.count }
+    }
+
+    func legend(_ states: [TCPState]) -> [LegendItem] {
+        states.map { LegendItem(symbol: Timeline.label($0), attr: palette.state($0), text: $0.rawValue) }
+            + [LegendItem(symbol: "!", attr: palette.mark(.critical), text: "anomaly"),
+               LegendItem(symbol: "", attr: tt_a_dim(), text: "dim: ended")]
+    }
+
+    /// The items in lines of `cols`, two spaces apart.
+    static func wrap(_ items: [LegendItem], cols: Int) -> [[LegendItem]] {
+        var lines: [[LegendItem]] = [[]]
         var x = 0
-        for s in list {
-            let l = Timeline.label(s)
-            if x + l.utf8.count + 1 + s.rawValue.utf8.count > cols { break }
-            Paint.put(y, x, l, attr: palette.state(s))
-            x += l.utf8.count
-            Paint.put(y, x + 1, s.rawValue)
-            x += 1 + s.rawValue.utf8.count + 2
-        }
-        let tail: [(String, Int32, String)] = [
-            ("!", palette.mark(.critical), "anomaly"),
-            ("", 0, list.count < states.count ? "? all states" : "dim: ended"),
-        ]
-        for (sym, attr, text) in tail {
-            let w = sym.utf8.count + (sym.isEmpty ? 0 : 1) + text.utf8.count
-            if x + w > cols { break }
-            if !sym.isEmpty {
-                Paint.put(y, x, sym, attr: attr)
-                x += sym.utf8.count + 1
+        for item in items {
+            if x > 0 && x + item.width > cols {
+                lines.append([])
+                x = 0
             }
-            Paint.put(y, x, text, attr: sym.isEmpty ? tt_a_dim() : 0)
-            x += text.utf8.count + 2
+            lines[lines.count - 1].append(item)
+            x += item.width + 2
+        }
+        return lines
+    }
+
+    /// How many lines the legend takes: every state, on one line or two.
+    func legendLines(cols: Int) -> Int {
+        min(2, Self.wrap(legend(TCPState.allCases.filter { $0 != .closed }), cols: cols).count)
+    }
+
+    /// "Li LISTEN  S SYN_SENT ...": every state (CLOSED too when shown), in `count` lines;
+    /// where even two are too few, the states on screen.
+    private func drawLegend(y: Int, count: Int, cols: Int, present: Set<TCPState>) {
+        let states = TCPState.allCases.filter { $0 != .closed || present.contains(.closed) }
+        var lines = Self.wrap(legend(states), cols: cols)
+        if lines.count > count { lines = Self.wrap(legend(states.filter(present.contains)), cols: cols) }
+        for (i, line) in lines.prefix(count).enumerated() {
+            var x = 0
+            for item in line {
+                if !item.symbol.isEmpty {
+                    Paint.put(y + i, x, item.symbol, attr: item.attr)
+                    x += item.symbol.utf8.count + 1
+                }
+                Paint.put(y + i, x, item.text, attr: item.symbol.isEmpty ? item.attr : 0)
+                x += item.text.utf8.count + 2
+            }
         }
     }
 
