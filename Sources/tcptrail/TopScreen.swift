@@ -178,7 +178,8 @@ struct Palette {
         let ok = wanted && has_colors() && start_color() != ERR && tt_colors() >= 8
         color = ok
         guard ok else { return }
-        use_default_colors()
+        // The terminal's own background where it has one, else black.
+        let background: Int16 = use_default_colors() == OK ? -1 : Int16(COLOR_BLACK)
         let rich = tt_colors() >= 256
         // (background with 256 colours, with 8, foreground)
         let table: [(TCPState, Int16, Int16, Int16)] = [
@@ -209,7 +210,7 @@ struct Palette {
             init_pair(n, fg, rich ? bg256 : bg8)
             markPairs[sev] = Int32(n)
             n += 1
-            init_pair(n, rich ? bg256 : bg8, -1)
+            init_pair(n, rich ? bg256 : bg8, background)
             textPairs[sev] = Int32(n)
             n += 1
         }
