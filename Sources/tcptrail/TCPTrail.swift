@@ -9,7 +9,7 @@ struct TCPTrail: ParsableCommand {
         abstract: "Trace TCP connections on this host from inside the kernel.",
         discussion: "Run 'tcptrail doctor' first on a new host. Tracing needs root (or CAP_BPF and CAP_PERFMON).",
         version: version,
-        subcommands: [Trace.self, Replay.self, Serve.self, Doctor.self],
+        subcommands: [Trace.self, Top.self, Serve.self, Replay.self, Doctor.self],
         defaultSubcommand: Trace.self
     )
 }

@@ -1,0 +1,182 @@
+import ArgumentParser
+import CNCurses
+import CTCPTrailSys
+import Foundation
+import TCPTrailCore
+import TCPTrailLoader
+
+/// `tcptrail top`: a full-screen, live table of the host's TCP connections.
+struct Top: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show TCP connections live, full screen: states over time, anomalies, event rate.",
+        discussion: """
+        The header shows events per second, open connections (and ended ones still shown), \
+        events lost by the kernel, and how many anomalies of each kind were seen. Each row is a \
+        connection: process name and pid, local -> remote endpoint, documented state, age, time \
+        in that state, and a timeline bar of its states over the last --window seconds (a colour \
+        and a letter per state, "!" at each anomaly; '?' shows the legend). Ended connections stay \
+        dimmed for 5 s. Below the table, the anomaly feed, newest first.
+
+        Keys: arrows, PgUp/PgDn, Home/End scroll; s sort order; f state filter; a anomalies only; \
+        / process filter; g group by process or remote endpoint; w, + and - time window; p pause \
+        (events are still read); ? help; q quit. Ctrl-C or SIGTERM also quit and restore the terminal.
+
+        Filters (--pid, --port, ...) run in the kernel as for 'trace'. Needs a terminal; use \
+        'trace' for pipes and files.
+        """
+    )
+
+    @OptionGroup var filters: FilterOptions
+
+    @OptionGroup var live: LiveOptions
+
+    @Option(help: "Width of the timeline bar in seconds (keys w, + and - change it).")
+    var window: Double = 30
+
+    @Option(help: "Redraw the screen every this many milliseconds.")
+    var refresh: Int = 250
+
+    @Flag(help: "No colours: letters and reverse video only (also when NO_COLOR is set).")
+    var noColor = false
+
+    mutating func validate() throws {
+        if !(window >= 1 && window <= 86400) { throw ValidationError("--window must be 1 to 86400 seconds") }
+        if refresh < 20 || refresh > 10_000 { throw ValidationError("--refresh must be 20 to 10000 ms") }
+    }
+
+    /// The board the engine's output goes to, shared with the observer closure.
+    final class BoardBox {
+        var board = ConnectionBoard()
+    }
+
+    func run() throws {
+        guard isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1 else {
+            Diagnostics.fail("top needs a terminal on stdin and stdout; use 'tcptrail trace' for pipes and files",
+                             status: ExitCode.validationFailure.rawValue)
+        }
+        // Everything that can fail does so before the screen is taken.
+        let session = TraceSession(options: live, filters: filters)
+        tt_install_stop_handlers()
+        let box = BoardBox()
+        let sink = EventPrinter(format: .none, filter: filters.eventFilter, limit: nil, wideAddresses: false,
+                                engine: HandshakeEngine(thresholds: live.thresholds()), log: nil)
+        sink.observer = { box.board.apply($0) }
+        session.begin(sink: sink)
+
+        let color = !noColor && ProcessInfo.processInfo.environment["NO_COLOR"].map(\.isEmpty) ?? true
+        tt_guard_terminal()
+        setlocale(LC_ALL, "")
+        // newterm, not initscr: an unknown TERM comes back as an error instead of exit(1).
+        guard newterm(nil, fdopen(STDOUT_FILENO, "w"), fdopen(STDIN_FILENO, "r")) != nil, let screen = tt_stdscr() else {
+            session.stop()
+            Diagnostics.fail("cannot start the terminal (TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? ""))", status: 1)
+        }
+        cbreak()
+        noecho()
+        nonl()
+        keypad(screen, true)
+        nodelay(screen, true)
+        set_escdelay(25)
+        curs_set(0)
+        var painter = TopScreen(palette: Palette(color: color))
+        var view = TopView(window: window)
+        var frozen: ConnectionBoard?
+        var quit = false
+        var hungUp = false
+        let interval = UInt64(refresh) * 1_000_000
+        var nextDraw: UInt64 = 0
+        let step = min(live.pollInterval, 50)
+
+        while tt_stop_signal() == 0 && !quit && !sink.finished {
+            session.step(timeoutMilliseconds: step)
+            // The terminal went away (its window closed, tmux killed): SIGHUP only
+            // asks the tracer to reopen its log, so look at the terminal itself.
+            if Self.terminalHungUp() {
+                hungUp = true
+                break
+            }
+            var dirty = false
+            while true {
+                let key = getch()
+                if key == ERR { break }
+                dirty = true
+                if handle(key, &view, &quit) {
+                    frozen = view.paused ? box.board : nil
+                }
+                if quit { break }
+            }
+            let now = WallClock.monotonicNow()
+            if now >= nextDraw || dirty {
+                box.board.setLost(session.lost)
+                box.board.advance(to: now)
+                painter.draw(frozen ?? box.board, &view)
+                nextDraw = now + interval
+            }
+        }
+        endwin()
+        let stats = session.stop()
+        // No summary to a terminal that is gone (the write would fail and trap).
+        if hungUp { return }
+        var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
+        if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
+        Diagnostics.note(summary)
+    }
+
+    static func terminalHungUp() -> Bool {
+        var fds = [pollfd(fd: STDIN_FILENO, events: Int16(POLLIN), revents: 0)]
+        return poll(&fds, 1, 0) > 0 && fds[0].revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0
+    }
+
+    /// Applies one key; true when pause was toggled.
+    func handle(_ key: Int32, _ view: inout TopView, _ quit: inout Bool) -> Bool {
+        let page = view.page
+        if view.help {
+            if key != KEY_RESIZE { view.help = false }
+            return false
+        }
+        if var typed = view.editing {
+            switch key {
+            case 27:
+                view.editing = nil
+            case 10, 13, KEY_ENTER:
+                view.query.process = typed.isEmpty ? nil : typed
+                view.editing = nil
+                view.offset = 0
+            case KEY_BACKSPACE, 127, 8:
+                if !typed.isEmpty { typed.removeLast() }
+                view.editing = typed
+            case 0x20..<0x7f:
+                if typed.utf8.count < 40 { typed.append(Character(Unicode.Scalar(UInt8(key)))) }
+                view.editing = typed
+            default:
+                break
+            }
+            return false
+        }
+        switch key {
+        case Int32(UInt8(ascii: "q")), Int32(UInt8(ascii: "Q")): quit = true
+        case Int32(UInt8(ascii: "?")), Int32(UInt8(ascii: "h")): view.help = true
+        case Int32(UInt8(ascii: "s")): view.cycleOrder()
+        case Int32(UInt8(ascii: "f")): view.cycleStateFilter()
+        case Int32(UInt8(ascii: "a")):
+            view.query.anomaliesOnly.toggle()
+            view.offset = 0
+        case Int32(UInt8(ascii: "/")): view.editing = view.query.process ?? ""
+        case Int32(UInt8(ascii: "g")): view.cycleGrouping()
+        case Int32(UInt8(ascii: "w")): view.cycleWindow()
+        case Int32(UInt8(ascii: "+")), Int32(UInt8(ascii: "=")): view.widerWindow()
+        case Int32(UInt8(ascii: "-")), Int32(UInt8(ascii: "_")): view.narrowerWindow()
+        case Int32(UInt8(ascii: "p")), Int32(UInt8(ascii: " ")):
+            view.paused.toggle()
+            return true
+        case KEY_UP, Int32(UInt8(ascii: "k")): view.offset = max(0, view.offset - 1)
+        case KEY_DOWN, Int32(UInt8(ascii: "j")): view.offset += 1
+        case KEY_PPAGE: view.offset = max(0, view.offset - page)
+        case KEY_NPAGE: view.offset += page
+        case KEY_HOME: view.offset = 0
+        case KEY_END: view.offset = Int.max / 2
+        default: break
+        }
+        return false
+    }
+}
