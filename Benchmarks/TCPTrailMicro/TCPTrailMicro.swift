@@ -69,11 +69,11 @@ final class Warm: @unchecked Sendable {
         for _ in 0..<events { engine.process(churn.next()) { _ in outputs += 1 } }
     }
 
-    nonisolated(unsafe) static let baseline = Warm(events: 0)
-    nonisolated(unsafe) static let engineOnly = Warm()
-    nonisolated(unsafe) static let hotPath = Warm()
-    nonisolated(unsafe) static let records = Records()
-    nonisolated(unsafe) static let changes = Changes()
+    static let baseline = Warm(events: 0)
+    static let engineOnly = Warm()
+    static let hotPath = Warm()
+    static let records = Records()
+    static let changes = Changes()
 }
 
 /// 1,000 ring-buffer records back to back.

@@ -85,7 +85,7 @@ final class EventLog {
             try openFile()
             writeHeader()
         } catch {
-            FileHandle.standardError.write(Data("tcptrail: \(error.message)\n".utf8))
+            Diagnostics.note("tcptrail: \(error.message)")
         }
     }
 
@@ -104,7 +104,7 @@ final class EventLog {
             try openFile()
             writeHeader()
         } catch {
-            FileHandle.standardError.write(Data("tcptrail: \(error.message)\n".utf8))
+            Diagnostics.note("tcptrail: \(error.message)")
         }
     }
 
@@ -139,11 +139,11 @@ final class EventLog {
             recordsNotWritten += UInt64(out.bytes[kept...].lazy.filter { $0 == 0x0a }.count)
             if !failing {
                 failing = true
-                FileHandle.standardError.write(Data("tcptrail: cannot write the log \(path): \(String(cString: strerror(failure))); tracing goes on, records are counted until writes succeed again\n".utf8))
+                Diagnostics.note("tcptrail: cannot write the log \(path): \(String(cString: strerror(failure))); tracing goes on, records are counted until writes succeed again")
             }
         } else if failing {
             failing = false
-            FileHandle.standardError.write(Data("tcptrail: writing the log \(path) again; \(recordsNotWritten) records were not written\n".utf8))
+            Diagnostics.note("tcptrail: writing the log \(path) again; \(recordsNotWritten) records were not written")
         }
         out.removeAll()
     }

@@ -137,8 +137,18 @@ final class LossReporter {
 
 /// One-line messages on stderr.
 enum Diagnostics {
+    /// A plain write(2): FileHandle traps on EPIPE or EIO (a terminal that went away).
     static func note(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        let bytes = Array((line + "\n").utf8)
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(STDERR_FILENO, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
     }
 
     /// Prints `tcptrail: <message>` and exits with `status`.

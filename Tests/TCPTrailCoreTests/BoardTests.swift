@@ -86,7 +86,7 @@ struct BoardTests {
         #expect(byProcess.map(\.name) == ["app (42)"] && byProcess.first?.connections == 3)
         #expect(byProcess.first?.byState[.synSent] == 1 && byProcess.first?.byState[.timeWait] == 1)
         let byRemote = b.groups(.remote, matching: ConnectionBoard.Query())
-        #expect(Set(byRemote.map(\.name)) == ["198.18.0.2:8080", "198.18.0.2:40000", "198.18.0.2:443"])
+        #expect(Set(byRemote.map(\.name)) == ["198.18.0.2:8080", "198.18.0.1:8080 (served)", "198.18.0.2:443"])
     }
 
     @Test func jsonIsWhatThePageReadsAndNamesAreEscaped() throws {

@@ -389,7 +389,12 @@ extension ConnectionBoard {
             case .process:
                 name = row.identity.ownerKnown ? "\(row.identity.comm.escaped) (\(row.identity.pid))" : "(owner unknown)"
             case .remote:
-                name = row.side == .listener ? "(listening)" : Self.endpoint(row.identity, remote: true)
+                // A server's remote end is a client's ephemeral port: group by the service instead.
+                switch row.side {
+                case .listener: name = "(listening)"
+                case .server: name = Self.endpoint(row.identity, remote: false) + " (served)"
+                default: name = Self.endpoint(row.identity, remote: true)
+                }
             }
             var g = groups[name] ?? Group(name: name)
             g.connections += 1
