@@ -3,7 +3,10 @@
 //
 //   churn [-t THREADS] [-d SECONDS] [-p PORT] [-a ADDR] [-s]
 //   -s: the server closes first (default: the client does)
-// Prints one line: "connections N seconds S rate R".
+// Prints one line: "connections N seconds S rate R port P failed F", where N counts
+// connect()s that succeeded, P is the port listened on (chosen by the kernel
+// when -p is 0) and F counts connect()s that failed (e.g. EADDRNOTAVAIL when
+// the local ports run out).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +24,7 @@ static struct sockaddr_in server_addr;
 static int listener;
 static int server_first;
 static atomic_long completed;
+static atomic_long failed;
 static atomic_int stop;
 
 static void *server_loop(void *arg)
@@ -52,6 +56,8 @@ static void *client_loop(void *arg)
 				while (read(fd, buf, sizeof(buf)) > 0) {
 				}
 			atomic_fetch_add(&completed, 1);
+		} else {
+			atomic_fetch_add(&failed, 1);
 		}
 		close(fd);
 	}
@@ -118,6 +124,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		pthread_join(tids[i], NULL);
 	close(listener);
-	printf("connections %ld seconds %.3f rate %.0f port %d\n", done, elapsed, done / elapsed, ntohs(server_addr.sin_port));
+	printf("connections %ld seconds %.3f rate %.0f port %d failed %ld\n", done, elapsed, done / elapsed,
+	       ntohs(server_addr.sin_port), atomic_load(&failed));
 	return 0;
 }
