@@ -31,10 +31,16 @@ static void *server_loop(void *arg)
 {
 	(void)arg;
 	char buf[64];
-	while (!atomic_load(&stop)) {
+	for (;;) {
 		int fd = accept(listener, NULL, NULL);
-		if (fd < 0)
+		if (fd < 0) {
+			// Once the clients are done, leave only when the accept queue is
+			// empty (accept() timed out), so that no connection is reset by
+			// the listener's close and each one closes the ordinary way.
+			if (atomic_load(&stop) && errno != EINTR && errno != ECONNABORTED)
+				break;
 			continue;
+		}
 		if (!server_first)
 			while (read(fd, buf, sizeof(buf)) > 0) {
 			}
@@ -120,9 +126,9 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		pthread_join(tids[n + i], NULL);
 	long done = atomic_load(&completed);
-	shutdown(listener, SHUT_RDWR);
 	for (int i = 0; i < n; i++)
 		pthread_join(tids[i], NULL);
+	shutdown(listener, SHUT_RDWR);
 	close(listener);
 	printf("connections %ld seconds %.3f rate %.0f port %d failed %ld\n", done, elapsed, done / elapsed,
 	       ntohs(server_addr.sin_port), atomic_load(&failed));
