@@ -3,7 +3,10 @@
 //
 //   churn [-t THREADS] [-d SECONDS] [-p PORT] [-a ADDR] [-s]
 //   -s: the server closes first (default: the client does)
-// Prints one line: "connections N seconds S rate R".
+// Prints one line: "connections N seconds S rate R port P failed F", where N counts
+// connect()s that succeeded, P is the port listened on (chosen by the kernel
+// when -p is 0) and F counts connect()s that failed (e.g. EADDRNOTAVAIL when
+// the local ports run out).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,16 +24,23 @@ static struct sockaddr_in server_addr;
 static int listener;
 static int server_first;
 static atomic_long completed;
+static atomic_long failed;
 static atomic_int stop;
 
 static void *server_loop(void *arg)
 {
 	(void)arg;
 	char buf[64];
-	while (!atomic_load(&stop)) {
+	for (;;) {
 		int fd = accept(listener, NULL, NULL);
-		if (fd < 0)
+		if (fd < 0) {
+			// Once the clients are done, leave only when the accept queue is
+			// empty (accept() timed out), so that no connection is reset by
+			// the listener's close and each one closes the ordinary way.
+			if (atomic_load(&stop) && errno != EINTR && errno != ECONNABORTED)
+				break;
 			continue;
+		}
 		if (!server_first)
 			while (read(fd, buf, sizeof(buf)) > 0) {
 			}
@@ -52,6 +62,8 @@ static void *client_loop(void *arg)
 				while (read(fd, buf, sizeof(buf)) > 0) {
 				}
 			atomic_fetch_add(&completed, 1);
+		} else {
+			atomic_fetch_add(&failed, 1);
 		}
 		close(fd);
 	}
@@ -114,10 +126,11 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		pthread_join(tids[n + i], NULL);
 	long done = atomic_load(&completed);
-	shutdown(listener, SHUT_RDWR);
 	for (int i = 0; i < n; i++)
 		pthread_join(tids[i], NULL);
+	shutdown(listener, SHUT_RDWR);
 	close(listener);
-	printf("connections %ld seconds %.3f rate %.0f port %d\n", done, elapsed, done / elapsed, ntohs(server_addr.sin_port));
+	printf("connections %ld seconds %.3f rate %.0f port %d failed %ld\n", done, elapsed, done / elapsed,
+	       ntohs(server_addr.sin_port), atomic_load(&failed));
 	return 0;
 }
