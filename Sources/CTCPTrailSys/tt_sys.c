@@ -46,3 +46,10 @@ int tt_install_stop_handlers(void)
 int tt_set_comm(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 int tt_enter_netns(int fd) { return setns(fd, CLONE_NEWNET); }
+
+#include <malloc.h>
+
+void tt_release_free_memory(void)
+{
+	malloc_trim(0);
+}

@@ -18,6 +18,9 @@ struct Trace: ParsableCommand {
     @Flag(help: "Write one JSON object per line (contract v1, docs/event-log.md) instead of text.")
     var json = false
 
+    @Flag(help: "Write nothing on standard output (with --output, the log is the only record; the summary still goes to stderr).")
+    var quiet = false
+
     @OptionGroup var filters: FilterOptions
 
     @OptionGroup var live: LiveOptions
@@ -53,6 +56,7 @@ struct Trace: ParsableCommand {
             if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
         }
         if rotateKeep < 0 || rotateKeep > 1000 { throw ValidationError("--rotate-keep must be 0 to 1000") }
+        if quiet && (json || output == "-") { throw ValidationError("--quiet writes nothing on standard output; --json and --output - write there: pick one") }
     }
 
     /// The filters in force, for the log header.
@@ -87,7 +91,7 @@ struct Trace: ParsableCommand {
         tt_install_stop_handlers()
         let thresholds = live.thresholds()
         let sink = EventPrinter(
-            format: json || output == "-" ? .json : .text,
+            format: quiet ? .none : json || output == "-" ? .json : .text,
             filter: filters.eventFilter,
             limit: count,
             wideAddresses: filters.ipv6Only,

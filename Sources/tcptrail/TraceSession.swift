@@ -60,6 +60,8 @@ final class TraceSession {
         // Counters are read before we say we trace, so no overflow falls between.
         queues = raw ? nil : ListenQueueMonitor()
         nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
+        // Loading parsed the kernel's BTF (megabytes) and freed it: give it back.
+        tt_release_free_memory()
     }
 
     /// One turn: wait up to `timeout` ms for events, take them, run the timers.

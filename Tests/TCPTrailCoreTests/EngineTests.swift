@@ -119,6 +119,24 @@ let minute: UInt64 = 60_000_000_000
         #expect(run.engine.state(of: ConnectionID(cookie: 1)) == .timeWait)
     }
 
+    /// A connect() on the pair of a TIME_WAIT socket: the kernel recycles the
+    /// TIME_WAIT (tcp_tw_reuse), so the old connection ends then, not 2MSL later.
+    @Test func aNewConnectionOnTheSamePairEndsTimeWait() {
+        let a = Script(1, at: 1_000_000_000)
+        a.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1)
+            .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true)
+        let b = Script(2, at: 3_000_000_000).t(.close, .synSent).t(.synSent, .established)
+        let other = Script(3, lport: 40001, at: 3_500_000_000).t(.close, .synSent)
+        let run = Run(a.events + b.events + other.events, advanceTo: a.mono + 2 * minute)
+        let ends = run.changes.filter { $0.connection.conn == ConnectionID(cookie: 1) && $0.from == .timeWait }
+        #expect(ends.count == 1, "one end: the reuse, and no 2MSL expiry after it")
+        #expect(ends.first?.reason == "time_wait_reused" && ends.first?.inferred == true && ends.first?.kernel == nil)
+        #expect(ends.first?.monoNanoseconds == b.events[0].monoNanoseconds)
+        #expect(run.engine.state(of: ConnectionID(cookie: 1)) == nil)
+        #expect(run.engine.state(of: ConnectionID(cookie: 2)) == .established)
+        #expect(run.engine.trackedConnections == 2)
+    }
+
     @Test func serverClosesPassively() {
         let s = Script(2, lport: 8080, rport: 40000)
         let events = s.t(.listen, .synRecv).t(.synRecv, .established).t(.established, .closeWait)
@@ -323,9 +341,11 @@ let minute: UInt64 = 60_000_000_000
             .t(.finWait1, .finWait2).t(.finWait2, .close, peerFin: true).events
             + second.t(.close, .synSent).t(.synSent, .established).events
         let run = Run(events)
-        #expect(run.steps("40") == [.synSent, .established, .finSent, .finAcked, .timeWait])
+        // The new connection took the pair: the kernel recycled the TIME_WAIT.
+        #expect(run.steps("40") == [.synSent, .established, .finSent, .finAcked, .timeWait, .closed])
+        #expect(run.changes.last { $0.connection.conn == ConnectionID(cookie: 40) }?.reason == "time_wait_reused")
         #expect(run.steps("41") == [.synSent, .established])
-        #expect(run.engine.state(of: ConnectionID(cookie: 40)) == .timeWait)
+        #expect(run.engine.state(of: ConnectionID(cookie: 40)) == nil)
         #expect(run.engine.state(of: ConnectionID(cookie: 41)) == .established)
     }
 

@@ -20,4 +20,7 @@ int tt_set_comm(const char *name);
 /// Moves the calling thread into the network namespace open at fd (setns).
 int tt_enter_netns(int fd);
 
+/// Returns freed heap memory to the kernel (glibc malloc_trim).
+void tt_release_free_memory(void);
+
 #endif

@@ -89,7 +89,5 @@ struct ConnectionRecord {
     /// A -> CLOSE whose cause (reset, error, nothing) may still arrive.
     var pendingClose: KernelEvent?
     var pendingCloseFrom: TCPState = .closed
-    /// TIME_WAIT ends (inferred) at this time.
-    var timeWaitEnds: UInt64 = 0
     var lastMono: UInt64
 }

@@ -40,10 +40,46 @@ public struct HandshakeEngine: Sendable {
     private var pendingCloses: Set<ConnectionID> = []
     /// Connections in CLOSE_WAIT or FIN_WAIT_2 not yet reported as stalled.
     private var stallWatch: Set<ConnectionID> = []
-    /// Connections in TIME_WAIT, in expiry order (all last 60 s, so entry order
-    /// is expiry order). They leave `connections`: only what the 2MSL record needs stays.
-    private var timeWaitQueue: [(ends: UInt64, identity: ConnectionIdentity)] = []
+    /// Connections in TIME_WAIT: they leave `connections`; only what their
+    /// end's record needs stays.
+    private var timeWaiting: [ConnectionID: (ends: UInt64, identity: ConnectionIdentity)] = [:]
+    /// The same, by address and port pair: a new connection on the same pair
+    /// ends the old TIME_WAIT (the kernel recycles it: tcp_tw_reuse, or a new SYN).
+    private var timeWaitByTuple: [FourTuple: ConnectionID] = [:]
+    /// Expiry order (all last 60 s, so entry order is expiry order). Entries
+    /// of connections whose TIME_WAIT ended early are skipped, and dropped in bulk.
+    private var timeWaitQueue: [(ends: UInt64, conn: ConnectionID)] = []
     private var timeWaitHead = 0
+
+    struct FourTuple: Hashable, Sendable {
+        var netns: UInt32
+        var local: RawAddress
+        var remote: RawAddress
+        var localPort: UInt16
+        var remotePort: UInt16
+
+        init(_ id: ConnectionIdentity) {
+            netns = id.netns
+            local = id.localAddress
+            remote = id.remoteAddress
+            localPort = id.localPort
+            remotePort = id.remotePort
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(local.high ^ remote.high &* 31)
+            hasher.combine(UInt64(localPort) << 16 | UInt64(remotePort) | UInt64(netns) << 32)
+        }
+
+        /// Looked up on every new connection: a multiply-xorshift mix instead of SipHash.
+        func _rawHashValue(seed: Int) -> Int {
+            var x = local.high &* 0x9E37_79B9_7F4A_7C15 ^ local.low ^ remote.high &* 0xC2B2_AE3D_27D4_EB4F ^ remote.low
+            x ^= (UInt64(localPort) << 16 | UInt64(remotePort) | UInt64(netns) << 32) ^ UInt64(UInt(bitPattern: seed))
+            x = (x ^ (x >> 33)) &* 0xFF51_AFD7_ED55_8CCD
+            x = (x ^ (x >> 33)) &* 0xC4CE_B9FE_1A85_EC53
+            return Int(truncatingIfNeeded: x ^ (x >> 33))
+        }
+    }
     private var timerScratch: [ConnectionID] = []
 
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
@@ -63,12 +99,12 @@ public struct HandshakeEngine: Sendable {
     }
 
     /// Connections the engine tracks now (not yet CLOSED, or in TIME_WAIT).
-    public var trackedConnections: Int { connections.count + timeWaitQueue.count - timeWaitHead }
+    public var trackedConnections: Int { connections.count + timeWaiting.count }
 
-    /// The documented state of a connection, if tracked (TIME_WAIT: a linear search).
+    /// The documented state of a connection, if tracked.
     public func state(of conn: ConnectionID) -> TCPState? {
         if let c = connections[conn] { return c.state }
-        return timeWaitQueue[timeWaitHead...].contains { $0.identity.conn == conn } ? .timeWait : nil
+        return timeWaiting[conn] != nil ? .timeWait : nil
     }
 
     /// Keeps a connection's record, or forgets it once it is over or in TIME_WAIT.
@@ -102,10 +138,7 @@ public struct HandshakeEngine: Sendable {
             let id = identity.conn
             switch state {
             case .timeWait:
-                c.timeWaitEnds = mono + UInt64(s.expiresMilliseconds) * 1_000_000
-                timeWaitQueue.append((c.timeWaitEnds, identity))
-                scheduleTimer(c.timeWaitEnds)
-                enterTimeWait(identity, emit: emit)
+                beginTimeWait(identity, ends: mono + UInt64(s.expiresMilliseconds) * 1_000_000, emit: emit)
                 continue
             case .closeWait, .finWait2:
                 stallWatch.insert(id)
@@ -203,6 +236,7 @@ public struct HandshakeEngine: Sendable {
             return
         }
 
+        if move.step == .synSent || move.step == .synReceived { timeWaitReused(by: identity, at: e.monoNanoseconds, emit: emit) }
         // CLOSING -> CLOSE is the hand-over to TIME_WAIT: the state is inferred.
         let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: move.from, to: move.to, step: move.step, inferred: move.to == .timeWait, kernel: e)
         if move.step == .synReceived { c.passive = true }
@@ -229,10 +263,7 @@ public struct HandshakeEngine: Sendable {
         }
         switch change.to {
         case .timeWait:
-            c.timeWaitEnds = change.monoNanoseconds + Self.timeWaitNanoseconds
-            timeWaitQueue.append((c.timeWaitEnds, c.identity))
-            scheduleTimer(c.timeWaitEnds)
-            enterTimeWait(c.identity, emit: emit)
+            beginTimeWait(c.identity, ends: change.monoNanoseconds + Self.timeWaitNanoseconds, emit: emit)
             if c.passive {
                 report(.serverTimeWait, .warning, "The server side of \(c.identity.endpoints) closed first and now holds TIME_WAIT for 60 s; servers should let clients close first, or TIME_WAIT sockets pile up on the listening port.", change.monoNanoseconds, c.identity, emit: emit)
             }
@@ -388,11 +419,9 @@ public struct HandshakeEngine: Sendable {
             }
         }
         while timeWaitHead < timeWaitQueue.count, timeWaitQueue[timeWaitHead].ends <= now {
-            let (ends, identity) = timeWaitQueue[timeWaitHead]
+            let (ends, conn) = timeWaitQueue[timeWaitHead]
             timeWaitHead += 1
-            leaveTimeWait(identity)
-            emit(.change(StateChange(connection: identity, monoNanoseconds: ends, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: "2msl_expired")))
-            finalStates[.closed, default: 0] += 1
+            if timeWaiting[conn]?.ends == ends { endTimeWait(conn, at: ends, reason: "2msl_expired", emit: emit) }
         }
         if timeWaitHead > 4096 && timeWaitHead * 2 > timeWaitQueue.count {
             timeWaitQueue.removeFirst(timeWaitHead)
@@ -407,7 +436,7 @@ public struct HandshakeEngine: Sendable {
             resolvePendingClose(id: id, emit: emit)
         }
         for c in connections.values { finalStates[c.state, default: 0] += 1 }
-        if timeWaitHead < timeWaitQueue.count { finalStates[.timeWait, default: 0] += timeWaitQueue.count - timeWaitHead }
+        if !timeWaiting.isEmpty { finalStates[.timeWait, default: 0] += timeWaiting.count }
         // Drops counted since the last listen_overflow report are reported now.
         for (key, value) in listenDrops where value.1 > 0 {
             listenDrops[key] = (value.0, 0)
@@ -415,6 +444,43 @@ public struct HandshakeEngine: Sendable {
                 report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(value.1) more segment(s) because its accept queue was full.", now, identity, count: value.1, emit: emit)
             }
         }
+    }
+
+    // MARK: - TIME_WAIT
+
+    private mutating func beginTimeWait(_ identity: ConnectionIdentity, ends: UInt64, emit: (EngineOutput) -> Void) {
+        let tuple = FourTuple(identity)
+        // A TIME_WAIT on the same pair is over: the kernel keeps one per pair.
+        if let old = timeWaitByTuple[tuple], old != identity.conn {
+            endTimeWait(old, at: now, reason: "time_wait_reused", emit: emit)
+        }
+        timeWaiting[identity.conn] = (ends, identity)
+        timeWaitByTuple[tuple] = identity.conn
+        timeWaitQueue.append((ends, identity.conn))
+        scheduleTimer(ends)
+        enterTimeWait(identity, emit: emit)
+        // Entries of TIME_WAITs that ended early: dropped once they are most of the queue.
+        if timeWaitQueue.count - timeWaitHead > 4096 + 4 * timeWaiting.count {
+            timeWaitQueue = timeWaitQueue[timeWaitHead...].filter { timeWaiting[$0.conn]?.ends == $0.ends }
+            timeWaitHead = 0
+        }
+    }
+
+    /// A new connection on a pair still in TIME_WAIT: the kernel recycled the
+    /// TIME_WAIT (tcp_tw_reuse for a connect(), or a new SYN to a server), and
+    /// no tracepoint says so.
+    private mutating func timeWaitReused(by identity: ConnectionIdentity, at mono: UInt64, emit: (EngineOutput) -> Void) {
+        guard !timeWaitByTuple.isEmpty, let old = timeWaitByTuple[FourTuple(identity)], old != identity.conn else { return }
+        endTimeWait(old, at: mono, reason: "time_wait_reused", emit: emit)
+    }
+
+    private mutating func endTimeWait(_ conn: ConnectionID, at mono: UInt64, reason: String, emit: (EngineOutput) -> Void) {
+        guard let (_, identity) = timeWaiting.removeValue(forKey: conn) else { return }
+        let tuple = FourTuple(identity)
+        if timeWaitByTuple[tuple] == conn { timeWaitByTuple[tuple] = nil }
+        leaveTimeWait(identity)
+        emit(.change(StateChange(connection: identity, monoNanoseconds: mono, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: reason)))
+        finalStates[.closed, default: 0] += 1
     }
 
     // MARK: - TIME_WAIT accounting
