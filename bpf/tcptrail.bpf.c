@@ -752,7 +752,8 @@ int BPF_PROG(tt_destroy_b, struct sock *sk)
 	return on_destroy_sock(ctx, TT_COPY_B, sk);
 }
 
-/* A segment dropped because a listener's queue was full. */
+/* A segment dropped because a listener's queue was full. The reason is
+ * tested before the copies' hand-over: nearly every hit is another drop. */
 static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, struct sk_buff *skb, void *location,
 					enum skb_drop_reason reason, struct sock *rx_sk)
 {

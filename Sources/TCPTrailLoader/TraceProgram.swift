@@ -33,8 +33,7 @@ public final class TraceProgram {
     /// programs in the order they were attached, and each first copy must
     /// run before its second): its tracepoint, which copy it is, its index
     /// in the kernel side's "rescued" counters, and what kind of event a
-    /// lost run would have reported (nil: none, it keeps the kernel side's
-    /// tables).
+    /// lost run would have reported (nil: none, or not known).
     public static let programs: [(program: String, tracepoint: String, copy: Copy, hook: UInt32?, kind: KernelEventKind?)] = [
         ("tt_state_a", "sock:inet_sock_set_state", .first, TT_HOOK_SET_STATE.rawValue, .transition),
         ("tt_state_b", "sock:inet_sock_set_state", .second, TT_HOOK_SET_STATE.rawValue, .transition),
@@ -53,10 +52,13 @@ public final class TraceProgram {
         // A skipped run delays a held event to the socket's next transition.
         ("tt_exit_connect", "syscalls:sys_exit_connect", .only, nil, nil),
         ("tt_exit_listen", "syscalls:sys_exit_listen", .only, nil, nil),
-        // Only listen-overflow drops are events: the programs return before
-        // the copies' hand-over for every other kfree_skb hit.
-        ("tt_kfree_a", "skb:kfree_skb", .first, TT_HOOK_KFREE_SKB.rawValue, .listenDrop),
-        ("tt_kfree_b", "skb:kfree_skb", .second, TT_HOOK_KFREE_SKB.rawValue, .listenDrop),
+        // Only listen-overflow drops are events, and only those go through
+        // the copies' hand-over (every other kfree_skb hit returns first):
+        // the first copy's misses are mostly other drops, so they are not
+        // counted as lost listen drops. (The listen queues' own counters are
+        // read once a second besides.)
+        ("tt_kfree_a", "skb:kfree_skb", .first, TT_HOOK_KFREE_SKB.rawValue, nil),
+        ("tt_kfree_b", "skb:kfree_skb", .second, TT_HOOK_KFREE_SKB.rawValue, nil),
     ]
 
     /// The tracepoints, each with its first program (the name `doctor`'s
