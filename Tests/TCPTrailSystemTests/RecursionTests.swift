@@ -13,6 +13,7 @@ struct RecursionTests {
 
     @Test func loopbackChurnLosesNoTransition() throws {
         let churn = try Churn.build()
+        defer { try? FileManager.default.removeItem(atPath: churn) }
         let ns = try NetworkNamespace(prefix: "ttrc")
         let port = Unique.port()
         let counters = ["TcpActiveOpens", "TcpPassiveOpens", "TcpAttemptFails", "TcpEstabResets"]
@@ -54,16 +55,12 @@ struct RecursionTests {
     }
 }
 
-/// bench/churn.c, built once per test run.
+/// bench/churn.c, built for a test (the caller removes it).
 enum Churn {
-    nonisolated(unsafe) private static var built: String?
-
     static func build() throws -> String {
-        if let built { return built }
         let source = RecursionTests.root.appendingPathComponent("bench/churn.c").path
-        let binary = FileManager.default.temporaryDirectory.appendingPathComponent("tt-churn-\(getpid())").path
+        let binary = FileManager.default.temporaryDirectory.appendingPathComponent("tt-churn-\(getpid())-\(Unique.next())").path
         try run(["cc", "-O2", "-pthread", "-o", binary, source])
-        built = binary
         return binary
     }
 }
