@@ -124,6 +124,10 @@ struct sk_buff {
 	__u16 network_header;
 };
 
+struct task_struct {
+	void *stack; /* lowest address of the task's kernel stack */
+};
+
 #pragma clang attribute pop
 
 /* What the classic syscalls:sys_exit_* tracepoints hand over. */

@@ -12,7 +12,12 @@
  *  - CLOSE -> SYN_SENT has no local port yet and LISTEN -> SYN_RECV has no
  *    remote endpoint yet: those events are held in the socket's tracking
  *    entry and sent, with their own timestamp, once the socket is complete;
- *  - the ring buffer reports no losses: failed reserves are counted per CPU.
+ *  - the ring buffer reports no losses: failed reserves are counted per CPU;
+ *  - the kernel skips a tp_btf program hit while the same program already
+ *    runs on that CPU (a softirq interrupting a process-context run) and only
+ *    counts it in the program's recursion_misses: every tp_btf program comes
+ *    in two copies, the second handling what the kernel skipped the first
+ *    for (see "Two copies of each program" below).
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -98,8 +103,119 @@ struct {
 static __always_inline void count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	/* Atomic: one program can run in the middle of another on the same
+	 * CPU (a softirq interrupting it), between a load and a store. */
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
+}
+
+/*
+ * Two copies of each program.
+ *
+ * __bpf_trace_run() keeps a per-CPU "active" count per program and skips the
+ * program (recursion_misses += 1, nothing else) when it already runs on that
+ * CPU. Under connection churn that happens all the time: a hard interrupt
+ * arrives while a program runs for a task-context event (connect, close, the
+ * socket backlog in release_sock), and on its way out the CPU serves softirqs
+ * (loopback or NIC receive, TCP timers) whose events hit the same tracepoint.
+ *
+ * So every tp_btf program is attached twice, copy a then copy b, one body
+ * (the `copy` argument), the same maps, but each copy with its own "active"
+ * count. The tracepoint calls a then b for every event. Copy a handles every
+ * event it is run for; copy b handles the events the kernel skipped a for.
+ * A softirq nests into the one program running, never into a softirq, so at
+ * most one of the two is skipped for an event, and every event is handled
+ * once. (Splitting the work by context instead, one copy for task events and
+ * one for softirq events, still loses events: the kernel runs both copies
+ * for every event, the softirq copy too for a task event, where it returns at
+ * once, and a softirq arriving in that short run finds it active.)
+ *
+ * How b knows: a leaves a claim, the event's identity (the address of the
+ * tracepoint's argument array and two arguments), in a per-CPU slot; b finds
+ * its event's claim there, or handles the event itself and counts a rescue.
+ * Between a and b for one event only a nested event can run, and a nested
+ * event must not overwrite the claim: there is one slot per level, the
+ * level being whether the tracepoint runs on the current task's own stack.
+ * On x86-64 and arm64 a hard interrupt taken in the kernel switches to the
+ * CPU's interrupt stack, and the softirqs it serves on the way out, or that
+ * local_bh_enable() serves, run there too (do_softirq_own_stack); softirqs
+ * that run on a task stack (ksoftirqd, on x86 after an interrupt from user
+ * mode) have nothing of ours under them. So a nested event is always on the
+ * other level. (TCP state changes, resets, retransmits, socket errors and
+ * listen drops do not happen in hard interrupts or NMIs.)
+ *
+ * The accounting is exact: each miss of copy a is either a rescue by b or an
+ * event lost (b skipped too, or a stale claim that matched), so user space
+ * reports a's recursion_misses minus b's rescues as lost. b's misses are
+ * events a handled.
+ *
+ * The level comes from the stack rather than the preempt count
+ * (in_serving_softirq()): on x86 that is the per-CPU __preempt_count, which a
+ * program reads through a typed ksym, and the verifier resolves those through
+ * kallsyms, which has no data symbols without CONFIG_KALLSYMS_ALL.
+ *
+ * The level window is THREAD_SIZE: 16 KiB on x86-64 and arm64 without KASAN.
+ * With KASAN (32 KiB) task events deep in the stack take the other slot, and
+ * an event nested between a and b may then make b handle an event twice;
+ * where softirqs run on the task stack (PREEMPT_RT) there is no nesting.
+ */
+#define TT_THREAD_SIZE (16 * 1024)
+
+enum tt_copy {
+	TT_COPY_A = 0,
+	TT_COPY_B = 1,
+};
+
+struct claim {
+	__u64 at; /* address of the tracepoint's argument array */
+	__u64 arg0;
+	__u64 arg1;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TT_HOOK_MAX * 2);
+	__type(key, __u32);
+	__type(value, struct claim);
+} claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TT_HOOK_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} rescued SEC(".maps");
+
+/* Whether this copy handles the event being traced: copy a always (leaving
+ * its claim), copy b when a's claim for the event is not there. ctx is the
+ * tracepoint's argument array, a local of bpf_trace_run*() on the stack the
+ * tracepoint runs on (the program's own frame may be on a private stack). */
+static __always_inline bool take(const void *ctx, enum tt_copy copy, enum tcptrail_hook hook,
+				 __u64 arg0, __u64 arg1)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 at = 0;
+	/* The address as a plain number: a copy of the pointer's bytes. */
+	bpf_probe_read_kernel(&at, sizeof(at), &ctx);
+	__u32 key = hook * 2 + (at - (__u64)task->stack < TT_THREAD_SIZE ? 0 : 1);
+	struct claim *c = bpf_map_lookup_elem(&claims, &key);
+	if (!c)
+		return copy == TT_COPY_A;
+	if (copy == TT_COPY_A) {
+		c->at = at;
+		c->arg0 = arg0;
+		c->arg1 = arg1;
+		return true;
+	}
+	if (c->at == at && c->arg0 == arg0 && c->arg1 == arg1) {
+		c->at = 0;
+		return false;
+	}
+	__u32 index = hook;
+	__u64 *n = bpf_map_lookup_elem(&rescued, &index);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return true;
 }
 
 static __always_inline __u32 netns_of(const struct sock_common *skc)
@@ -283,10 +399,10 @@ static __always_inline struct conn_info *conn_lookup(__u64 cookie)
 	return bpf_map_lookup_elem(&conns, &cookie);
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
+static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, struct sock *sk, int oldstate, int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!take(ctx, copy, TT_HOOK_SET_STATE, (__u64)sk, (__u64)oldstate << 32 | (__u32)newstate) ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
@@ -373,6 +489,18 @@ int BPF_PROG(handle_set_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tt_state_a, struct sock *sk, int oldstate, int newstate)
+{
+	return on_set_state(ctx, TT_COPY_A, sk, oldstate, newstate);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tt_state_b, struct sock *sk, int oldstate, int newstate)
+{
+	return on_set_state(ctx, TT_COPY_B, sk, oldstate, newstate);
+}
+
 /* connect() or listen() returned: the held-back event now has its local port. */
 static __always_inline int flush_after_syscall(void)
 {
@@ -403,13 +531,13 @@ static __always_inline int flush_after_syscall(void)
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
-int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
+int tt_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	return flush_after_syscall();
 }
 
 SEC("tracepoint/syscalls/sys_exit_listen")
-int handle_exit_listen(struct trace_event_raw_sys_exit *ctx)
+int tt_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
 	return flush_after_syscall();
 }
@@ -435,9 +563,10 @@ static __always_inline void prepare_sock_event(struct tcptrail_event *e, struct 
 	e->old_state = e->new_state;
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(handle_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+static __always_inline int on_retransmit_skb(const void *ctx, enum tt_copy copy, struct sock *sk, struct sk_buff *skb)
 {
+	if (!take(ctx, copy, TT_HOOK_RETRANSMIT_SKB, (__u64)sk, (__u64)skb))
+		return 0;
 	struct tcptrail_event e = {};
 	prepare_sock_event(&e, sk, TT_EVENT_RETRANSMIT);
 	e.detail = e.new_state == TCP_SYN_SENT ? TT_RETRANSMIT_SYN : TT_RETRANSMIT_DATA;
@@ -445,9 +574,22 @@ int BPF_PROG(handle_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 	return 0;
 }
 
-SEC("tp_btf/tcp_retransmit_synack")
-int BPF_PROG(handle_retransmit_synack, struct sock *listener, struct request_sock *req)
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tt_retrans_a, struct sock *sk, struct sk_buff *skb)
 {
+	return on_retransmit_skb(ctx, TT_COPY_A, sk, skb);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tt_retrans_b, struct sock *sk, struct sk_buff *skb)
+{
+	return on_retransmit_skb(ctx, TT_COPY_B, sk, skb);
+}
+
+static __always_inline int on_retransmit_synack(const void *ctx, enum tt_copy copy, struct sock *listener, struct request_sock *req)
+{
+	if (!take(ctx, copy, TT_HOOK_RETRANSMIT_SYNACK, (__u64)listener, (__u64)req))
+		return 0;
 	struct tcptrail_event e = {};
 	e.mono_ns = bpf_ktime_get_ns();
 	e.cookie = bpf_get_socket_cookie(listener);
@@ -460,6 +602,18 @@ int BPF_PROG(handle_retransmit_synack, struct sock *listener, struct request_soc
 	fill_owner(&e, conn_lookup(e.cookie));
 	emit(&e);
 	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tt_synack_a, struct sock *listener, struct request_sock *req)
+{
+	return on_retransmit_synack(ctx, TT_COPY_A, listener, req);
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tt_synack_b, struct sock *listener, struct request_sock *req)
+{
+	return on_retransmit_synack(ctx, TT_COPY_B, listener, req);
 }
 
 /* Endpoints from an incoming segment's IP and TCP headers: its source is
@@ -490,9 +644,10 @@ static __always_inline bool fill_from_segment(struct tcptrail_event *e, struct s
 	return true;
 }
 
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(handle_send_reset, struct sock *sk, struct sk_buff *skb, int reason)
+static __always_inline int on_send_reset(const void *ctx, enum tt_copy copy, struct sock *sk, struct sk_buff *skb, int reason)
 {
+	if (!take(ctx, copy, TT_HOOK_SEND_RESET, (__u64)sk, (__u64)skb))
+		return 0;
 	struct tcptrail_event e = {};
 	if (sk) {
 		prepare_sock_event(&e, sk, TT_EVENT_RESET);
@@ -514,9 +669,22 @@ int BPF_PROG(handle_send_reset, struct sock *sk, struct sk_buff *skb, int reason
 	return 0;
 }
 
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(handle_receive_reset, struct sock *sk)
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tt_rst_out_a, struct sock *sk, struct sk_buff *skb, int reason)
 {
+	return on_send_reset(ctx, TT_COPY_A, sk, skb, reason);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tt_rst_out_b, struct sock *sk, struct sk_buff *skb, int reason)
+{
+	return on_send_reset(ctx, TT_COPY_B, sk, skb, reason);
+}
+
+static __always_inline int on_receive_reset(const void *ctx, enum tt_copy copy, struct sock *sk)
+{
+	if (!take(ctx, copy, TT_HOOK_RECEIVE_RESET, (__u64)sk, 0))
+		return 0;
 	struct tcptrail_event e = {};
 	prepare_sock_event(&e, sk, TT_EVENT_RESET);
 	e.detail = TT_RESET_RECEIVED;
@@ -524,10 +692,21 @@ int BPF_PROG(handle_receive_reset, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/inet_sk_error_report")
-int BPF_PROG(handle_error_report, struct sock *sk)
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tt_rst_in_a, struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	return on_receive_reset(ctx, TT_COPY_A, sk);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tt_rst_in_b, struct sock *sk)
+{
+	return on_receive_reset(ctx, TT_COPY_B, sk);
+}
+
+static __always_inline int on_error_report(const void *ctx, enum tt_copy copy, struct sock *sk)
+{
+	if (!take(ctx, copy, TT_HOOK_ERROR_REPORT, (__u64)sk, 0) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	struct tcptrail_event e = {};
 	prepare_sock_event(&e, sk, TT_EVENT_ERROR);
@@ -536,9 +715,22 @@ int BPF_PROG(handle_error_report, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(handle_destroy_sock, struct sock *sk)
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(tt_error_a, struct sock *sk)
 {
+	return on_error_report(ctx, TT_COPY_A, sk);
+}
+
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(tt_error_b, struct sock *sk)
+{
+	return on_error_report(ctx, TT_COPY_B, sk);
+}
+
+static __always_inline int on_destroy_sock(const void *ctx, enum tt_copy copy, struct sock *sk)
+{
+	if (!take(ctx, copy, TT_HOOK_DESTROY_SOCK, (__u64)sk, 0))
+		return 0;
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct conn_info *ci = conn_lookup(cookie);
 	if (!ci)
@@ -548,11 +740,25 @@ int BPF_PROG(handle_destroy_sock, struct sock *sk)
 	return 0;
 }
 
-/* A segment dropped because a listener's queue was full. */
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(handle_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tt_destroy_a, struct sock *sk)
 {
-	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+	return on_destroy_sock(ctx, TT_COPY_A, sk);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tt_destroy_b, struct sock *sk)
+{
+	return on_destroy_sock(ctx, TT_COPY_B, sk);
+}
+
+/* A segment dropped because a listener's queue was full. The reason is
+ * tested before the copies' hand-over: nearly every hit is another drop. */
+static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, struct sk_buff *skb, void *location,
+					enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW) ||
+	    !take(ctx, copy, TT_HOOK_KFREE_SKB, (__u64)skb, (__u64)location))
 		return 0;
 	struct tcptrail_event e = {};
 	e.mono_ns = bpf_ktime_get_ns();
@@ -574,4 +780,16 @@ int BPF_PROG(handle_kfree_skb, struct sk_buff *skb, void *location, enum skb_dro
 	}
 	emit(&e);
 	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tt_kfree_a, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	return on_kfree_skb(ctx, TT_COPY_A, skb, location, reason, rx_sk);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tt_kfree_b, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, rx_sk);
 }

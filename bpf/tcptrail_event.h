@@ -119,6 +119,22 @@ enum tcptrail_stat {
 	TT_STAT_MAX = 10,
 };
 
+/* The tracepoints that have two program copies (see "Two copies of each
+ * program" in tcptrail.bpf.c): indexes into the per-CPU "rescued" array,
+ * which counts the events the second copy handled because the kernel had
+ * skipped the first. */
+enum tcptrail_hook {
+	TT_HOOK_SET_STATE = 0,
+	TT_HOOK_RETRANSMIT_SKB = 1,
+	TT_HOOK_RETRANSMIT_SYNACK = 2,
+	TT_HOOK_SEND_RESET = 3,
+	TT_HOOK_RECEIVE_RESET = 4,
+	TT_HOOK_ERROR_REPORT = 5,
+	TT_HOOK_DESTROY_SOCK = 6,
+	TT_HOOK_KFREE_SKB = 7,
+	TT_HOOK_MAX = 8,
+};
+
 _Static_assert(sizeof(struct tcptrail_event) == TT_EVENT_SIZE, "tcptrail_event size");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, cookie) == 8, "cookie offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, generation) == 24, "generation offset");

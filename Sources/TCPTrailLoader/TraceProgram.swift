@@ -12,19 +12,65 @@ public final class TraceProgram {
     private var objectBytes: [UInt8]
     public private(set) var isLoaded = false
 
-    /// The programs in the object and the tracepoints they attach to.
-    public static let tracepoints: [(program: String, tracepoint: String)] = [
-        ("handle_set_state", "sock:inet_sock_set_state"),
-        ("handle_retransmit_skb", "tcp:tcp_retransmit_skb"),
-        ("handle_retransmit_synack", "tcp:tcp_retransmit_synack"),
-        ("handle_send_reset", "tcp:tcp_send_reset"),
-        ("handle_receive_reset", "tcp:tcp_receive_reset"),
-        ("handle_error_report", "sock:inet_sk_error_report"),
-        ("handle_destroy_sock", "tcp:tcp_destroy_sock"),
-        ("handle_exit_connect", "syscalls:sys_exit_connect"),
-        ("handle_exit_listen", "syscalls:sys_exit_listen"),
-        ("handle_kfree_skb", "skb:kfree_skb"),
+    /// Which of a tracepoint's programs this is. Every tp_btf tracepoint has
+    /// two copies of its program, because the kernel skips a program hit while
+    /// that same program runs on the CPU (a softirq interrupting it): the
+    /// tracepoint runs the first copy then the second for every event, the
+    /// first handles what it is run for, the second what the kernel skipped
+    /// the first for (see "Two copies of each program" in bpf/tcptrail.bpf.c).
+    public enum Copy: Sendable {
+        /// The only program on its tracepoint (the syscall exits).
+        case only
+        /// Handles every event it runs for. Its recursion misses are the
+        /// second copy's to handle: those it did not ("rescued") are lost.
+        case first
+        /// Handles the events the first copy was skipped for. Its recursion
+        /// misses are events the first copy handled.
+        case second
+    }
+
+    /// Every program in the object, in attach order (a tracepoint calls its
+    /// programs in the order they were attached, and each first copy must
+    /// run before its second): its tracepoint, which copy it is, its index
+    /// in the kernel side's "rescued" counters, and what kind of event a
+    /// lost run would have reported (nil: none, or not known).
+    public static let programs: [(program: String, tracepoint: String, copy: Copy, hook: UInt32?, kind: KernelEventKind?)] = [
+        ("tt_state_a", "sock:inet_sock_set_state", .first, TT_HOOK_SET_STATE.rawValue, .transition),
+        ("tt_state_b", "sock:inet_sock_set_state", .second, TT_HOOK_SET_STATE.rawValue, .transition),
+        ("tt_retrans_a", "tcp:tcp_retransmit_skb", .first, TT_HOOK_RETRANSMIT_SKB.rawValue, .retransmit),
+        ("tt_retrans_b", "tcp:tcp_retransmit_skb", .second, TT_HOOK_RETRANSMIT_SKB.rawValue, .retransmit),
+        ("tt_synack_a", "tcp:tcp_retransmit_synack", .first, TT_HOOK_RETRANSMIT_SYNACK.rawValue, .retransmit),
+        ("tt_synack_b", "tcp:tcp_retransmit_synack", .second, TT_HOOK_RETRANSMIT_SYNACK.rawValue, .retransmit),
+        ("tt_rst_out_a", "tcp:tcp_send_reset", .first, TT_HOOK_SEND_RESET.rawValue, .reset),
+        ("tt_rst_out_b", "tcp:tcp_send_reset", .second, TT_HOOK_SEND_RESET.rawValue, .reset),
+        ("tt_rst_in_a", "tcp:tcp_receive_reset", .first, TT_HOOK_RECEIVE_RESET.rawValue, .reset),
+        ("tt_rst_in_b", "tcp:tcp_receive_reset", .second, TT_HOOK_RECEIVE_RESET.rawValue, .reset),
+        ("tt_error_a", "sock:inet_sk_error_report", .first, TT_HOOK_ERROR_REPORT.rawValue, .error),
+        ("tt_error_b", "sock:inet_sk_error_report", .second, TT_HOOK_ERROR_REPORT.rawValue, .error),
+        ("tt_destroy_a", "tcp:tcp_destroy_sock", .first, TT_HOOK_DESTROY_SOCK.rawValue, nil),
+        ("tt_destroy_b", "tcp:tcp_destroy_sock", .second, TT_HOOK_DESTROY_SOCK.rawValue, nil),
+        // A skipped run delays a held event to the socket's next transition.
+        ("tt_exit_connect", "syscalls:sys_exit_connect", .only, nil, nil),
+        ("tt_exit_listen", "syscalls:sys_exit_listen", .only, nil, nil),
+        // Only listen-overflow drops are events, and only those go through
+        // the copies' hand-over (every other kfree_skb hit returns first):
+        // the first copy's misses are mostly other drops, so they are not
+        // counted as lost listen drops. (The listen queues' own counters are
+        // read once a second besides.)
+        ("tt_kfree_a", "skb:kfree_skb", .first, TT_HOOK_KFREE_SKB.rawValue, nil),
+        ("tt_kfree_b", "skb:kfree_skb", .second, TT_HOOK_KFREE_SKB.rawValue, nil),
     ]
+
+    /// The tracepoints, each with its first program (the name `doctor`'s
+    /// per-tracepoint check is keyed by).
+    public static let tracepoints: [(program: String, tracepoint: String)] = {
+        var seen = Set<String>()
+        return programs.compactMap { p in seen.insert(p.tracepoint).inserted ? (p.program, p.tracepoint) : nil }
+    }()
+
+    static func tracepoint(ofProgram name: String) -> String? {
+        programs.first(where: { $0.program == name })?.tracepoint
+    }
 
     /// The compiled object embedded at build time.
     public static func embeddedObject() -> [UInt8]? {
@@ -93,7 +139,7 @@ public final class TraceProgram {
             let err = -rc
             let log = LibBPFLog.text
             if err == ESRCH || err == ENOENT,
-               let missing = Self.tracepoints.first(where: { log.contains("'\($0.program)'") && log.contains("failed to find") })
+               let missing = Self.programs.first(where: { log.contains("'\($0.program)'") && log.contains("failed to find") })
             {
                 throw .tracepointMissing(program: missing.tracepoint, errno: err)
             }
@@ -103,20 +149,35 @@ public final class TraceProgram {
         isLoaded = true
     }
 
-    /// Step 4: attaches every program to its tracepoint. On failure nothing stays attached.
-    public func attach() throws(LoaderError) {
+    /// The object's programs in attach order: those of `programs` in its
+    /// order, then any other.
+    private func programsInAttachOrder() -> [OpaquePointer] {
+        var listed: [OpaquePointer] = []
+        for entry in Self.programs {
+            if let p = bpf_object__find_program_by_name(object, entry.program) { listed.append(p) }
+        }
+        var rest: [OpaquePointer] = []
         var prog = bpf_object__next_program(object, nil)
         while let p = prog {
+            if !listed.contains(p) { rest.append(p) }
+            prog = bpf_object__next_program(object, p)
+        }
+        return listed + rest
+    }
+
+    /// Step 4: attaches every program to its tracepoint, each first copy
+    /// before its second. On failure nothing stays attached.
+    public func attach() throws(LoaderError) {
+        for p in programsInAttachOrder() {
             guard let link = bpf_program__attach(p) else {
                 let err = errno
                 let name = bpf_program__name(p).map { String(cString: $0) } ?? "?"
                 detach()
-                let tp = Self.tracepoints.first(where: { $0.program == name })?.tracepoint ?? name
+                let tp = Self.tracepoint(ofProgram: name) ?? name
                 if err == ENOENT || err == ESRCH { throw .tracepointMissing(program: tp, errno: err) }
                 throw .attachFailed(program: tp, errno: err)
             }
             links.append(link)
-            prog = bpf_object__next_program(object, p)
         }
     }
 
@@ -161,14 +222,92 @@ public final class TraceProgram {
             default: break
             }
         }
+        out.ringBufferFull = out.lost
+        addRecursionMisses(to: &out)
+        return out
+    }
+
+    /// Recursion misses of every program as read before, with when.
+    private var missHistory: [(at: UInt64, misses: [String: UInt64])] = []
+
+    /// How often the kernel skipped each program because it already ran on
+    /// that CPU (bpf_prog_info.recursion_misses), how many of the first
+    /// copies' misses the second copies handled, and the events lost.
+    private func addRecursionMisses(to out: inout KernelStats) {
+        for p in programsInAttachOrder() {
+            let fd = bpf_program__fd(p)
+            guard fd >= 0, let cName = bpf_program__name(p) else { continue }
+            var info = bpf_prog_info()
+            var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+            guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { continue }
+            out.recursionMisses[String(cString: cName)] = info.recursion_misses
+        }
+        // Read after the misses: a rescue follows its miss within the same
+        // tracepoint call, so each miss read is matched by a rescue read now
+        // unless that call is still running (on another CPU) or was lost.
+        let rescued = readRescued()
+        for entry in Self.programs where entry.copy == .second {
+            if let hook = entry.hook, let n = rescued[hook], n > 0 { out.rescued[entry.tracepoint] = n }
+        }
+        // While attached, compare with misses read at least 100 ms ago, so a
+        // miss whose rescue is running right now is not reported as lost.
+        let now = WallClock.monotonicNow()
+        var settled = out.recursionMisses
+        if !links.isEmpty {
+            missHistory.append((now, out.recursionMisses))
+            while missHistory.count > 1, missHistory[1].at + 100_000_000 <= now { missHistory.removeFirst() }
+            settled = missHistory[0].at + 100_000_000 <= now ? missHistory[0].misses : [:]
+        }
+        for entry in Self.programs where entry.copy == .first {
+            guard let hook = entry.hook, let kind = entry.kind else { continue }
+            let missed = settled[entry.program] ?? 0
+            let lost = missed > (rescued[hook] ?? 0) ? missed - (rescued[hook] ?? 0) : 0
+            guard lost > 0 else { continue }
+            out.skipped += lost
+            out.lost += lost
+            out.lostByKind[kind, default: 0] += lost
+        }
+    }
+
+    /// The second copies' rescues by hook, summed over CPUs.
+    private func readRescued() -> [UInt32: UInt64] {
+        guard let m = map(named: "rescued") else { return [:] }
+        let fd = bpf_map__fd(m)
+        let cpus = Int(max(libbpf_num_possible_cpus(), 1))
+        var values = [UInt64](repeating: 0, count: cpus)
+        var out: [UInt32: UInt64] = [:]
+        for hook in 0..<UInt32(TT_HOOK_MAX.rawValue) {
+            var key = hook
+            let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(fd, &key, $0.baseAddress) }
+            if rc == 0 { out[hook] = values.reduce(0, &+) }
+        }
         return out
     }
 }
 
 /// The kernel side's own counters, summed over CPUs.
 public struct KernelStats: Sendable, Equatable {
-    /// Events dropped because the ring buffer was full.
+    /// Events lost: dropped because the ring buffer was full
+    /// (`ringBufferFull`), plus those the kernel skipped both program copies
+    /// for (`skipped`). A skipped event counts even if the in-kernel filters
+    /// would have dropped it.
     public var lost: UInt64 = 0
+    /// Events dropped because the ring buffer was full.
+    public var ringBufferFull: UInt64 = 0
+    /// Events the kernel's BPF recursion guard kept from both copies of a
+    /// program (the first copy's misses that the second did not handle).
+    /// Included in `lost` and `lostByKind`. While tracing, misses count here
+    /// only once they are 100 ms old, so one whose second copy is still
+    /// running is not taken for lost.
+    public var skipped: UInt64 = 0
+    /// The kernel's recursion_misses of each program, by program name (see
+    /// `TraceProgram.programs`): runs it skipped because that program was
+    /// already running on the CPU. A first copy's misses are the second
+    /// copy's to handle; a second copy's, events the first copy handled.
+    public var recursionMisses: [String: UInt64] = [:]
+    /// Events the second copy handled because the kernel skipped the first,
+    /// by tracepoint ("sock:inet_sock_set_state").
+    public var rescued: [String: UInt64] = [:]
     /// Sockets not tracked because the connection table was full.
     public var untracked: UInt64 = 0
     /// Events the in-kernel filters dropped.
@@ -181,18 +320,22 @@ public struct KernelStats: Sendable, Equatable {
 }
 
 extension TraceProgram {
-    /// Attaches and detaches each program alone, for `doctor`.
+    /// Attaches and detaches each program alone, for `doctor`: errno by the
+    /// name in `tracepoints`, the first failure of the tracepoint's copies.
     func attachEachForCheck() -> [String: Int32] {
         var results: [String: Int32] = [:]
         var prog = bpf_object__next_program(object, nil)
         while let p = prog {
             let name = bpf_program__name(p).map { String(cString: $0) } ?? "?"
+            let tracepoint = Self.tracepoint(ofProgram: name)
+            let key = Self.tracepoints.first(where: { $0.tracepoint == tracepoint })?.program ?? name
+            var err: Int32 = 0
             if let link = bpf_program__attach(p) {
-                results[name] = 0
                 bpf_link__destroy(link)
             } else {
-                results[name] = errno
+                err = errno
             }
+            if (results[key] ?? 0) == 0 { results[key] = err }
             prog = bpf_object__next_program(object, p)
         }
         return results

@@ -112,6 +112,7 @@ struct Trace: ParsableCommand {
         sink.finishLog(lost: stats.lost)
         if sink.outputClosed { throw ExitCode.success }
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
+        if stats.skipped > 0 { summary += " (\(stats.skipped) skipped by the kernel's BPF recursion guard)" }
         if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
         if sink.exportErrors > 0 { summary += ", \(sink.exportErrors) records not written to \(output ?? "the log")" }
         Diagnostics.note(summary)

@@ -1,0 +1,176 @@
+import Foundation
+import Testing
+
+/// Issue 6: under loopback churn a softirq often interrupts a tcptrail
+/// program on its CPU, and the kernel skips the program for the softirq's
+/// event (recursion_misses). tcptrail attaches two copies of each program,
+/// the second handling what the first was skipped for; these tests check
+/// that every transition the load made arrives, and that the kernel's misses
+/// of the first copy are exactly the events the second handled.
+@Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
+struct RecursionTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    @Test func loopbackChurnLosesNoTransition() throws {
+        let churn = try Churn.build()
+        defer { try? FileManager.default.removeItem(atPath: churn) }
+        let ns = try NetworkNamespace(prefix: "ttrc")
+        let port = Unique.port()
+        let counters = ["TcpActiveOpens", "TcpPassiveOpens", "TcpAttemptFails", "TcpEstabResets"]
+        // 64 MiB holds every event of the run even if nothing were read
+        // meanwhile: ring-buffer losses are not what this test is about.
+        let tracer = try Background([Products.tcptrail, "trace", "--json", "--raw", "--buffer-size", "64M",
+                                     "--netns", "\(try ns.inode)", "--port", "\(port)"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let untraced = try UntracedByThisKernel(port: port)
+        let before = try ns.nstat(counters)
+        let load = try run(ns.command([churn, "-t", "2", "-d", "2", "-p", "\(port)"]), timeout: 30)
+        usleep(500_000)
+        let after = try ns.nstat(counters)
+        let bpf = try BPFObjects(pid: tracer.pid)
+        let pid1 = untraced.stop()
+        tracer.signal(SIGINT)
+        #expect(try tracer.wait(timeout: 60) == 0)
+
+        let delta = Dictionary(uniqueKeysWithValues: counters.map { ($0, (after[$0] ?? 0) - (before[$0] ?? 0)) })
+        #expect(delta["TcpAttemptFails"] == 0 && delta["TcpEstabResets"] == 0,
+                "failed connects or resets make the expected count approximate: \(delta)")
+        // 5 transitions at each end of a connection, 2 for the listener.
+        let expected = 5 * (delta["TcpActiveOpens"]! + delta["TcpPassiveOpens"]!) + 2
+        let delivered = try countOccurrences(of: "\"kernel_from\"", in: tracer.stdoutURL)
+        let summary = tracer.stderr
+        let lost = summary.firstMatch(of: /events, (\d+) lost/).flatMap { Int($0.1) }
+        #expect(lost == 0, "tcptrail's summary: \(summary)")
+        // Exact, but for what this machine's kernel never runs BPF programs
+        // for (see UntracedByThisKernel): at most those may be missing.
+        #expect(delivered <= expected && delivered >= expected - pid1,
+                "\(delivered) transitions delivered, \(expected) expected from nstat (\(load.stdout.trimmingCharacters(in: .whitespacesAndNewlines))), \(pid1) raised under PID 1")
+
+        // The kernel's misses of the first copy are all handled by the second.
+        let missesA = bpf.recursionMisses["tt_state_a"]
+        let rescued = bpf.rescued[0] // TT_HOOK_SET_STATE
+        #expect(missesA != nil && missesA == rescued,
+                "tt_state_a skipped \(missesA ?? 0) times, tt_state_b handled \(rescued ?? 0) of those; misses: \(bpf.recursionMisses)")
+        print("RecursionTests: \(delivered) of \(expected) transitions; recursion misses \(bpf.recursionMisses.filter { $0.value > 0 }), rescued \(rescued ?? 0), raised under PID 1: \(pid1)")
+    }
+}
+
+/// bench/churn.c, built for a test (the caller removes it).
+enum Churn {
+    static func build() throws -> String {
+        let source = RecursionTests.root.appendingPathComponent("bench/churn.c").path
+        let binary = FileManager.default.temporaryDirectory.appendingPathComponent("tt-churn-\(getpid())-\(Unique.next())").path
+        try run(["cc", "-O2", "-pthread", "-o", binary, source])
+        return binary
+    }
+}
+
+/// Occurrences of `needle` in a file, without decoding it (a churn trace
+/// is a few hundred MB of JSON).
+func countOccurrences(of needle: String, in url: URL) throws -> Int {
+    let data = try Data(contentsOf: url, options: .alwaysMapped)
+    let pattern = Array(needle.utf8)
+    return data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Int in
+        let bytes = raw.bindMemory(to: UInt8.self)
+        guard let first = pattern.first, bytes.count >= pattern.count else { return 0 }
+        var n = 0
+        var i = 0
+        let last = bytes.count - pattern.count
+        while i <= last {
+            // memchr to the next candidate, then compare the rest.
+            guard let hit = memchr(bytes.baseAddress! + i, Int32(first), last - i + 1) else { break }
+            i = bytes.baseAddress!.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+            if memcmp(bytes.baseAddress! + i, pattern, pattern.count) == 0 {
+                n += 1
+                i += pattern.count
+            } else {
+                i += 1
+            }
+        }
+        return n
+    }
+}
+
+/// What the BPF programs and maps a process holds (its fds) count now, read
+/// through /proc/PID/fdinfo and bpftool.
+struct BPFObjects {
+    /// recursion_misses by program name.
+    var recursionMisses: [String: Int] = [:]
+    /// The "rescued" map: events each hook's second copy handled, summed over CPUs.
+    var rescued: [Int: Int] = [:]
+
+    init(pid: Int32) throws {
+        let dir = "/proc/\(pid)/fd"
+        for fd in try FileManager.default.contentsOfDirectory(atPath: dir) {
+            guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(dir)/\(fd)") else { continue }
+            let info = (try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8)) ?? ""
+            func field(_ name: String) -> Int? {
+                info.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+                    .flatMap { Int($0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)) }
+            }
+            if link == "anon_inode:bpf-prog", let id = field("prog_id") {
+                let show = try run(["bpftool", "prog", "show", "id", "\(id)", "--json"]).stdout
+                if let obj = try JSONSerialization.jsonObject(with: Data(show.utf8)) as? [String: Any], let name = obj["name"] as? String {
+                    recursionMisses[name] = field("recursion_misses") ?? 0
+                }
+            } else if link == "anon_inode:bpf-map", let id = field("map_id") {
+                let show = try run(["bpftool", "map", "show", "id", "\(id)", "--json"]).stdout
+                if let obj = try JSONSerialization.jsonObject(with: Data(show.utf8)) as? [String: Any], obj["name"] as? String == "rescued" {
+                    let dump = try run(["bpftool", "map", "dump", "id", "\(id)", "--json"]).stdout
+                    for entry in (try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [[String: Any]]) ?? [] {
+                        guard let formatted = entry["formatted"] as? [String: Any], let key = formatted["key"] as? Int,
+                              let values = formatted["values"] as? [[String: Any]] else { continue }
+                        rescued[key] = values.reduce(0) { $0 + (($1["value"] as? Int) ?? 0) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts, with an ftrace instance, the port's state changes raised while a
+/// thread of PID 1 was the current task. The kernel of the VMs this project
+/// is developed and tested on (6.18 "fc") runs no BPF tracing program then,
+/// and counts no recursion miss: bpf_trace_run*() returns at once when the
+/// current task's tgid is 1 and the program is not PID 1's own (seen in its
+/// code; ftrace counts exactly the transitions that tcptrail and bpftrace
+/// both miss). So a softirq that happens to interrupt the VM's init process
+/// goes untraced. On other kernels those events are traced and the count
+/// only widens the test's bound; without tracefs it is 0 and the test exact.
+final class UntracedByThisKernel {
+    private let instance: String?
+
+    init(port: UInt16) throws {
+        let tracefs = "/sys/kernel/tracing"
+        if access("\(tracefs)/instances", F_OK) != 0 {
+            _ = try? run(["mount", "-t", "tracefs", "nodev", tracefs], check: false)
+        }
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/1/task")) ?? []
+        let dir = "\(tracefs)/instances/tt-rec-\(getpid())-\(Unique.next())"
+        guard !threads.isEmpty, mkdir(dir, 0o700) == 0 else {
+            instance = nil
+            return
+        }
+        instance = dir
+        let pids = threads.map { "common_pid == \($0)" }.joined(separator: " || ")
+        try "256".write(toFile: "\(dir)/buffer_size_kb", atomically: false, encoding: .utf8)
+        try "(sport == \(port) || dport == \(port)) && (\(pids))"
+            .write(toFile: "\(dir)/events/sock/inet_sock_set_state/filter", atomically: false, encoding: .utf8)
+        try "1".write(toFile: "\(dir)/events/sock/inet_sock_set_state/enable", atomically: false, encoding: .utf8)
+    }
+
+    /// Stops recording; the events recorded.
+    func stop() -> Int {
+        guard let dir = instance else { return 0 }
+        try? "0".write(toFile: "\(dir)/events/sock/inet_sock_set_state/enable", atomically: false, encoding: .utf8)
+        let trace = (try? String(contentsOfFile: "\(dir)/trace", encoding: .utf8)) ?? ""
+        return trace.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("inet_sock_set_state") }.count
+    }
+
+    deinit {
+        if let dir = instance {
+            try? "0".write(toFile: "\(dir)/events/sock/inet_sock_set_state/enable", atomically: false, encoding: .utf8)
+            rmdir(dir)
+        }
+    }
+}
