@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <sched.h>
 #include "tt_sys.h"
 #include <string.h>
@@ -52,4 +53,14 @@ int tt_enter_netns(int fd) { return setns(fd, CLONE_NEWNET); }
 void tt_release_free_memory(void)
 {
 	malloc_trim(0);
+}
+
+int tt_start_writeback(int fd, long long offset, long long length)
+{
+	return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}
+
+int tt_drop_cached(int fd, long long offset, long long length)
+{
+	return posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
 }

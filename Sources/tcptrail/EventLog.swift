@@ -1,3 +1,4 @@
+import CTCPTrailSys
 import Foundation
 import TCPTrailCore
 
@@ -62,6 +63,8 @@ final class EventLog {
         fd = f
         var st = stat()
         bytesInFile = fstat(f, &st) == 0 ? Int(st.st_size) : 0
+        writebackStarted = bytesInFile
+        cacheDropped = bytesInFile
     }
 
     /// Whether `pending` more bytes would push the file past --rotate-size.
@@ -130,7 +133,10 @@ final class EventLog {
                 written += n
             }
         }
-        if failure == 0 { bytesInFile += written }
+        if failure == 0 {
+            bytesInFile += written
+            paceWriteback()
+        }
         if failure != 0 {
             // Keep whole records only: cut back to the last complete line.
             let kept = out.bytes[..<written].lastIndex(of: 0x0a).map { $0 + 1 } ?? 0
@@ -146,6 +152,25 @@ final class EventLog {
             Diagnostics.note("tcptrail: writing the log \(path) again; \(recordsNotWritten) records were not written")
         }
         out.removeAll()
+    }
+
+    /// Where writeback was started, and up to where the page cache was let go.
+    private var writebackStarted = 0
+    private var cacheDropped = 0
+    static let writebackStep = 4 << 20
+
+    /// Starts writeback of each 4 MiB as it is written, and drops the step
+    /// before (already on disk) from the page cache. Without it a busy trace
+    /// piles up gigabytes of dirty pages until the kernel throttles write(),
+    /// the reader stalls, and the ring buffer overflows.
+    private func paceWriteback() {
+        guard bytesInFile - writebackStarted >= Self.writebackStep else { return }
+        _ = tt_start_writeback(fd, Int64(writebackStarted), Int64(bytesInFile - writebackStarted))
+        if writebackStarted > cacheDropped {
+            _ = tt_drop_cached(fd, Int64(cacheDropped), Int64(writebackStarted - cacheDropped))
+            cacheDropped = writebackStarted
+        }
+        writebackStarted = bytesInFile
     }
 
     /// Writes the last records, syncs and closes.

@@ -23,4 +23,12 @@ int tt_enter_netns(int fd);
 /// Returns freed heap memory to the kernel (glibc malloc_trim).
 void tt_release_free_memory(void);
 
+/// Starts writeback of a written file range without waiting for it
+/// (sync_file_range SYNC_FILE_RANGE_WRITE); 0 or -1 with errno.
+int tt_start_writeback(int fd, long long offset, long long length);
+
+/// Drops a file range that is already on disk from the page cache
+/// (posix_fadvise POSIX_FADV_DONTNEED); 0 or an error number.
+int tt_drop_cached(int fd, long long offset, long long length);
+
 #endif
