@@ -120,19 +120,7 @@ final class EventLog {
             return
         }
         let start = lseek(fd, 0, SEEK_END)
-        var written = 0
-        var failure: Int32 = 0
-        out.withUnsafeBytes { raw in
-            while written < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                written += n
-            }
-        }
+        let (written, failure) = out.withUnsafeBytes { OutputBuffer.writeAll(fd, $0) }
         if failure == 0 {
             bytesInFile += written
             paceWriteback()

@@ -37,19 +37,7 @@ final class HTMLReport {
         guard let page = TimelinePage.report(boardJSON: boardJSON) else {
             throw Failure(message: "the embedded page has no data element (a broken build)", exitStatus: 70)
         }
-        var written = 0
-        var failure: Int32 = 0
-        page.withUnsafeBytes { raw in
-            while written < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                written += n
-            }
-        }
+        var failure = page.withUnsafeBytes { OutputBuffer.writeAll(fd, $0).error }
         if failure == 0 && fsync(fd) != 0 { failure = errno }
         close(fd)
         fd = -1

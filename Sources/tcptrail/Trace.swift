@@ -144,16 +144,7 @@ final class LossReporter {
 enum Diagnostics {
     /// A plain write(2): FileHandle traps on EPIPE or EIO (a terminal that went away).
     static func note(_ line: String) {
-        let bytes = Array((line + "\n").utf8)
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(STDERR_FILENO, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
-                offset += n
-            }
-        }
+        _ = Array((line + "\n").utf8).withUnsafeBytes { OutputBuffer.writeAll(STDERR_FILENO, $0) }
     }
 
     /// Prints `tcptrail: <message>` and exits with `status`.
