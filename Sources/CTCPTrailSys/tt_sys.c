@@ -46,6 +46,12 @@ int tt_install_stop_handlers(void)
 
 int tt_set_comm(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
+#include <sys/resource.h>
+#include <errno.h>
+
+/* On Linux the nice value belongs to the thread: PRIO_PROCESS with 0 is the caller. */
+int tt_set_nice(int nice) { return setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : errno; }
+
 int tt_enter_netns(int fd) { return setns(fd, CLONE_NEWNET); }
 
 #include <malloc.h>

@@ -23,7 +23,7 @@ final class EventPrinter: RingBufferConsumer {
     /// The exported log (--output FILE), with its own writer and sequence.
     private let log: EventLog?
     private var fileJSON: JSONLinesWriter
-    private var fileOut = OutputBuffer(capacity: 1 << 20)
+    private var fileOut = OutputBuffer(capacity: EventLog.bufferCapacity)
     private(set) var events: UInt64 = 0
     /// Sees every record the engine makes (the live views' board).
     var observer: ((EngineOutput) -> Void)?
@@ -73,6 +73,8 @@ final class EventPrinter: RingBufferConsumer {
     func finishLog(lost: UInt64) {
         guard let log else { return }
         log.write(&fileOut)
+        // The summary's export-error count covers everything before it.
+        log.waitUntilWritten()
         var anomalies: [(String, Int)] = []
         if let engine { anomalies = engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 } }
         fileJSON.appendSummary(recordsByType: fileJSON.countsByType, anomalies: anomalies, lost: lost,
@@ -94,6 +96,8 @@ final class EventPrinter: RingBufferConsumer {
         guard log != nil else { return }
         rotateIfNeeded()
         fileJSON.append(output, to: &fileOut)
+        // Here, not per event: a timer or the end of the run can make thousands of records at once.
+        if fileOut.count >= EventLog.handOverBytes { log?.write(&fileOut) }
     }
 
     func consume(_ record: UnsafeRawBufferPointer) -> Bool {
@@ -111,7 +115,7 @@ final class EventPrinter: RingBufferConsumer {
             write(.event(event))
         }
         events += 1
-        if out.count >= 1 << 19 || fileOut.count >= 1 << 19 { flush() }
+        if out.count >= 1 << 19 { flush() }
         return !finished
     }
 

@@ -10,6 +10,9 @@ struct LiveOptions: ParsableArguments {
     @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
     var pollInterval: Int32 = 50
 
+    @Option(help: "Nice value of the tracer (-20 to 19). It needs little CPU, but must get it promptly on a busy host or the ring buffer overflows; 0 keeps the one it was started with.")
+    var nice: Int32 = -10
+
     @Option(help: "Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall).")
     var closeWaitThreshold: Double = 60
 
@@ -32,6 +35,7 @@ struct LiveOptions: ParsableArguments {
         if bytes < 4096 || bytes & (bytes - 1) != 0 || bytes > 1 << 30 {
             throw ValidationError("--buffer-size must be a power of two from 4K to 1G, got \(bytes)")
         }
+        if nice < -20 || nice > 19 { throw ValidationError("--nice must be -20 to 19, got \(nice)") }
         if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
         if closeWaitThreshold <= 0 || finWait2Threshold <= 0 { throw ValidationError("stall thresholds must be positive seconds") }
         if timeWaitThreshold < 1 || retransmitThreshold < 1 { throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1") }

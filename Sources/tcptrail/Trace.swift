@@ -115,6 +115,9 @@ struct Trace: ParsableCommand {
         if stats.skipped > 0 { summary += " (\(stats.skipped) skipped by the kernel's BPF recursion guard)" }
         if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
         if sink.exportErrors > 0 { summary += ", \(sink.exportErrors) records not written to \(output ?? "the log")" }
+        if let log, log.readerWaits > 0 {
+            summary += "; the log writer fell behind \(log.readerWaits) times, reading waited \(log.readerWaitNanoseconds / 1_000_000) ms in all (the ring buffer held the events)"
+        }
         Diagnostics.note(summary)
         if let engine = sink.engine { Diagnostics.note(TraceSummary(engine: engine).text) }
     }

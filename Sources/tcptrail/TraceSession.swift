@@ -1,4 +1,7 @@
 import CTCPTrailSys
+#if canImport(Glibc)
+import Glibc
+#endif
 import TCPTrailCore
 import TCPTrailLoader
 
@@ -23,6 +26,10 @@ final class TraceSession {
     /// with its line and exit status.
     init(options: LiveOptions, filters: FilterOptions) {
         LibBPFLog.install(verbose: options.verbose)
+        // Before any thread starts, so the log writer inherits it.
+        if options.nice != 0, case let err = tt_set_nice(options.nice), err != 0 {
+            Diagnostics.note("tcptrail: cannot set nice \(options.nice): \(String(cString: strerror(err))); tracing at the inherited priority (pass --nice 0 to silence this)")
+        }
         let settings = options.settings(filters)
         let started = Result { () throws(LoaderError) -> TraceProgram in
             try Preflight.checkBeforeTrace()

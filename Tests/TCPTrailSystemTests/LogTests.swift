@@ -102,6 +102,41 @@ struct EventLogTests {
         #expect(allowed.status == 0)
     }
 
+    /// The nice value of each thread of `pid`, by thread name.
+    func threadPriorities(_ pid: Int32) throws -> [(name: String, nice: Int)] {
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+        return try tasks.map { tid in
+            let stat = try String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8)
+            let name = stat.split(separator: "(", maxSplits: 1)[1].split(separator: ")")[0]
+            // Fields after "(comm) ": state is field 3, nice is field 19.
+            let fields = stat[stat.range(of: ") ", options: .backwards)!.upperBound...].split(separator: " ")
+            return (String(name), Int(fields[16]) ?? 99)
+        }
+    }
+
+    @Test func theLogIsWrittenOnItsOwnThreadAndTheTracerRunsAtItsNice() throws {
+        let dir = try PrivateDirectory()
+        let path = dir.path + "/trace.jsonl"
+        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--quiet", "--port", "\(Unique.port())"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let threads = try threadPriorities(tracer.pid)
+        #expect(threads.contains { $0.name == "tcptrail-log" }, "\(threads)")
+        #expect(threads.allSatisfy { $0.nice == -10 }, "every thread at the default --nice -10: \(threads)")
+        tracer.signal(SIGTERM)
+        #expect(try tracer.wait() == 0)
+        #expect(try lines(path).last?.str("type") == "summary")
+
+        let kept = try Background([Products.tcptrail, "trace", "--output", path + ".2", "--quiet", "--nice", "0", "--port", "\(Unique.port())"])
+        try kept.waitFor("tracing TCP events", inStderr: true)
+        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        #expect(try threadPriorities(kept.pid).allSatisfy { $0.nice == Int(mine) })
+        kept.signal(SIGTERM)
+        #expect(try kept.wait() == 0)
+
+        let bad = try run([Products.tcptrail, "trace", "--nice", "40"], check: false)
+        #expect(bad.status == 64 && bad.stderr.contains("--nice"), "\(bad.stderr)")
+    }
+
     @Test func hangupReopensThePath() throws {
         let dir = try PrivateDirectory()
         let ns = try NetworkNamespace(prefix: "tthu")

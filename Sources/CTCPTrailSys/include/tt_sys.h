@@ -17,6 +17,10 @@ int tt_take_hangup(void);
 /// Sets the calling thread's name (comm), as prctl(PR_SET_NAME).
 int tt_set_comm(const char *name);
 
+/// Sets the calling thread's nice value (threads it starts later inherit
+/// it); 0 or an error number.
+int tt_set_nice(int nice);
+
 /// Moves the calling thread into the network namespace open at fd (setns).
 int tt_enter_netns(int fd);
 
