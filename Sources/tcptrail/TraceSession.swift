@@ -26,10 +26,6 @@ final class TraceSession {
     /// with its line and exit status.
     init(options: LiveOptions, filters: FilterOptions) {
         LibBPFLog.install(verbose: options.verbose)
-        // Before any thread starts, so the log writer inherits it.
-        if options.nice != 0, case let err = tt_set_nice(options.nice), err != 0 {
-            Diagnostics.note("tcptrail: cannot set nice \(options.nice): \(String(cString: strerror(err))); tracing at the inherited priority (pass --nice 0 to silence this)")
-        }
         let settings = options.settings(filters)
         let started = Result { () throws(LoaderError) -> TraceProgram in
             try Preflight.checkBeforeTrace()
@@ -45,6 +41,11 @@ final class TraceSession {
         case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
         }
         pollInterval = options.pollInterval
+        // Once the program is attached (so a refusal stays one line), and before
+        // any thread starts, so the log writer inherits it.
+        if options.nice != 0, case let err = tt_set_nice(options.nice), err != 0 {
+            Diagnostics.note("tcptrail: cannot set nice \(options.nice): \(String(cString: strerror(err))); tracing at the inherited priority (pass --nice 0 to silence this)")
+        }
     }
 
     /// Starts reading into `sink`, and hands it the sockets open now.
