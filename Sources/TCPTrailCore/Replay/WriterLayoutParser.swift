@@ -1,0 +1,296 @@
+import CTCPTrailEvent
+
+/// The fast path of `LogRecordParser`: a kernel record (transition,
+/// retransmit, reset, error, listen_drop) laid out byte for byte as
+/// `JSONLinesWriter` writes it, read in one pass from left to right.
+///
+/// Nearly every line of a tcptrail log is such a record, so this is where
+/// replay spends its parsing time. It is strict: any other layout (another key
+/// order, an unknown key, white space, an escape or a non-ASCII byte in a
+/// string, a number with a fraction) makes it return nil, and the general
+/// parser reads the line instead. So logs from other writers still parse,
+/// and malformed lines still get the general parser's error message. What it
+/// accepts, it reads to the same `LogRecord` (ReplayTests checks both agree).
+struct WriterLayoutParser {
+    private let p: UnsafePointer<UInt8>
+    private let end: Int
+    private var i = 0
+
+    private init(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        self.p = p
+        end = n
+    }
+
+    /// The record on the line, or nil when the line is not in the writer's layout.
+    static func parse(_ p: UnsafePointer<UInt8>, _ n: Int) -> LogRecord? {
+        var cursor = WriterLayoutParser(p, n)
+        return cursor.record()
+    }
+
+    // MARK: - The record
+
+    private mutating func record() -> LogRecord? {
+        var r = LogRecord()
+        guard skip("{\"v\":1,\"seq\":"), let seq = unsigned(),
+              skip(",\"type\":\""), let type = kernelRecordType(),
+              skip(",\"time\":"), plainString() != nil,
+              skip(",\"mono_ns\":"), let mono = unsigned(),
+              skip(",\"conn\":"), let conn = plainString(),
+              (try? LogRecordParser.parseConn(p, conn, into: &r.event)) != nil,
+              skip(",\"pid\":"), let pid = unsigned(max: UInt64(UInt32.max)),
+              skip(",\"comm\":"), let comm = plainString(),
+              skip(",\"netns\":"), let netns = unsigned(max: UInt64(UInt32.max)),
+              skip(",\"family\":"), let family = unsigned(max: 255), family == 4 || family == 6,
+              skip(",\"laddr\":"), let laddr = plainString(),
+              skip(",\"lport\":"), let lport = unsigned(max: 65535),
+              skip(",\"raddr\":"), let raddr = plainString(),
+              skip(",\"rport\":"), let rport = unsigned(max: 65535),
+              skip(",\"owner_known\":"), let ownerKnown = bool()
+        else { return nil }
+        r.type = type
+        r.seq = seq
+        r.mono = mono
+        r.event.monoNanoseconds = mono
+        r.event.pid = UInt32(pid)
+        r.event.comm = ProcessName(p + comm.start, count: comm.end - comm.start)
+        r.event.netns = UInt32(netns)
+        r.event.family = UInt8(family)
+        guard let local = try? LogRecordParser.parseAddress(p, laddr, family: UInt8(family), "laddr"),
+              let remote = try? LogRecordParser.parseAddress(p, raddr, family: UInt8(family), "raddr") else { return nil }
+        r.event.localAddress = local
+        r.event.remoteAddress = remote
+        r.event.localPort = UInt16(lport)
+        r.event.remotePort = UInt16(rport)
+        var flags: UInt8 = ownerKnown ? UInt8(TT_FLAG_OWNER_KNOWN.rawValue) : 0
+        let socketless = conn.end == conn.start
+        if socketless { flags |= UInt8(TT_FLAG_NO_SOCKET.rawValue) }
+
+        // A transition the engine made up (2MSL) has no kernel fields, not even `cpu`.
+        if type == .transition, skip(",\"from\":") {
+            guard documentedTail(&r) else { return nil }
+            r.event.flags = flags
+            return r
+        }
+        guard skip(",\"cpu\":"), let cpu = unsigned(max: 255) else { return nil }
+        r.event.cpu = UInt8(cpu)
+
+        switch type {
+        case .transition:
+            r.event.kind = .transition
+            guard skip(",\"kernel_from\":"), let from = state(),
+                  skip(",\"kernel_to\":"), let to = state(),
+                  skip(",\"prev_state_ns\":") else { return nil }
+            if !skip("null") {
+                guard let prev = unsigned() else { return nil }
+                r.event.previousStateNanoseconds = prev
+            }
+            guard skip(",\"peer_fin\":"), let peerFin = bool() else { return nil }
+            if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
+            r.event.oldState = from
+            r.event.newState = to
+            r.isKernelTransition = true
+            if skip(",\"from\":") {
+                guard documentedTail(&r) else { return nil }
+            } else {
+                guard skip("}") else { return nil }
+            }
+        case .retransmit:
+            r.event.kind = .retransmit
+            guard skip(",\"kernel_state\":"), kernelState(&r.event), skip(",\"what\":\"") else { return nil }
+            if skip("data\"") { r.event.retransmit = .data }
+            else if skip("syn\"") { r.event.retransmit = .syn }
+            else if skip("synack\"") { r.event.retransmit = .synack }
+            else { return nil }
+            guard skip("}") else { return nil }
+        case .reset:
+            r.event.kind = .reset
+            guard skip(",\"direction\":\"") else { return nil }
+            if skip("sent\"") { r.event.reset = .sent }
+            else if skip("received\"") { r.event.reset = .received }
+            else { return nil }
+            guard skip(",\"kernel_state\":"), kernelState(&r.event) else { return nil }
+            if skip(",\"reason\":") {
+                guard let reason = unsigned() else { return nil }
+                r.event.resetReason = UInt32(truncatingIfNeeded: reason)
+            }
+            // Only a reset no socket owned has no connection id, and it says so.
+            if skip(",\"no_socket\":true") {
+                guard socketless else { return nil }
+            }
+            guard skip("}") else { return nil }
+        case .error:
+            r.event.kind = .error
+            guard skip(",\"kernel_state\":"), kernelState(&r.event),
+                  skip(",\"errno\":"), let errorNumber = signed32(),
+                  skip(",\"error\":"), plainString() != nil, skip("}") else { return nil }
+            r.event.errorNumber = errorNumber
+        case .listenDrop:
+            r.event.kind = .listenDrop
+            guard skip("}") else { return nil }
+        default:
+            return nil
+        }
+        guard i == end else { return nil }
+        r.event.flags = flags
+        return r
+    }
+
+    /// `"from":` is read; the rest of the engine's documented meaning and the
+    /// end of the line: `"S","to":"S","step":"S","inferred":B[,"reason":"S"]}`.
+    private mutating func documentedTail(_ r: inout LogRecord) -> Bool {
+        guard plainString() != nil,
+              skip(",\"to\":"), plainString() != nil,
+              skip(",\"step\":"), plainString() != nil,
+              skip(",\"inferred\":"), bool() != nil else { return false }
+        if skip(",\"reason\":") { guard plainString() != nil else { return false } }
+        guard skip("}"), i == end else { return false }
+        r.hasDocumentedStep = true
+        return true
+    }
+
+    /// The kernel record types, the only ones read here.
+    private mutating func kernelRecordType() -> LogRecordType? {
+        if skip("transition\"") { return .transition }
+        if skip("reset\"") { return .reset }
+        if skip("retransmit\"") { return .retransmit }
+        if skip("error\"") { return .error }
+        if skip("listen_drop\"") { return .listenDrop }
+        return nil
+    }
+
+    /// `kernel_state` of a retransmit, reset or error: a name or null.
+    private mutating func kernelState(_ e: inout KernelEvent) -> Bool {
+        if skip("null") { return true }
+        guard let s = state() else { return false }
+        e.oldState = s
+        e.newState = s
+        return true
+    }
+
+    // MARK: - Tokens
+
+    /// Moves past `text` if the line continues with it.
+    @inline(__always)
+    private mutating func skip(_ text: StaticString) -> Bool {
+        let n = text.utf8CodeUnitCount
+        guard end - i >= n, Self.equal(p + i, text.utf8Start, n) else { return false }
+        i += n
+        return true
+    }
+
+    /// Byte-wise equality, 8 bytes at a time.
+    @inline(__always)
+    private static func equal(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        var k = 0
+        while k + 8 <= n {
+            if UnsafeRawPointer(a + k).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + k).loadUnaligned(as: UInt64.self) { return false }
+            k += 8
+        }
+        while k < n {
+            if a[k] != b[k] { return false }
+            k += 1
+        }
+        return true
+    }
+
+    /// A JSON integer of digits only, at most `max`; nil for anything else
+    /// (a sign, a leading zero, a fraction or exponent is checked by the
+    /// next `skip`, which expects `,` or `}`).
+    @inline(__always)
+    private mutating func unsigned(max: UInt64 = .max) -> UInt64? {
+        guard i < end, case let first = p[i] &- 48, first < 10 else { return nil }
+        i += 1
+        var value = UInt64(first)
+        if first == 0 { return i < end && p[i] &- 48 < 10 ? nil : 0 }
+        while i < end, case let d = p[i] &- 48, d < 10 {
+            let (m, o1) = value.multipliedReportingOverflow(by: 10)
+            let (s, o2) = m.addingReportingOverflow(UInt64(d))
+            if o1 || o2 { return nil }
+            value = s
+            i += 1
+        }
+        return value <= max ? value : nil
+    }
+
+    /// `errno`: an integer that fits an Int32, maybe negative.
+    private mutating func signed32() -> Int32? {
+        let negative = i < end && p[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        guard let m = unsigned(max: UInt64(Int32.max) + 1) else { return nil }
+        if negative { return Int32(-Int64(m)) }
+        return m <= UInt64(Int32.max) ? Int32(m) : nil
+    }
+
+    @inline(__always)
+    private mutating func bool() -> Bool? {
+        if skip("true") { return true }
+        if skip("false") { return false }
+        return nil
+    }
+
+    /// A quoted string of ASCII without control bytes or escapes: its bytes.
+    @inline(__always)
+    private mutating func plainString() -> JSONValue? {
+        guard i < end, p[i] == UInt8(ascii: "\"") else { return nil }
+        i += 1
+        let start = i
+        // 8 bytes at a time while none is a quote, a backslash, a control byte or non-ASCII.
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        while i + 8 <= end {
+            let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
+            let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
+            if special & highs != 0 { break }
+            i += 8
+        }
+        while i < end {
+            let b = p[i]
+            if b == UInt8(ascii: "\"") {
+                i += 1
+                return JSONValue(kind: .string, start: start, end: i - 1)
+            }
+            guard b >= 0x20, b < 0x80, b != UInt8(ascii: "\\") else { return nil }
+            i += 1
+        }
+        return nil
+    }
+
+    /// A quoted kernel state name.
+    @inline(__always)
+    private mutating func state() -> KernelTCPState? {
+        guard let v = plainString() else { return nil }
+        return KernelTCPState(name: p + v.start, count: v.end - v.start)
+    }
+}
+
+extension KernelTCPState {
+    /// Reads a kernel name such as `SYN_SENT` from bytes: the length and a
+    /// byte or two pick the one candidate, one compare confirms it.
+    init?(name p: UnsafePointer<UInt8>, count n: Int) {
+        let s: KernelTCPState
+        switch n {
+        case 5: s = .close
+        case 6: s = .listen
+        case 7: s = .closing
+        case 8: s = p[0] == UInt8(ascii: "L") ? .lastAck : p[4] == UInt8(ascii: "S") ? .synSent : .synRecv
+        case 9: s = p[0] == UInt8(ascii: "T") ? .timeWait : p[8] == UInt8(ascii: "1") ? .finWait1 : .finWait2
+        case 10: s = .closeWait
+        case 11: s = .established
+        case 12: s = .newSynRecv
+        default: return nil
+        }
+        guard JSONStrings.memcmpEqual(p, s.nameBytes.utf8Start, n) else { return nil }
+        self = s
+    }
+}
+
+extension ProcessName {
+    /// The first 16 bytes of `count` (as `init(bytes:)`), copied at once.
+    init(_ p: UnsafePointer<UInt8>, count: Int) {
+        var value = ProcessName()
+        withUnsafeMutableBytes(of: &value) { raw in
+            raw.copyMemory(from: UnsafeRawBufferPointer(start: p, count: min(count, 16)))
+        }
+        self = value
+    }
+}
