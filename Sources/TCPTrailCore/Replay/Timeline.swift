@@ -114,13 +114,23 @@ public struct TimelineWriter {
 
     struct Timeline {
         var identity: ConnectionIdentity
-        var entries: [Entry] = []
+        var entries: [Entry]
         var anomalies: [Anomaly] = []
         var state: TCPState?
         var first: UInt64
         var last: UInt64
         var ended = false
         var dataRetransmits = 0
+
+        /// Room for a whole handshake and close from the start, instead of
+        /// growing the entries 1, 2, 4, 8 (three reallocations per connection).
+        init(identity: ConnectionIdentity, first: UInt64) {
+            self.identity = identity
+            entries = []
+            entries.reserveCapacity(8)
+            self.first = first
+            last = first
+        }
     }
 
     public init(clock: WallClock, selection: ReplaySelection = ReplaySelection()) {
@@ -185,7 +195,7 @@ public struct TimelineWriter {
         let conn = identity.conn
         guard selection.conn == nil || selection.conn == conn else { return }
         var isNew = false
-        let justEnded = Self.update(&open[conn, default: { isNew = true; return Timeline(identity: identity, first: mono, last: mono) }()]) { t in
+        let justEnded = Self.update(&open[conn, default: { isNew = true; return Timeline(identity: identity, first: mono) }()]) { t in
             t.identity = identity
             if mono > t.last { t.last = mono }
             return change(&t)
@@ -247,7 +257,7 @@ public struct TimelineWriter {
         out.append("conn " as StaticString)
         out.append(connection: id.conn)
         out.append("  " as StaticString)
-        out.append(id.endpoints)
+        out.append(endpoints: id)
         out.append("  " as StaticString)
         if id.ownerKnown {
             out.append("pid " as StaticString)
