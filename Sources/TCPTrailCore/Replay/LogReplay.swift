@@ -211,11 +211,22 @@ public final class LogReplay {
         }
 
         var started = false
+        // Locals in the per-line loop: a class property costs a runtime
+        // exclusivity check on every access.
+        var parser = self.parser
+        defer { self.parser = parser }
+        var lines: UInt64 = 0, records: UInt64 = 0
         parser.wantsTime = true
         for input in files {
             let path = input.path
+            defer {
+                result.lines += lines
+                result.records += records
+                lines = 0
+                records = 0
+            }
             let readError = input.reader.forEachLine { line, number in
-                result.lines += 1
+                lines += 1
                 let bytes: UnsafeRawBufferPointer
                 var isLast = false
                 switch line {
@@ -242,7 +253,7 @@ public final class LogReplay {
                         started = true
                         if r.type == .header { return result.stop == nil }
                     }
-                    result.records += 1
+                    records += 1
                     run.feed(r, emit: emit, lost: lost)
                 case .failure(let f):
                     if let v = f.unknownVersion {

@@ -199,15 +199,22 @@ struct WriterLayoutParser {
     @inline(__always)
     private mutating func unsigned(max: UInt64 = .max) -> UInt64? {
         guard i < end, case let first = p[i] &- 48, first < 10 else { return nil }
+        let start = i
         i += 1
         var value = UInt64(first)
         if first == 0 { return i < end && p[i] &- 48 < 10 ? nil : 0 }
-        while i < end, case let d = p[i] &- 48, d < 10 {
-            let (m, o1) = value.multipliedReportingOverflow(by: 10)
-            let (s, o2) = m.addingReportingOverflow(UInt64(d))
-            if o1 || o2 { return nil }
-            value = s
+        // 19 digits cannot overflow: no check per digit.
+        while i < end, i - start < 19, case let d = p[i] &- 48, d < 10 {
+            value = value &* 10 &+ UInt64(d)
             i += 1
+        }
+        if i < end, p[i] &- 48 < 10 {
+            // A 20th digit: UInt64 holds some; more never fit.
+            let (m, o1) = value.multipliedReportingOverflow(by: 10)
+            let (s, o2) = m.addingReportingOverflow(UInt64(p[i] &- 48))
+            i += 1
+            if o1 || o2 || (i < end && p[i] &- 48 < 10) { return nil }
+            value = s
         }
         return value <= max ? value : nil
     }
