@@ -55,8 +55,7 @@ struct WriterLayoutParser {
         r.event.comm = ProcessName(p + comm.start, count: comm.end - comm.start)
         r.event.netns = UInt32(netns)
         r.event.family = UInt8(family)
-        guard let local = try? LogRecordParser.parseAddress(p, laddr, family: UInt8(family), "laddr"),
-              let remote = try? LogRecordParser.parseAddress(p, raddr, family: UInt8(family), "raddr") else { return nil }
+        guard let local = address(laddr, family: UInt8(family)), let remote = address(raddr, family: UInt8(family)) else { return nil }
         r.event.localAddress = local
         r.event.remoteAddress = remote
         r.event.localPort = UInt16(lport)
@@ -148,6 +147,27 @@ struct WriterLayoutParser {
         return true
     }
 
+    /// A dotted quad read here (nearly every address); IPv6 by the general parser's code.
+    private func address(_ v: JSONValue, family: UInt8) -> RawAddress? {
+        guard family == 4 else { return try? LogRecordParser.parseAddress(p, v, family: family, "") }
+        // As the general parser: four parts of 1 to 3 digits, each below 256.
+        var bytes: UInt32 = 0, part: UInt32 = 0, parts: UInt32 = 0, digits = 0
+        for k in v.start..<v.end {
+            let d = p[k] &- 48
+            if d < 10 {
+                guard digits < 3 else { return nil }
+                part = part * 10 + UInt32(d)
+                digits += 1
+            } else {
+                guard p[k] == UInt8(ascii: "."), digits > 0, part < 256, parts < 3 else { return nil }
+                bytes |= part << (8 * parts)
+                parts += 1; part = 0; digits = 0
+            }
+        }
+        guard parts == 3, digits > 0, part < 256 else { return nil }
+        return RawAddress(high: UInt64(bytes | part << 24), low: 0)
+    }
+
     /// The kernel record types, the only ones read here.
     private mutating func kernelRecordType() -> LogRecordType? {
         if skip("transition\"") { return .transition }
@@ -178,18 +198,22 @@ struct WriterLayoutParser {
         return true
     }
 
-    /// Byte-wise equality, 8 bytes at a time.
+    /// Byte-wise equality, 8 bytes at a time; the last word overlaps the one
+    /// before instead of a byte loop (the keys are 4 to 20 bytes).
     @inline(__always)
     private static func equal(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        var k = 0
-        while k + 8 <= n {
-            if UnsafeRawPointer(a + k).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + k).loadUnaligned(as: UInt64.self) { return false }
-            k += 8
+        @inline(__always) func word(_ p: UnsafePointer<UInt8>, _ k: Int) -> UInt64 { UnsafeRawPointer(p + k).loadUnaligned(as: UInt64.self) }
+        @inline(__always) func half(_ p: UnsafePointer<UInt8>, _ k: Int) -> UInt32 { UnsafeRawPointer(p + k).loadUnaligned(as: UInt32.self) }
+        if n >= 8 {
+            var k = 0
+            while k + 8 < n {
+                if word(a, k) != word(b, k) { return false }
+                k += 8
+            }
+            return word(a, n - 8) == word(b, n - 8)
         }
-        while k < n {
-            if a[k] != b[k] { return false }
-            k += 1
-        }
+        if n >= 4 { return half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4) }
+        for k in 0..<n where a[k] != b[k] { return false }
         return true
     }
 
