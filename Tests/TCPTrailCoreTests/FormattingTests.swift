@@ -10,6 +10,11 @@ func event(_ bytes: [UInt8] = recordedTransition()) -> KernelEvent {
 let fixedClock = WallClock(bootOffsetNanoseconds: 1_795_236_180_000_000_000)
 
 @Suite struct FormattingTests {
+    @Test func staticNamesAreTheRawValues() {
+        for s in TCPState.allCases { #expect(s.nameBytes.description == s.rawValue) }
+        for s in Step.allCases { #expect(s.nameBytes.description == s.rawValue) }
+    }
+
     @Test func rfc3339WithNanoseconds() {
         var clock = fixedClock
         var out = OutputBuffer()

@@ -321,12 +321,12 @@ public struct TimelineWriter {
             let start = out.count
             switch entry {
             case .change(let c):
-                out.append(c.from.rawValue)
+                out.append(c.from.nameBytes)
                 out.pad(from: start, to: 13)
                 out.append("-> " as StaticString)
-                out.append(c.to.rawValue)
+                out.append(c.to.nameBytes)
                 out.pad(from: start, to: 30)
-                out.append(c.step.rawValue)
+                out.append(c.step.nameBytes)
                 if c.inferred { out.append(" (inferred)" as StaticString) }
                 if let reason = c.reason {
                     out.append(UInt8(ascii: " "))
@@ -339,12 +339,12 @@ public struct TimelineWriter {
                     out.append("after " as StaticString)
                     Self.appendDuration(spent, to: &out)
                     out.append(" in " as StaticString)
-                    out.append(c.from.rawValue)
+                    out.append(c.from.nameBytes)
                 }
                 since = c.mono
             case .snapshot(let s, let mono):
                 out.append("open when the trace started, in " as StaticString)
-                out.append(s.rawValue)
+                out.append(s.nameBytes)
                 since = mono
             case .anomaly(let index, _):
                 let a = t.anomalies[index]
@@ -390,7 +390,7 @@ public struct TimelineWriter {
             out.append("CLOSED" as StaticString)
         case let s?:
             out.append("still " as StaticString)
-            out.append(s.rawValue)
+            out.append(s.nameBytes)
             out.append(" at the end of the log" as StaticString)
         case nil:
             out.append("state unknown (no transition seen)" as StaticString)
