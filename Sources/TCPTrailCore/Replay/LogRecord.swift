@@ -274,23 +274,32 @@ public struct LogRecordParser {
 
     /// Parses one line (without its newline).
     public mutating func parse(_ line: UnsafeRawBufferPointer) -> Result<LogRecord, LogParseFailure> {
-        guard let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .failure(Self.fail("empty line")) }
+        var r = LogRecord()
+        if let failure = parse(line, into: &r) { return .failure(failure) }
+        return .success(r)
+    }
+
+    /// `parse(_:)` into a record the caller keeps (replay's loop: no Result
+    /// to wrap and copy each record out of). Returns nil on success.
+    mutating func parse(_ line: UnsafeRawBufferPointer, into r: inout LogRecord) -> LogParseFailure? {
+        guard let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return Self.fail("empty line") }
+        // Nearly every line: a kernel record exactly as tcptrail writes it.
+        if tryWriterLayout && !wantsTime && WriterLayoutParser.parse(base, line.count, into: &r) { return nil }
         do {
-            return .success(try parse(base, line.count))
+            try parse(base, line.count, into: &r)
+            return nil
         } catch let e as LogParseFailure {
-            return .failure(e)
+            return e
         } catch let e as LogLineError {
-            return .failure(Self.fail(e.message))
+            return Self.fail(e.message)
         } catch {
-            return .failure(Self.fail("\(error)"))
+            return Self.fail("\(error)")
         }
     }
 
-    private mutating func parse(_ p: UnsafePointer<UInt8>, _ n: Int) throws -> LogRecord {
-        // Nearly every line: a kernel record exactly as tcptrail writes it.
-        if tryWriterLayout && !wantsTime, let r = WriterLayoutParser.parse(p, n) { return r }
+    private mutating func parse(_ p: UnsafePointer<UInt8>, _ n: Int, into r: inout LogRecord) throws {
         var scanner = try JSONObjectScanner(p, count: n)
-        var r = LogRecord()
+        r = LogRecord()
         var version: Int64?, seq: UInt64?, mono: UInt64?, typeValue: JSONValue?
         var conn: JSONValue?, laddr: JSONValue?, raddr: JSONValue?, family: UInt64?
         var lport: UInt64?, rport: UInt64?
@@ -407,12 +416,12 @@ public struct LogRecordParser {
                 throw LogParseFailure(message: "format version \(fv) (this tcptrail reads version 1)", unknownVersion: fv)
             }
             if let thresholds { r.thresholds = try parseThresholds(p, thresholds) }
-            return r
+            return
         case .lost:
             if let totalByType { r.lostByType = try parseLostByType(p, totalByType) }
-            return r
+            return
         case .summary, .other:
-            return r
+            return
         default:
             break
         }
@@ -477,7 +486,6 @@ public struct LogRecordParser {
         default:
             break
         }
-        return r
     }
 
     private func recordType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) -> LogRecordType {

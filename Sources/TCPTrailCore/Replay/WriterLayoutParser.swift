@@ -21,16 +21,17 @@ struct WriterLayoutParser {
         end = n
     }
 
-    /// The record on the line, or nil when the line is not in the writer's layout.
-    static func parse(_ p: UnsafePointer<UInt8>, _ n: Int) -> LogRecord? {
+    /// Reads the line into `r`; false (and `r` half-filled) when the line
+    /// is not in the writer's layout.
+    static func parse(_ p: UnsafePointer<UInt8>, _ n: Int, into r: inout LogRecord) -> Bool {
         var cursor = WriterLayoutParser(p, n)
-        return cursor.record()
+        return cursor.record(&r)
     }
 
     // MARK: - The record
 
-    private mutating func record() -> LogRecord? {
-        var r = LogRecord()
+    private mutating func record(_ r: inout LogRecord) -> Bool {
+        r = LogRecord()
         guard skip("{\"v\":1,\"seq\":"), let seq = unsigned(),
               skip(",\"type\":\""), let type = kernelRecordType(),
               skip(",\"time\":"), plainString() != nil,
@@ -46,7 +47,7 @@ struct WriterLayoutParser {
               skip(",\"raddr\":"), let raddr = plainString(),
               skip(",\"rport\":"), let rport = unsigned(max: 65535),
               skip(",\"owner_known\":"), let ownerKnown = bool()
-        else { return nil }
+        else { return false }
         r.type = type
         r.seq = seq
         r.mono = mono
@@ -55,7 +56,7 @@ struct WriterLayoutParser {
         r.event.comm = ProcessName(p + comm.start, count: comm.end - comm.start)
         r.event.netns = UInt32(netns)
         r.event.family = UInt8(family)
-        guard let local = address(laddr, family: UInt8(family)), let remote = address(raddr, family: UInt8(family)) else { return nil }
+        guard let local = address(laddr, family: UInt8(family)), let remote = address(raddr, family: UInt8(family)) else { return false }
         r.event.localAddress = local
         r.event.remoteAddress = remote
         r.event.localPort = UInt16(lport)
@@ -66,11 +67,11 @@ struct WriterLayoutParser {
 
         // A transition the engine made up (2MSL) has no kernel fields, not even `cpu`.
         if type == .transition, skip(",\"from\":") {
-            guard documentedTail(&r) else { return nil }
+            guard documentedTail(&r) else { return false }
             r.event.flags = flags
-            return r
+            return true
         }
-        guard skip(",\"cpu\":"), let cpu = unsigned(max: 255) else { return nil }
+        guard skip(",\"cpu\":"), let cpu = unsigned(max: 255) else { return false }
         r.event.cpu = UInt8(cpu)
 
         switch type {
@@ -78,60 +79,60 @@ struct WriterLayoutParser {
             r.event.kind = .transition
             guard skip(",\"kernel_from\":"), let from = state(),
                   skip(",\"kernel_to\":"), let to = state(),
-                  skip(",\"prev_state_ns\":") else { return nil }
+                  skip(",\"prev_state_ns\":") else { return false }
             if !skip("null") {
-                guard let prev = unsigned() else { return nil }
+                guard let prev = unsigned() else { return false }
                 r.event.previousStateNanoseconds = prev
             }
-            guard skip(",\"peer_fin\":"), let peerFin = bool() else { return nil }
+            guard skip(",\"peer_fin\":"), let peerFin = bool() else { return false }
             if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
             r.event.oldState = from
             r.event.newState = to
             r.isKernelTransition = true
             if skip(",\"from\":") {
-                guard documentedTail(&r) else { return nil }
+                guard documentedTail(&r) else { return false }
             } else {
-                guard skip("}") else { return nil }
+                guard skip("}") else { return false }
             }
         case .retransmit:
             r.event.kind = .retransmit
-            guard skip(",\"kernel_state\":"), kernelState(&r.event), skip(",\"what\":\"") else { return nil }
+            guard skip(",\"kernel_state\":"), kernelState(&r.event), skip(",\"what\":\"") else { return false }
             if skip("data\"") { r.event.retransmit = .data }
             else if skip("syn\"") { r.event.retransmit = .syn }
             else if skip("synack\"") { r.event.retransmit = .synack }
-            else { return nil }
-            guard skip("}") else { return nil }
+            else { return false }
+            guard skip("}") else { return false }
         case .reset:
             r.event.kind = .reset
-            guard skip(",\"direction\":\"") else { return nil }
+            guard skip(",\"direction\":\"") else { return false }
             if skip("sent\"") { r.event.reset = .sent }
             else if skip("received\"") { r.event.reset = .received }
-            else { return nil }
-            guard skip(",\"kernel_state\":"), kernelState(&r.event) else { return nil }
+            else { return false }
+            guard skip(",\"kernel_state\":"), kernelState(&r.event) else { return false }
             if skip(",\"reason\":") {
-                guard let reason = unsigned() else { return nil }
+                guard let reason = unsigned() else { return false }
                 r.event.resetReason = UInt32(truncatingIfNeeded: reason)
             }
             // Only a reset no socket owned has no connection id, and it says so.
             if skip(",\"no_socket\":true") {
-                guard socketless else { return nil }
+                guard socketless else { return false }
             }
-            guard skip("}") else { return nil }
+            guard skip("}") else { return false }
         case .error:
             r.event.kind = .error
             guard skip(",\"kernel_state\":"), kernelState(&r.event),
                   skip(",\"errno\":"), let errorNumber = signed32(),
-                  skip(",\"error\":"), plainString() != nil, skip("}") else { return nil }
+                  skip(",\"error\":"), plainString() != nil, skip("}") else { return false }
             r.event.errorNumber = errorNumber
         case .listenDrop:
             r.event.kind = .listenDrop
-            guard skip("}") else { return nil }
+            guard skip("}") else { return false }
         default:
-            return nil
+            return false
         }
-        guard i == end else { return nil }
+        guard i == end else { return false }
         r.event.flags = flags
-        return r
+        return true
     }
 
     /// `"from":` is read; the rest of the engine's documented meaning and the
