@@ -114,11 +114,11 @@ public struct JSONLinesWriter: Sendable {
 
     private func appendDocumented(_ change: StateChange, to out: inout OutputBuffer) {
         out.append(",\"from\":\"" as StaticString)
-        out.append(change.from.rawValue)
+        out.append(change.from.nameBytes)
         out.append("\",\"to\":\"" as StaticString)
-        out.append(change.to.rawValue)
+        out.append(change.to.nameBytes)
         out.append("\",\"step\":\"" as StaticString)
-        out.append(change.step.rawValue)
+        out.append(change.step.nameBytes)
         out.append("\",\"inferred\":" as StaticString)
         out.append(change.inferred ? "true" as StaticString : "false")
         if let reason = change.reason {
@@ -146,7 +146,7 @@ public struct JSONLinesWriter: Sendable {
             appendPrologue(type: .snapshot, mono: mono, to: &out)
             appendIdentity(id, to: &out)
             out.append(",\"state\":\"" as StaticString)
-            out.append(state.rawValue)
+            out.append(state.nameBytes)
             out.append("\",\"kernel_state\":\"" as StaticString)
             out.append(kernel.nameBytes)
             out.append(UInt8(ascii: "\""))

@@ -81,21 +81,38 @@ public struct OutputBuffer {
         for b in bytes { append(b) }
     }
 
+    /// "00" to "99": numbers are written two digits per division.
+    private static let digitPairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
+    /// 10^0 to 10^19.
+    private static let powersOfTen: [UInt64] = (0..<20).map { (0..<$0).reduce(UInt64(1)) { p, _ in p * 10 } }
+
+    /// Writes the last `n` digits of `value` (zero-padded) ending just before `end`.
+    @inline(__always)
+    private static func writeDigits(_ value: UInt64, _ n: Int, before end: UnsafeMutablePointer<UInt8>) {
+        let pairs = digitPairs.utf8Start
+        var v = value, i = n, p = end
+        while i >= 2 {
+            let r = Int(truncatingIfNeeded: v % 100)
+            v /= 100
+            p -= 2
+            p[0] = pairs[2 &* r]
+            p[1] = pairs[2 &* r &+ 1]
+            i -= 2
+        }
+        if i == 1 { (p - 1).pointee = UInt8(truncatingIfNeeded: v % 10) &+ 48 }
+    }
+
     /// Appends an unsigned decimal number.
     public mutating func append(decimal value: UInt64) {
         if value < 10 {
             append(UInt8(truncatingIfNeeded: value) &+ 48)
             return
         }
-        var n = 1
-        var t = value / 10
-        while t > 0 { n += 1; t /= 10 }
-        let dst = reserve(n)
-        var v = value
-        for i in stride(from: n - 1, through: 0, by: -1) {
-            dst[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-            v /= 10
-        }
+        // The digit count from the bit length (x 1233 / 4096 is about x log10(2)), then one compare.
+        var n = ((64 - value.leadingZeroBitCount) &* 1233) >> 12
+        if value >= Self.powersOfTen[n] { n += 1 }
+        Self.writeDigits(value, n, before: reserve(n) + n)
         count += n
     }
 
@@ -111,12 +128,7 @@ public struct OutputBuffer {
     /// Appends `value` as exactly `width` digits, zero-padded.
     public mutating func append(decimal value: UInt64, zeroPaddedTo width: Int) {
         let w = max(width, 1)
-        let dst = reserve(w)
-        var v = value
-        for i in stride(from: w - 1, through: 0, by: -1) {
-            dst[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-            v /= 10
-        }
+        Self.writeDigits(value, w, before: reserve(w) + w)
         count += w
     }
 

@@ -10,6 +10,30 @@ func event(_ bytes: [UInt8] = recordedTransition()) -> KernelEvent {
 let fixedClock = WallClock(bootOffsetNanoseconds: 1_795_236_180_000_000_000)
 
 @Suite struct FormattingTests {
+    @Test func decimalsAtEveryDigitCount() {
+        var values: [UInt64] = [0, 1, 9, UInt64.max, UInt64.max - 1]
+        var p: UInt64 = 10
+        for _ in 1...19 {
+            values += [p - 1, p, p + 1, p + p / 2]
+            if p > UInt64.max / 10 { break }
+            p *= 10
+        }
+        for v in values {
+            var out = OutputBuffer(capacity: 4)
+            out.append(decimal: v)
+            #expect(out.string == String(v))
+            var padded = OutputBuffer(capacity: 4)
+            padded.append(decimal: v, zeroPaddedTo: 7)
+            let text = String(v)
+            #expect(padded.string == String((String(repeating: "0", count: 7) + text).suffix(7)))
+        }
+    }
+
+    @Test func staticNamesAreTheRawValues() {
+        for s in TCPState.allCases { #expect(s.nameBytes.description == s.rawValue) }
+        for s in Step.allCases { #expect(s.nameBytes.description == s.rawValue) }
+    }
+
     @Test func rfc3339WithNanoseconds() {
         var clock = fixedClock
         var out = OutputBuffer()

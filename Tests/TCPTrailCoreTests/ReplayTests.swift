@@ -464,3 +464,72 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         }
     }
 }
+
+/// `WriterLayoutParser` (the fast path for tcptrail's own layout) must read
+/// every line exactly as the general parser does, or leave it to it.
+@Suite struct WriterLayoutParserTests {
+    /// What a parse gave, as a comparable value.
+    static func outcome(_ line: [UInt8], writerLayout: Bool) -> String {
+        var parser = LogRecordParser()
+        parser.tryWriterLayout = writerLayout
+        switch line.withUnsafeBytes({ parser.parse($0) }) {
+        case .success(let r):
+            return "\(r.type) \(r.seq) \(r.mono) \(r.event) kernel=\(r.isKernelTransition) step=\(r.hasDocumentedStep) snap=\(String(describing: r.snapshotState))"
+        case .failure(let f):
+            return "failure: \(f.message) \(String(describing: f.unknownVersion))"
+        }
+    }
+
+    /// The lines the writer makes of random traffic and of what the engine made of it.
+    static func writerLines() -> [[UInt8]] {
+        var rng = SplitMix64(state: 11)
+        var (events, _, _) = randomTraffic(&rng, connections: 120)
+        events[0].comm = ProcessName(bytes: [0x1b, 0x22, 0x5c, 0xff, 0x41])
+        events[1].family = 6
+        events[1].localAddress = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        events[2].errorNumber = -5
+        var writer = JSONLinesWriter(clock: WallClock(bootOffsetNanoseconds: 0))
+        var engine = HandshakeEngine()
+        var lines: [[UInt8]] = []
+        for e in events {
+            var out = OutputBuffer()
+            writer.append(e, to: &out)
+            engine.process(e) { writer.append($0, to: &out) }
+            lines += out.bytes.split(separator: 10).map(Array.init)
+        }
+        var out = OutputBuffer()
+        engine.advance(to: .max / 2) { writer.append($0, to: &out) }
+        return lines + out.bytes.split(separator: 10).map(Array.init)
+    }
+
+    @Test func writerLinesReadTheSameAndTakeTheFastPath() {
+        var fast = 0
+        for line in Self.writerLines() {
+            #expect(Self.outcome(line, writerLayout: true) == Self.outcome(line, writerLayout: false), "\(String(decoding: line, as: UTF8.self))")
+            var r = LogRecord()
+            if line.withUnsafeBufferPointer({ WriterLayoutParser.parse($0.baseAddress!, $0.count, into: &r) }) { fast += 1 }
+        }
+        // Every kernel record and made-up transition (not anomalies): most lines.
+        #expect(fast * 10 > Self.writerLines().count * 8)
+    }
+
+    @Test func mutatedWriterLinesReadTheSameEitherWay() async {
+        let seeds = Self.writerLines()
+        let mutation = zip(Gen.int(in: 0..<seeds.count), Gen.int(in: 0..<4), Gen.int(in: 0..<10_000), Gen.uint8())
+        await propertyCheck(count: 30_000, input: mutation.array(of: 1...3)) { edits in
+            var line = seeds[edits[0].0]
+            for (_, op, pos, b) in edits {
+                let at = line.isEmpty ? 0 : pos % line.count
+                // Digits, quotes, commas and letters of the layout, as often as any byte.
+                let byte = [UInt8(ascii: "0"), UInt8(ascii: "9"), UInt8(ascii: "\""), UInt8(ascii: ","), UInt8(ascii: "-"), UInt8(ascii: "n"), b][Int(b) % 7]
+                switch op {
+                case 0: if !line.isEmpty { line[at] = byte }
+                case 1: line.insert(byte, at: at)
+                case 2: if !line.isEmpty { line.remove(at: at) }
+                default: line = Array(line.prefix(at))
+                }
+            }
+            #expect(Self.outcome(line, writerLayout: true) == Self.outcome(line, writerLayout: false), "\(String(decoding: line, as: UTF8.self))")
+        }
+    }
+}

@@ -45,14 +45,22 @@ public struct ConnectionIdentity: Sendable, Equatable {
     /// "198.18.0.1:41234 -> 198.18.0.2:8080" for sentences.
     public var endpoints: String {
         var out = OutputBuffer(capacity: 96)
-        out.append(address: localAddress, family: family)
-        out.append(UInt8(ascii: ":"))
-        out.append(decimal: UInt64(localPort))
-        out.append(" -> " as StaticString)
-        out.append(address: remoteAddress, family: family)
-        out.append(UInt8(ascii: ":"))
-        out.append(decimal: UInt64(remotePort))
+        out.append(endpoints: self)
         return out.string
+    }
+}
+
+extension OutputBuffer {
+    /// `ConnectionIdentity.endpoints`, without a String in between (replay
+    /// writes one per connection).
+    public mutating func append(endpoints id: ConnectionIdentity) {
+        append(address: id.localAddress, family: id.family)
+        append(UInt8(ascii: ":"))
+        append(decimal: UInt64(id.localPort))
+        append(" -> " as StaticString)
+        append(address: id.remoteAddress, family: id.family)
+        append(UInt8(ascii: ":"))
+        append(decimal: UInt64(id.remotePort))
     }
 }
 

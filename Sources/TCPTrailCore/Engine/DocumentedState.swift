@@ -29,6 +29,24 @@ public enum TCPState: String, Sendable, CaseIterable {
         }
     }
 
+    /// `rawValue` as static UTF-8 bytes, for writers on the hot path (no
+    /// String per use); FormattingTests checks the two agree.
+    public var nameBytes: StaticString {
+        switch self {
+        case .closed: "CLOSED"
+        case .listen: "LISTEN"
+        case .synSent: "SYN_SENT"
+        case .synReceived: "SYN_RECEIVED"
+        case .established: "ESTABLISHED"
+        case .finWait1: "FIN_WAIT_1"
+        case .finWait2: "FIN_WAIT_2"
+        case .closeWait: "CLOSE_WAIT"
+        case .closing: "CLOSING"
+        case .lastAck: "LAST_ACK"
+        case .timeWait: "TIME_WAIT"
+        }
+    }
+
     /// Synchronized states: an RST here aborts an established exchange.
     public var isSynchronized: Bool {
         switch self {
@@ -54,6 +72,25 @@ public enum Step: String, Sendable, CaseIterable {
     case closed
     case reset
     case aborted
+
+    /// `rawValue` as static UTF-8 bytes, for writers on the hot path.
+    public var nameBytes: StaticString {
+        switch self {
+        case .listen: "listen"
+        case .unlisten: "unlisten"
+        case .synSent: "syn_sent"
+        case .synReceived: "syn_received"
+        case .established: "established"
+        case .finSent: "fin_sent"
+        case .finReceived: "fin_received"
+        case .finAcked: "fin_acked"
+        case .simultaneousClose: "simultaneous_close"
+        case .timeWait: "time_wait"
+        case .closed: "closed"
+        case .reset: "reset"
+        case .aborted: "aborted"
+        }
+    }
 }
 
 /// The RFC 9293 state diagram as (kernel from, kernel to) -> documented

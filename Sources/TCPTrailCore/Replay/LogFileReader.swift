@@ -25,6 +25,12 @@ public final class LogFileReader {
         case unterminated(UnsafeRawBufferPointer)
     }
 
+    /// Bytes asked of each read: the buffer holds a 1 MiB line and more, but
+    /// reading it full left the first lines out of the L2 cache (1 MiB per
+    /// core here) by the time they were parsed. At least twice zlib's buffer
+    /// (`gzbuffer`), so zlib reads (or inflates) straight into ours.
+    static let readBytes = 1 << 19
+
     public let path: String
     private let file: gzFile
     private var buffer: UnsafeMutableRawBufferPointer
@@ -103,7 +109,7 @@ public final class LogFileReader {
                 end -= start
                 start = 0
             }
-            let room = min(capacity - end, Int(Int32.max))
+            let room = min(capacity - end, Self.readBytes)
             let n = gzread(file, base + end, UInt32(room))
             if n < 0 {
                 return readError()

@@ -118,6 +118,8 @@ public struct LogRecordParser {
     private let recordTypes = LogRecordType.allCases.filter { $0 != .other }
     /// Also read `time` (a log without header gets its wall clock from it).
     public var wantsTime = false
+    /// Try `WriterLayoutParser` first (off only in tests that compare the two).
+    var tryWriterLayout = true
 
     public init() {
         scratch.reserveCapacity(256)
@@ -272,21 +274,32 @@ public struct LogRecordParser {
 
     /// Parses one line (without its newline).
     public mutating func parse(_ line: UnsafeRawBufferPointer) -> Result<LogRecord, LogParseFailure> {
-        guard let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .failure(Self.fail("empty line")) }
+        var r = LogRecord()
+        if let failure = parse(line, into: &r) { return .failure(failure) }
+        return .success(r)
+    }
+
+    /// `parse(_:)` into a record the caller keeps (replay's loop: no Result
+    /// to wrap and copy each record out of). Returns nil on success.
+    mutating func parse(_ line: UnsafeRawBufferPointer, into r: inout LogRecord) -> LogParseFailure? {
+        guard let base = line.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return Self.fail("empty line") }
+        // Nearly every line: a kernel record exactly as tcptrail writes it.
+        if tryWriterLayout && !wantsTime && WriterLayoutParser.parse(base, line.count, into: &r) { return nil }
         do {
-            return .success(try parse(base, line.count))
+            try parse(base, line.count, into: &r)
+            return nil
         } catch let e as LogParseFailure {
-            return .failure(e)
+            return e
         } catch let e as LogLineError {
-            return .failure(Self.fail(e.message))
+            return Self.fail(e.message)
         } catch {
-            return .failure(Self.fail("\(error)"))
+            return Self.fail("\(error)")
         }
     }
 
-    private mutating func parse(_ p: UnsafePointer<UInt8>, _ n: Int) throws -> LogRecord {
+    private mutating func parse(_ p: UnsafePointer<UInt8>, _ n: Int, into r: inout LogRecord) throws {
         var scanner = try JSONObjectScanner(p, count: n)
-        var r = LogRecord()
+        r = LogRecord()
         var version: Int64?, seq: UInt64?, mono: UInt64?, typeValue: JSONValue?
         var conn: JSONValue?, laddr: JSONValue?, raddr: JSONValue?, family: UInt64?
         var lport: UInt64?, rport: UInt64?
@@ -403,24 +416,24 @@ public struct LogRecordParser {
                 throw LogParseFailure(message: "format version \(fv) (this tcptrail reads version 1)", unknownVersion: fv)
             }
             if let thresholds { r.thresholds = try parseThresholds(p, thresholds) }
-            return r
+            return
         case .lost:
             if let totalByType { r.lostByType = try parseLostByType(p, totalByType) }
-            return r
+            return
         case .summary, .other:
-            return r
+            return
         default:
             break
         }
 
         // Connection records: identity and endpoints.
         guard let conn else { throw Self.fail("no \"conn\" in a \(r.type.name) record") }
-        try parseConn(p, conn, into: &r.event)
+        try Self.parseConn(p, conn, into: &r.event)
         guard let family, family == 4 || family == 6 else { throw Self.fail("\"family\" must be 4 or 6") }
         r.event.family = UInt8(family)
         guard let laddr, let raddr else { throw Self.fail("no \"laddr\" or \"raddr\"") }
-        r.event.localAddress = try parseAddress(p, laddr, family: r.event.family, "laddr")
-        r.event.remoteAddress = try parseAddress(p, raddr, family: r.event.family, "raddr")
+        r.event.localAddress = try Self.parseAddress(p, laddr, family: r.event.family, "laddr")
+        r.event.remoteAddress = try Self.parseAddress(p, raddr, family: r.event.family, "raddr")
         guard let lport, let rport else { throw Self.fail("no \"lport\" or \"rport\"") }
         r.event.localPort = UInt16(lport)
         r.event.remotePort = UInt16(rport)
@@ -473,7 +486,6 @@ public struct LogRecordParser {
         default:
             break
         }
-        return r
     }
 
     private func recordType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) -> LogRecordType {
@@ -490,17 +502,12 @@ public struct LogRecordParser {
 
     private func state(_ p: UnsafePointer<UInt8>, _ v: JSONValue, _ name: String) throws -> KernelTCPState {
         guard v.kind == .string, !v.escaped else { throw Self.fail("\"\(name)\" must be a kernel state name such as ESTABLISHED") }
-        for s in KernelTCPState.allCases {
-            let word = s.nameBytes
-            if v.end - v.start == word.utf8CodeUnitCount && JSONStrings.memcmpEqual(p + v.start, word.utf8Start, word.utf8CodeUnitCount) {
-                return s
-            }
-        }
+        if let s = KernelTCPState(name: p + v.start, count: v.end - v.start) { return s }
         throw Self.fail("\"\(name)\" is not a kernel state name: \(JSONStrings.string(p, v) ?? "")")
     }
 
     /// "4217" or "4217.2"; "" for a socket-less reset.
-    private func parseConn(_ p: UnsafePointer<UInt8>, _ v: JSONValue, into e: inout KernelEvent) throws {
+    static func parseConn(_ p: UnsafePointer<UInt8>, _ v: JSONValue, into e: inout KernelEvent) throws {
         guard v.kind == .string, !v.escaped else { throw Self.fail("\"conn\" must be a string such as \"4217\" or \"4217.1\"") }
         var cookie: UInt64 = 0, generation: UInt64 = 0
         var inGeneration = false, digits = 0
@@ -526,7 +533,7 @@ public struct LogRecordParser {
     }
 
     /// Dotted quad by hand (the common case); IPv6 through inet_pton.
-    private func parseAddress(_ p: UnsafePointer<UInt8>, _ v: JSONValue, family: UInt8, _ name: String) throws -> RawAddress {
+    static func parseAddress(_ p: UnsafePointer<UInt8>, _ v: JSONValue, family: UInt8, _ name: String) throws -> RawAddress {
         guard v.kind == .string, !v.escaped, v.end - v.start <= 45 else { throw Self.fail("\"\(name)\" must be an IP address") }
         if family == 4 {
             var bytes: UInt32 = 0

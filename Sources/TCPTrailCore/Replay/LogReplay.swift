@@ -211,11 +211,24 @@ public final class LogReplay {
         }
 
         var started = false
+        // Locals in the per-line loop: a class property costs a runtime
+        // exclusivity check on every access.
+        var parser = self.parser
+        defer { self.parser = parser }
+        var lines: UInt64 = 0, records: UInt64 = 0
+        /// Each line is parsed into this one record, not returned in a Result.
+        var r = LogRecord()
         parser.wantsTime = true
         for input in files {
             let path = input.path
+            defer {
+                result.lines += lines
+                result.records += records
+                lines = 0
+                records = 0
+            }
             let readError = input.reader.forEachLine { line, number in
-                result.lines += 1
+                lines += 1
                 let bytes: UnsafeRawBufferPointer
                 var isLast = false
                 switch line {
@@ -228,23 +241,7 @@ public final class LogReplay {
                 }
                 // Blank lines carry nothing (an editor's trailing newline).
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0d }) { return true }
-                switch parser.parse(bytes) {
-                case .success(let r):
-                    if !started {
-                        // Wall time: the header's boot offset, else the first record's `time`.
-                        var offset = r.bootOffsetNanoseconds ?? 0
-                        if r.bootOffsetNanoseconds == nil, let t = r.time, let unix = WallClock.parseRFC3339(t) {
-                            offset = unix - Int64(bitPattern: r.mono)
-                        }
-                        if r.type == .header { run.feed(r, emit: emit, lost: lost) }
-                        start(WallClock(bootOffsetNanoseconds: offset), header: r.type == .header ? r : nil)
-                        parser.wantsTime = false
-                        started = true
-                        if r.type == .header { return result.stop == nil }
-                    }
-                    result.records += 1
-                    run.feed(r, emit: emit, lost: lost)
-                case .failure(let f):
+                if let f = parser.parse(bytes, into: &r) {
                     if let v = f.unknownVersion {
                         let message = "\(path):\(number): format version \(v) is not one this tcptrail reads (1); replay it with the tcptrail that wrote it, or a newer one"
                         diagnose("tcptrail: " + message)
@@ -262,6 +259,21 @@ public final class LogReplay {
                         diagnose("tcptrail: stopped at the first malformed line (--strict)")
                         return false
                     }
+                } else {
+                    if !started {
+                        // Wall time: the header's boot offset, else the first record's `time`.
+                        var offset = r.bootOffsetNanoseconds ?? 0
+                        if r.bootOffsetNanoseconds == nil, let t = r.time, let unix = WallClock.parseRFC3339(t) {
+                            offset = unix - Int64(bitPattern: r.mono)
+                        }
+                        if r.type == .header { run.feed(r, emit: emit, lost: lost) }
+                        start(WallClock(bootOffsetNanoseconds: offset), header: r.type == .header ? r : nil)
+                        parser.wantsTime = false
+                        started = true
+                        if r.type == .header { return result.stop == nil }
+                    }
+                    records += 1
+                    run.feed(r, emit: emit, lost: lost)
                 }
                 return result.stop == nil
             }

@@ -42,7 +42,14 @@ public struct ReplaySelection: Sendable {
 public struct TimelineWriter {
     public var clock: WallClock
     public var selection: ReplaySelection
-    private var open: [ConnectionID: Timeline] = [:]
+    /// The open connections' timelines, by connection: an index into `slots`,
+    /// so the table (60,000 entries at once in a busy log) holds small values
+    /// and grows cheaply.
+    private var open: [ConnectionID: Int] = [:]
+    /// Timelines, reused once written: a new connection takes a free slot
+    /// and its entries' storage, so steady state allocates nothing.
+    private var slots: [Timeline] = []
+    private var freeSlots: [Int] = []
     /// Connections that are over, in the order they ended.
     private var ended: [(conn: ConnectionID, at: UInt64)] = []
     private var endedHead = 0
@@ -114,13 +121,35 @@ public struct TimelineWriter {
 
     struct Timeline {
         var identity: ConnectionIdentity
-        var entries: [Entry] = []
+        var entries: [Entry]
         var anomalies: [Anomaly] = []
         var state: TCPState?
         var first: UInt64
         var last: UInt64
         var ended = false
         var dataRetransmits = 0
+
+        /// Room for a whole handshake and close from the start, instead of
+        /// growing the entries 1, 2, 4, 8 (three reallocations per connection).
+        init(identity: ConnectionIdentity, first: UInt64) {
+            self.identity = identity
+            entries = []
+            entries.reserveCapacity(8)
+            self.first = first
+            last = first
+        }
+
+        /// Starts over for another connection, keeping the arrays' storage.
+        mutating func reuse(identity: ConnectionIdentity, first: UInt64) {
+            self.identity = identity
+            entries.removeAll(keepingCapacity: true)
+            anomalies.removeAll(keepingCapacity: true)
+            state = nil
+            self.first = first
+            last = first
+            ended = false
+            dataRetransmits = 0
+        }
     }
 
     public init(clock: WallClock, selection: ReplaySelection = ReplaySelection()) {
@@ -184,25 +213,56 @@ public struct TimelineWriter {
     private mutating func record(_ identity: ConnectionIdentity, _ mono: UInt64, _ change: (inout Timeline) -> Bool) {
         let conn = identity.conn
         guard selection.conn == nil || selection.conn == conn else { return }
-        var isNew = false
-        let justEnded = Self.update(&open[conn, default: { isNew = true; return Timeline(identity: identity, first: mono, last: mono) }()]) { t in
-            t.identity = identity
-            if mono > t.last { t.last = mono }
-            return change(&t)
+        let slot: Int
+        if let known = open[conn] {
+            slot = known
+        } else {
+            slot = takeSlot(identity, mono)
+            open[conn] = slot
+            connectionsSeen += 1
         }
-        if isNew { connectionsSeen += 1 }
-        if justEnded { ended.append((conn, mono)) }
+        slots[slot].identity = identity
+        if mono > slots[slot].last { slots[slot].last = mono }
+        if change(&slots[slot]) { ended.append((conn, mono)) }
     }
 
-    @inline(__always)
-    private static func update(_ t: inout Timeline, _ body: (inout Timeline) -> Bool) -> Bool { body(&t) }
+    private mutating func takeSlot(_ identity: ConnectionIdentity, _ mono: UInt64) -> Int {
+        if let slot = freeSlots.popLast() {
+            slots[slot].reuse(identity: identity, first: mono)
+            return slot
+        }
+        slots.append(Timeline(identity: identity, first: mono))
+        return slots.count - 1
+    }
+
+    /// Writes the block of a connection that is over, and frees its slot.
+    private mutating func writeAndRemove(_ conn: ConnectionID, to out: inout OutputBuffer) -> Bool {
+        guard let slot = open.removeValue(forKey: conn) else { return false }
+        if shows(slots[slot]) {
+            connectionsShown += 1
+            anomaliesShown += slots[slot].anomalies.count
+            // Static, and the timeline inout: it is read in place (passed by
+            // value it was copied, its arrays retained, for every connection).
+            Self.write(&slots[slot], clock: &clock, to: &out)
+        }
+        freeSlots.append(slot)
+        return true
+    }
+
+    /// Whether a connection's block is shown (--anomalies-only, --since, --until).
+    private func shows(_ t: Timeline) -> Bool {
+        if selection.anomaliesOnly && t.anomalies.isEmpty { return false }
+        if let since = selection.sinceMono, t.last < since { return false }
+        if let until = selection.untilMono, t.first > until { return false }
+        return true
+    }
 
     /// Writes the blocks of connections that ended more than a second before `mono`.
     private mutating func writeSettled(before mono: UInt64, to out: inout OutputBuffer) {
         while endedHead < ended.count, ended[endedHead].at &+ Self.settleNanoseconds <= mono {
             let conn = ended[endedHead].conn
             endedHead += 1
-            if let t = open.removeValue(forKey: conn) { write(t, to: &out) }
+            _ = writeAndRemove(conn, to: &out)
         }
         if endedHead > 1024 && endedHead * 2 > ended.count {
             ended.removeFirst(endedHead)
@@ -217,17 +277,11 @@ public struct TimelineWriter {
         while endedHead < ended.count {
             let conn = ended[endedHead].conn
             endedHead += 1
-            if let t = open.removeValue(forKey: conn) {
-                write(t, to: &out)
-                return true
-            }
+            if writeAndRemove(conn, to: &out) { return true }
         }
-        if held == nil { held = open.keys.sorted { open[$0]!.first < open[$1]!.first }[...] }
+        if held == nil { held = open.sorted { slots[$0.value].first < slots[$1.value].first }.map(\.key)[...] }
         while let conn = held?.popFirst() {
-            if let t = open.removeValue(forKey: conn) {
-                write(t, to: &out)
-                return true
-            }
+            if writeAndRemove(conn, to: &out) { return true }
         }
         return false
     }
@@ -237,17 +291,12 @@ public struct TimelineWriter {
         while finishOne(to: &out) {}
     }
 
-    private mutating func write(_ t: Timeline, to out: inout OutputBuffer) {
-        if selection.anomaliesOnly && t.anomalies.isEmpty { return }
-        if let since = selection.sinceMono, t.last < since { return }
-        if let until = selection.untilMono, t.first > until { return }
-        connectionsShown += 1
-        anomaliesShown += t.anomalies.count
+    private static func write(_ t: inout Timeline, clock: inout WallClock, to out: inout OutputBuffer) {
         let id = t.identity
         out.append("conn " as StaticString)
         out.append(connection: id.conn)
         out.append("  " as StaticString)
-        out.append(id.endpoints)
+        out.append(endpoints: id)
         out.append("  " as StaticString)
         if id.ownerKnown {
             out.append("pid " as StaticString)
@@ -272,12 +321,12 @@ public struct TimelineWriter {
             let start = out.count
             switch entry {
             case .change(let c):
-                out.append(c.from.rawValue)
+                out.append(c.from.nameBytes)
                 out.pad(from: start, to: 13)
                 out.append("-> " as StaticString)
-                out.append(c.to.rawValue)
+                out.append(c.to.nameBytes)
                 out.pad(from: start, to: 30)
-                out.append(c.step.rawValue)
+                out.append(c.step.nameBytes)
                 if c.inferred { out.append(" (inferred)" as StaticString) }
                 if let reason = c.reason {
                     out.append(UInt8(ascii: " "))
@@ -290,12 +339,12 @@ public struct TimelineWriter {
                     out.append("after " as StaticString)
                     Self.appendDuration(spent, to: &out)
                     out.append(" in " as StaticString)
-                    out.append(c.from.rawValue)
+                    out.append(c.from.nameBytes)
                 }
                 since = c.mono
             case .snapshot(let s, let mono):
                 out.append("open when the trace started, in " as StaticString)
-                out.append(s.rawValue)
+                out.append(s.nameBytes)
                 since = mono
             case .anomaly(let index, _):
                 let a = t.anomalies[index]
@@ -341,7 +390,7 @@ public struct TimelineWriter {
             out.append("CLOSED" as StaticString)
         case let s?:
             out.append("still " as StaticString)
-            out.append(s.rawValue)
+            out.append(s.nameBytes)
             out.append(" at the end of the log" as StaticString)
         case nil:
             out.append("state unknown (no transition seen)" as StaticString)
