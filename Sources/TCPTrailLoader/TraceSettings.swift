@@ -13,7 +13,7 @@ public struct TraceSettings: Sendable, Equatable {
     /// Network namespace inode to keep, or nil for every namespace.
     public var netns: UInt32?
     /// Ring buffer size in bytes: a power of two, at least one page.
-    public var ringBufferBytes: UInt32 = 8 << 20
+    public var ringBufferBytes: UInt32 = 16 << 20
     /// Wake the reader once this much is queued (it also drains on a timer).
     public var wakeupBytes: UInt64?
 

@@ -5,7 +5,7 @@ import TCPTrailLoader
 /// What every live command (`trace`, `top`, `serve`) sets on the tracer and the engine.
 struct LiveOptions: ParsableArguments {
     @Option(help: "Ring buffer size in bytes (K/M suffixes; a power of two, at least 4K).")
-    var bufferSize: String = "8M"
+    var bufferSize: String = "16M"
 
     @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
     var pollInterval: Int32 = 50
@@ -71,7 +71,7 @@ struct LiveOptions: ParsableArguments {
         s.remotePorts = filters.remotePorts
         s.family = filters.ipv4Only ? 4 : filters.ipv6Only ? 6 : nil
         s.netns = filters.netns
-        s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 8 << 20)
+        s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 16 << 20)
         return s
     }
 }
