@@ -116,12 +116,18 @@ final class EventLog: @unchecked Sendable {
         return bytesQueuedInFile + pending > rotateSize && bytesQueuedInFile > 0
     }
 
+    /// A new file's header record, made now so that it takes the next seq.
+    private func makeHeader() -> OutputBuffer {
+        var h = OutputBuffer(capacity: 4096)
+        header(&h)
+        return h
+    }
+
     /// Starts a file's life with its header.
     func writeHeader() {
-        var out = OutputBuffer(capacity: 4096)
-        header(&out)
-        bytesQueuedInFile += out.count
-        enqueue(.records(out, pooled: false))
+        let h = makeHeader()
+        bytesQueuedInFile += h.count
+        enqueue(.records(h, pooled: false))
     }
 
     /// Queues the buffer's records and gives back an empty buffer from the
@@ -136,25 +142,23 @@ final class EventLog: @unchecked Sendable {
             readerWaits += 1
             readerWaitNanoseconds += WallClock.monotonicNow() &- start
         }
-        var empty = pool.popLast() ?? OutputBuffer(capacity: Self.bufferCapacity)
-        swap(&empty, &out)
+        var full = pool.popLast() ?? OutputBuffer(capacity: Self.bufferCapacity)
+        swap(&full, &out)
+        enqueueLocked(.records(full, pooled: true))
         condition.unlock()
-        enqueue(.records(empty, pooled: true))
     }
 
     /// Moves path to path.1 (path.1 to path.2, … dropping the oldest) and starts
     /// a new file, after everything queued before.
     func rotate() {
-        var h = OutputBuffer(capacity: 4096)
-        header(&h)
+        let h = makeHeader()
         bytesQueuedInFile = h.count
         enqueue(.rotate(header: h))
     }
 
     /// SIGHUP: closes and reopens the path (logrotate moved the old file away).
     func reopen() {
-        var h = OutputBuffer(capacity: 4096)
-        header(&h)
+        let h = makeHeader()
         var st = stat()
         bytesQueuedInFile = (lstat(path, &st) == 0 ? Int(st.st_size) : 0) + h.count
         enqueue(.reopen(header: h))
@@ -185,6 +189,12 @@ final class EventLog: @unchecked Sendable {
 
     private func enqueue(_ job: Job) {
         condition.lock()
+        enqueueLocked(job)
+        condition.unlock()
+    }
+
+    /// Queues a job (the caller holds `condition`), starting the writer on first use.
+    private func enqueueLocked(_ job: Job) {
         if writer == nil && !writerDone {
             // Started on first use, so it inherits the reader's priority (--nice).
             let t = Thread { [self] in runWriter() }
@@ -194,7 +204,6 @@ final class EventLog: @unchecked Sendable {
         }
         jobs.append(job)
         condition.broadcast()
-        condition.unlock()
     }
 
     // MARK: - The writer thread
@@ -218,7 +227,6 @@ final class EventLog: @unchecked Sendable {
             case .records(var out, let pooled):
                 writeToFile(&out)
                 if pooled {
-                    
                     out.removeAll()
                     condition.lock()
                     pool.append(consume out)

@@ -174,19 +174,28 @@ struct JSONObjectScanner {
         }
     }
 
+    /// Skips string bytes 8 at a time while no byte of the word is a quote, a
+    /// backslash, a control byte or non-ASCII; returns where the byte-by-byte
+    /// scan must go on (at most `end`).
+    @inline(__always)
+    static func skipPlainWords(_ p: UnsafePointer<UInt8>, from start: Int, end: Int) -> Int {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        var i = start
+        while i + 8 <= end {
+            let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
+            let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
+            if special & highs != 0 { break }
+            i += 8
+        }
+        return i
+    }
+
     private mutating func scanString() throws(LogLineError) -> JSONValue {
         position += 1  // the opening quote
         let start = position
         var escaped = false
-        // 8 bytes at a time while none is a quote, a backslash, a control byte or non-ASCII.
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        while position + 8 <= count {
-            let w = UnsafeRawPointer(bytes + position).loadUnaligned(as: UInt64.self)
-            let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
-            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
-            if special & highs != 0 { break }
-            position += 8
-        }
+        position = Self.skipPlainWords(bytes, from: position, end: count)
         while position < count {
             let b = bytes[position]
             if b == UInt8(ascii: "\"") {

@@ -266,15 +266,7 @@ struct WriterLayoutParser {
         guard i < end, p[i] == UInt8(ascii: "\"") else { return nil }
         i += 1
         let start = i
-        // 8 bytes at a time while none is a quote, a backslash, a control byte or non-ASCII.
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        while i + 8 <= end {
-            let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
-            let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
-            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
-            if special & highs != 0 { break }
-            i += 8
-        }
+        i = JSONObjectScanner.skipPlainWords(p, from: i, end: end)
         while i < end {
             let b = p[i]
             if b == UInt8(ascii: "\"") {
