@@ -27,8 +27,6 @@ public struct HandshakeEngine: Sendable {
 
     public var thresholds: AnomalyThresholds
     private var connections: [ConnectionID: ConnectionRecord] = [:]
-    /// TIME_WAIT sockets per local endpoint, for `time_wait_buildup`.
-    private var timeWaitByEndpoint: [EndpointKey: Int] = [:]
     private var buildupReported: Set<EndpointKey> = []
     /// Per listener: when listen_overflow was last reported, drops since.
     private var listenDrops: [EndpointKey: (UInt64, Int)] = [:]
@@ -40,46 +38,10 @@ public struct HandshakeEngine: Sendable {
     private var pendingCloses: Set<ConnectionID> = []
     /// Connections in CLOSE_WAIT or FIN_WAIT_2 not yet reported as stalled.
     private var stallWatch: Set<ConnectionID> = []
-    /// Connections in TIME_WAIT: they leave `connections`; only what their
-    /// end's record needs stays.
-    private var timeWaiting: [ConnectionID: (ends: UInt64, identity: ConnectionIdentity)] = [:]
-    /// The same, by address and port pair: a new connection on the same pair
-    /// ends the old TIME_WAIT (the kernel recycles it: tcp_tw_reuse, or a new SYN).
-    private var timeWaitByTuple: [FourTuple: ConnectionID] = [:]
-    /// Expiry order (all last 60 s, so entry order is expiry order). Entries
-    /// of connections whose TIME_WAIT ended early are skipped, and dropped in bulk.
-    private var timeWaitQueue: [(ends: UInt64, conn: ConnectionID)] = []
-    private var timeWaitHead = 0
-
-    struct FourTuple: Hashable, Sendable {
-        var netns: UInt32
-        var local: RawAddress
-        var remote: RawAddress
-        var localPort: UInt16
-        var remotePort: UInt16
-
-        init(_ id: ConnectionIdentity) {
-            netns = id.netns
-            local = id.localAddress
-            remote = id.remoteAddress
-            localPort = id.localPort
-            remotePort = id.remotePort
-        }
-
-        func hash(into hasher: inout Hasher) {
-            hasher.combine(local.high ^ remote.high &* 31)
-            hasher.combine(UInt64(localPort) << 16 | UInt64(remotePort) | UInt64(netns) << 32)
-        }
-
-        /// Looked up on every new connection: a multiply-xorshift mix instead of SipHash.
-        func _rawHashValue(seed: Int) -> Int {
-            var x = local.high &* 0x9E37_79B9_7F4A_7C15 ^ local.low ^ remote.high &* 0xC2B2_AE3D_27D4_EB4F ^ remote.low
-            x ^= (UInt64(localPort) << 16 | UInt64(remotePort) | UInt64(netns) << 32) ^ UInt64(UInt(bitPattern: seed))
-            x = (x ^ (x >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-            x = (x ^ (x >> 33)) &* 0xC4CE_B9FE_1A85_EC53
-            return Int(truncatingIfNeeded: x ^ (x >> 33))
-        }
-    }
+    /// Connections in TIME_WAIT: they leave `connections`; only their identity
+    /// stays, found by connection and by address pair (a new connection on the
+    /// same pair ends the old TIME_WAIT: the kernel recycles it).
+    private var timeWaits = TimeWaitTable()
     private var timerScratch: [ConnectionID] = []
 
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
@@ -99,12 +61,12 @@ public struct HandshakeEngine: Sendable {
     }
 
     /// Connections the engine tracks now (not yet CLOSED, or in TIME_WAIT).
-    public var trackedConnections: Int { connections.count + timeWaiting.count }
+    public var trackedConnections: Int { connections.count + timeWaits.count }
 
     /// The documented state of a connection, if tracked.
     public func state(of conn: ConnectionID) -> TCPState? {
         if let c = connections[conn] { return c.state }
-        return timeWaiting[conn] != nil ? .timeWait : nil
+        return timeWaits.contains(conn) ? .timeWait : nil
     }
 
     /// Keeps a connection's record, or forgets it once it is over or in TIME_WAIT.
@@ -418,16 +380,10 @@ public struct HandshakeEngine: Sendable {
                 report(.finWait2Stall, .warning, "\(c.identity.endpoints) has been in FIN_WAIT_2 for \((now - c.since) / 1_000_000_000) s: this side closed, and the peer has not closed its side.", now, c.identity, emit: emit)
             }
         }
-        while timeWaitHead < timeWaitQueue.count, timeWaitQueue[timeWaitHead].ends <= now {
-            let (ends, conn) = timeWaitQueue[timeWaitHead]
-            timeWaitHead += 1
-            if timeWaiting[conn]?.ends == ends { endTimeWait(conn, at: ends, reason: "2msl_expired", emit: emit) }
+        while let (identity, ends, left) = timeWaits.removeExpired(by: now) {
+            closeTimeWait(identity, at: ends, leftOnEndpoint: left, reason: "2msl_expired", emit: emit)
         }
-        if timeWaitHead > 4096 && timeWaitHead * 2 > timeWaitQueue.count {
-            timeWaitQueue.removeFirst(timeWaitHead)
-            timeWaitHead = 0
-        }
-        if timeWaitHead < timeWaitQueue.count { scheduleTimer(timeWaitQueue[timeWaitHead].ends) }
+        if let ends = timeWaits.nextExpiry { scheduleTimer(ends) }
     }
 
     /// Settles everything held (closes waiting for their cause) at the end of a run.
@@ -436,7 +392,7 @@ public struct HandshakeEngine: Sendable {
             resolvePendingClose(id: id, emit: emit)
         }
         for c in connections.values { finalStates[c.state, default: 0] += 1 }
-        if !timeWaiting.isEmpty { finalStates[.timeWait, default: 0] += timeWaiting.count }
+        if !timeWaits.isEmpty { finalStates[.timeWait, default: 0] += timeWaits.count }
         // Drops counted since the last listen_overflow report are reported now.
         for (key, value) in listenDrops where value.1 > 0 {
             listenDrops[key] = (value.0, 0)
@@ -449,57 +405,49 @@ public struct HandshakeEngine: Sendable {
     // MARK: - TIME_WAIT
 
     private mutating func beginTimeWait(_ identity: ConnectionIdentity, ends: UInt64, emit: (EngineOutput) -> Void) {
-        let tuple = FourTuple(identity)
         // A TIME_WAIT on the same pair is over: the kernel keeps one per pair.
-        if let old = timeWaitByTuple[tuple], old != identity.conn {
+        if let old = timeWaits.connection(onPairOf: identity), old != identity.conn {
             endTimeWait(old, at: now, reason: "time_wait_reused", emit: emit)
         }
-        timeWaiting[identity.conn] = (ends, identity)
-        timeWaitByTuple[tuple] = identity.conn
-        timeWaitQueue.append((ends, identity.conn))
+        let onEndpoint = timeWaits.insert(identity, ends: ends)
         scheduleTimer(ends)
-        enterTimeWait(identity, emit: emit)
-        // Entries of TIME_WAITs that ended early: dropped once they are most of the queue.
-        if timeWaitQueue.count - timeWaitHead > 4096 + 4 * timeWaiting.count {
-            timeWaitQueue = timeWaitQueue[timeWaitHead...].filter { timeWaiting[$0.conn]?.ends == $0.ends }
-            timeWaitHead = 0
-        }
+        enterTimeWait(identity, onEndpoint: onEndpoint, emit: emit)
     }
 
     /// A new connection on a pair still in TIME_WAIT: the kernel recycled the
     /// TIME_WAIT (tcp_tw_reuse for a connect(), or a new SYN to a server), and
     /// no tracepoint says so.
     private mutating func timeWaitReused(by identity: ConnectionIdentity, at mono: UInt64, emit: (EngineOutput) -> Void) {
-        guard !timeWaitByTuple.isEmpty, let old = timeWaitByTuple[FourTuple(identity)], old != identity.conn else { return }
+        guard !timeWaits.isEmpty, let old = timeWaits.connection(onPairOf: identity), old != identity.conn else { return }
         endTimeWait(old, at: mono, reason: "time_wait_reused", emit: emit)
     }
 
     private mutating func endTimeWait(_ conn: ConnectionID, at mono: UInt64, reason: String, emit: (EngineOutput) -> Void) {
-        guard let (_, identity) = timeWaiting.removeValue(forKey: conn) else { return }
-        let tuple = FourTuple(identity)
-        if timeWaitByTuple[tuple] == conn { timeWaitByTuple[tuple] = nil }
-        leaveTimeWait(identity)
+        guard let (identity, left) = timeWaits.remove(conn) else { return }
+        closeTimeWait(identity, at: mono, leftOnEndpoint: left, reason: reason, emit: emit)
+    }
+
+    private mutating func closeTimeWait(_ identity: ConnectionIdentity, at mono: UInt64, leftOnEndpoint: Int, reason: String, emit: (EngineOutput) -> Void) {
+        leaveTimeWait(identity, leftOnEndpoint: leftOnEndpoint)
         emit(.change(StateChange(connection: identity, monoNanoseconds: mono, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: reason)))
         finalStates[.closed, default: 0] += 1
     }
 
     // MARK: - TIME_WAIT accounting
 
-    private mutating func enterTimeWait(_ identity: ConnectionIdentity, emit: (EngineOutput) -> Void) {
+    /// `n`: the TIME_WAITs on the connection's local endpoint, itself included.
+    private mutating func enterTimeWait(_ identity: ConnectionIdentity, onEndpoint n: Int, emit: (EngineOutput) -> Void) {
+        guard n > thresholds.timeWaitSockets else { return }
         let key = EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort)
-        let n = (timeWaitByEndpoint[key] ?? 0) + 1
-        timeWaitByEndpoint[key] = n
-        if n > thresholds.timeWaitSockets && !buildupReported.contains(key) {
+        if !buildupReported.contains(key) {
             buildupReported.insert(key)
             report(.timeWaitBuildup, .warning, "\(n) sockets on local endpoint \(endpointText(identity, remote: false)) are in TIME_WAIT: connections there close first at a high rate, which ties up ports and memory; let the peer close first or reuse connections.", now, identity, count: n, emit: emit)
         }
     }
 
-    private mutating func leaveTimeWait(_ identity: ConnectionIdentity) {
-        let key = EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort)
-        let n = (timeWaitByEndpoint[key] ?? 1) - 1
-        timeWaitByEndpoint[key] = n > 0 ? n : nil
-        if n <= thresholds.timeWaitSockets / 2 { buildupReported.remove(key) }
+    private mutating func leaveTimeWait(_ identity: ConnectionIdentity, leftOnEndpoint n: Int) {
+        guard !buildupReported.isEmpty, n <= thresholds.timeWaitSockets / 2 else { return }
+        buildupReported.remove(EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort))
     }
 
     // MARK: - Reporting
