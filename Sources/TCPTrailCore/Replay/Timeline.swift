@@ -42,10 +42,10 @@ public struct ReplaySelection: Sendable {
 public struct TimelineWriter {
     public var clock: WallClock
     public var selection: ReplaySelection
-    /// The open connections' timelines, by connection: an index into `slots`,
-    /// so the table (60,000 entries at once in a busy log) holds small values
-    /// and grows cheaply.
-    private var open: [ConnectionID: Int] = [:]
+    /// The open connections' timelines, by connection: 4-byte indexes into
+    /// `slots` (60,000 open at once in a busy log), looked up on every record.
+    private var open = SlotIndex()
+    private let seed = SlotIndex.randomSeed()
     /// Timelines, reused once written: a new connection takes a free slot
     /// and its entries' storage, so steady state allocates nothing.
     private var slots: [Timeline] = []
@@ -164,7 +164,7 @@ public struct TimelineWriter {
         case .change(let c):
             mono = c.monoNanoseconds
             // The 2MSL expiry of a block already written: the block said when.
-            if c.kernel == nil && open[c.connection.conn] == nil { return }
+            if c.kernel == nil && openSlot(of: c.connection.conn) == nil { return }
             record(c.connection, mono) { t in
                 t.entries.append(.change(Change(c)))
                 t.state = c.to
@@ -214,16 +214,23 @@ public struct TimelineWriter {
         let conn = identity.conn
         guard selection.conn == nil || selection.conn == conn else { return }
         let slot: Int
-        if let known = open[conn] {
-            slot = known
+        if let known = openSlot(of: conn) {
+            slot = Int(known)
         } else {
             slot = takeSlot(identity, mono)
-            open[conn] = slot
+            let seed = seed
+            slots.withUnsafeBufferPointer { t in
+                open.insert(Int32(slot), hash: SlotIndex.hash(conn, seed: seed)) { SlotIndex.hash(t[Int($0)].identity.conn, seed: seed) }
+            }
             connectionsSeen += 1
         }
         slots[slot].identity = identity
         if mono > slots[slot].last { slots[slot].last = mono }
         if change(&slots[slot]) { ended.append((conn, mono)) }
+    }
+
+    private func openSlot(of conn: ConnectionID) -> Int32? {
+        open.find(SlotIndex.hash(conn, seed: seed)) { slots[Int($0)].identity.conn == conn }
     }
 
     private mutating func takeSlot(_ identity: ConnectionIdentity, _ mono: UInt64) -> Int {
@@ -237,7 +244,12 @@ public struct TimelineWriter {
 
     /// Writes the block of a connection that is over, and frees its slot.
     private mutating func writeAndRemove(_ conn: ConnectionID, to out: inout OutputBuffer) -> Bool {
-        guard let slot = open.removeValue(forKey: conn) else { return false }
+        guard let found = openSlot(of: conn) else { return false }
+        let seed = seed
+        slots.withUnsafeBufferPointer { t in
+            open.remove(found, hash: SlotIndex.hash(conn, seed: seed)) { SlotIndex.hash(t[Int($0)].identity.conn, seed: seed) }
+        }
+        let slot = Int(found)
         if shows(slots[slot]) {
             connectionsShown += 1
             anomaliesShown += slots[slot].anomalies.count
@@ -279,7 +291,10 @@ public struct TimelineWriter {
             endedHead += 1
             if writeAndRemove(conn, to: &out) { return true }
         }
-        if held == nil { held = open.sorted { slots[$0.value].first < slots[$1.value].first }.map(\.key)[...] }
+        // By first sight; ties by connection id, so that the output is the same every run.
+        if held == nil {
+            held = open.allSlots.map { (slots[Int($0)].first, slots[Int($0)].identity.conn) }.sorted { $0 < $1 }.map(\.1)[...]
+        }
         while let conn = held?.popFirst() {
             if writeAndRemove(conn, to: &out) { return true }
         }
