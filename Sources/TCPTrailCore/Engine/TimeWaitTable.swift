@@ -65,13 +65,8 @@ struct TimeWaitTable {
             slot = Int32(entries.count)
             entries.append(entry)
         }
-        let seed = seed
-        // The indexes rehash through the slots: a pointer, so that reading
-        // `entries` does not overlap the index's mutation.
-        entries.withUnsafeBufferPointer { e in
-            byConnection.insert(slot, hash: Self.connectionHash(identity.conn, seed)) { Self.connectionHash(e[Int($0)].identity.conn, seed) }
-            byPair.insert(slot, hash: Self.pairHash(identity, seed)) { Self.pairHash(e[Int($0)].identity, seed) }
-        }
+        byConnection.insert(slot, hash: Self.connectionHash(identity.conn, seed))
+        byPair.insert(slot, hash: Self.pairHash(identity, seed))
         expiry.append((ends, slot, inserts))
         if expiry.count - expiryHead > 2 * count + 1024 { compactExpiry() }
         return countOnEndpoint(adding: slot)
@@ -114,11 +109,8 @@ struct TimeWaitTable {
     private mutating func release(_ slot: Int32) -> Int {
         let identity = entries[Int(slot)].identity
         let left = countOnEndpoint(removing: slot)
-        let seed = seed
-        entries.withUnsafeBufferPointer { e in
-            byConnection.remove(slot, hash: Self.connectionHash(identity.conn, seed)) { Self.connectionHash(e[Int($0)].identity.conn, seed) }
-            byPair.remove(slot, hash: Self.pairHash(identity, seed)) { Self.pairHash(e[Int($0)].identity, seed) }
-        }
+        byConnection.remove(slot, hash: Self.connectionHash(identity.conn, seed))
+        byPair.remove(slot, hash: Self.pairHash(identity, seed))
         entries[Int(slot)].ends = Self.free
         freeSlots.append(slot)
         return left
@@ -133,18 +125,12 @@ struct TimeWaitTable {
             sharedEndpoints[key] = n + 1
             return n + 1
         }
-        let seed = seed
         let hash = Self.endpointHash(key, seed)
-        let lone = byLoneEndpoint.find(hash) { Self.endpoint(entries[Int($0)].identity) == key }
-        entries.withUnsafeBufferPointer { e in
-            let rehash = { (s: Int32) in Self.endpointHash(Self.endpoint(e[Int(s)].identity), seed) }
-            if let lone {
-                byLoneEndpoint.remove(lone, hash: hash, rehash: rehash)
-            } else {
-                byLoneEndpoint.insert(slot, hash: hash, rehash: rehash)
-            }
+        guard let lone = byLoneEndpoint.find(hash, { Self.endpoint(entries[Int($0)].identity) == key }) else {
+            byLoneEndpoint.insert(slot, hash: hash)
+            return 1
         }
-        guard lone != nil else { return 1 }
+        byLoneEndpoint.remove(lone, hash: hash)
         sharedEndpoints[key] = 2
         return 2
     }
@@ -156,10 +142,7 @@ struct TimeWaitTable {
             sharedEndpoints[key] = n > 1 ? n - 1 : nil
             return n - 1
         }
-        let seed = seed
-        entries.withUnsafeBufferPointer { e in
-            byLoneEndpoint.remove(slot, hash: Self.endpointHash(key, seed)) { Self.endpointHash(Self.endpoint(e[Int($0)].identity), seed) }
-        }
+        byLoneEndpoint.remove(slot, hash: Self.endpointHash(key, seed))
         return 0
     }
 

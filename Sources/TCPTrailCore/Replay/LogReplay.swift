@@ -141,12 +141,6 @@ public final class LogReplay {
         return groups.map { $0.sorted { ($0.firstSeq, $0.order) < ($1.firstSeq, $1.order) } }
     }
 
-    private func flushOutput() {
-        guard !out.isEmpty, result.stop == nil else { out.removeAll(); return }
-        if !write(&out) { result.stop = .outputClosed }
-        out.removeAll()
-    }
-
     private func report(_ path: String, _ line: Int, _ message: String) {
         result.malformed += 1
         messages += 1
@@ -159,6 +153,23 @@ public final class LogReplay {
 
     private func replay(_ files: [Input]) {
         var run = ReplayRun(filter: options.filter, thresholds: options.thresholds)
+        // The output buffer as a local: a class property costs a runtime
+        // exclusivity check on every access, and the engine's output reaches it per event.
+        var buffer = OutputBuffer(capacity: 0)
+        swap(&buffer, &out)
+        defer { swap(&buffer, &out) }
+        // Mirrors `result.stop` for the per-line check (a class property again).
+        // Only the output can stop a run from inside the engine's output; the
+        // line loop returns false itself where it stops.
+        var outputClosed = false
+        func flushOutput() {
+            guard !buffer.isEmpty, result.stop == nil else { buffer.removeAll(); return }
+            if !write(&buffer) {
+                result.stop = .outputClosed
+                outputClosed = true
+            }
+            buffer.removeAll()
+        }
         var timelines: TimelineWriter?
         var json: JSONLinesWriter?
         var selection = ReplaySelection()
@@ -184,7 +195,7 @@ public final class LogReplay {
                 var w = JSONLinesWriter(clock: clock)
                 w.appendHeader(version: options.version, hostname: header?.hostname ?? "", kernel: header?.kernel ?? "",
                                startedMono: header?.mono ?? 0, filters: "{}", thresholds: run.engine.thresholds.json,
-                               mono: header?.mono ?? 0, to: &out)
+                               mono: header?.mono ?? 0, to: &buffer)
                 json = w
             } else {
                 timelines = TimelineWriter(clock: clock, selection: selection)
@@ -192,7 +203,7 @@ public final class LogReplay {
         }
         func emit(_ output: EngineOutput) {
             if timelines != nil {
-                timelines!.add(output, to: &out)
+                timelines!.add(output, to: &buffer)
             } else if board != nil {
                 guard boardRun else { return }
                 // The report applies --anomalies-only to connections, not records.
@@ -200,13 +211,13 @@ public final class LogReplay {
                 connections.anomaliesOnly = false
                 if connections.shows(output) { board!.apply(output) }
             } else if json != nil, selection.shows(output) {
-                json!.append(output, to: &out)
+                json!.append(output, to: &buffer)
             }
-            if out.count >= 1 << 19 { flushOutput() }
+            if buffer.count >= 1 << 19 { flushOutput() }
         }
         func lost(_ r: LogRecord) {
             if json != nil, !options.anomaliesOnly, selection.conn == nil, selection.inWindow(r.mono) {
-                json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &out)
+                json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &buffer)
             }
         }
 
@@ -270,12 +281,12 @@ public final class LogReplay {
                         start(WallClock(bootOffsetNanoseconds: offset), header: r.type == .header ? r : nil)
                         parser.wantsTime = false
                         started = true
-                        if r.type == .header { return result.stop == nil }
+                        if r.type == .header { return !outputClosed }
                     }
                     records += 1
                     run.feed(r, emit: emit, lost: lost)
                 }
-                return result.stop == nil
+                return !outputClosed
             }
             if let readError {
                 diagnose("tcptrail: \(readError.message)")
@@ -288,16 +299,16 @@ public final class LogReplay {
         result.kernelEvents += run.kernelEvents
 
         if timelines != nil {
-            while timelines!.finishOne(to: &out) {
-                if out.count >= 1 << 19 { flushOutput() }
+            while timelines!.finishOne(to: &buffer) {
+                if buffer.count >= 1 << 19 { flushOutput() }
             }
-            out.append(summaryText(run, timelines: timelines, files: files))
+            buffer.append(summaryText(run, timelines: timelines, files: files))
         } else if board != nil {
-            out.append(summaryText(run, timelines: nil, files: files))
+            buffer.append(summaryText(run, timelines: nil, files: files))
         } else if json != nil {
             let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
             json!.appendSummary(recordsByType: json!.countsByType,
-                                anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0, mono: run.engine.now, to: &out)
+                                anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0, mono: run.engine.now, to: &buffer)
             for line in summaryText(run, timelines: nil, files: files).split(separator: "\n") {
                 diagnose("tcptrail: " + line)
             }

@@ -218,10 +218,7 @@ public struct TimelineWriter {
             slot = Int(known)
         } else {
             slot = takeSlot(identity, mono)
-            let seed = seed
-            slots.withUnsafeBufferPointer { t in
-                open.insert(Int32(slot), hash: SlotIndex.hash(conn, seed: seed)) { SlotIndex.hash(t[Int($0)].identity.conn, seed: seed) }
-            }
+            open.insert(Int32(slot), hash: SlotIndex.hash(conn, seed: seed))
             connectionsSeen += 1
         }
         slots[slot].identity = identity
@@ -245,10 +242,7 @@ public struct TimelineWriter {
     /// Writes the block of a connection that is over, and frees its slot.
     private mutating func writeAndRemove(_ conn: ConnectionID, to out: inout OutputBuffer) -> Bool {
         guard let found = openSlot(of: conn) else { return false }
-        let seed = seed
-        slots.withUnsafeBufferPointer { t in
-            open.remove(found, hash: SlotIndex.hash(conn, seed: seed)) { SlotIndex.hash(t[Int($0)].identity.conn, seed: seed) }
-        }
+        open.remove(found, hash: SlotIndex.hash(conn, seed: seed))
         let slot = Int(found)
         if shows(slots[slot]) {
             connectionsShown += 1
