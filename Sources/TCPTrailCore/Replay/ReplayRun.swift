@@ -44,7 +44,7 @@ public struct ReplayRun {
 
     /// Feeds one record; `emit` gets what the engine makes of it, `lost` the
     /// log's own `lost` records (to pass on).
-    public mutating func feed(_ r: LogRecord, emit: (EngineOutput) -> Void, lost: (LogRecord) -> Void = { _ in }) {
+    public mutating func feed(_ r: borrowing LogRecord, emit: (EngineOutput) -> Void, lost: (LogRecord) -> Void = { _ in }) {
         if r.type != .header {
             if lastSeq != 0 && r.seq <= lastSeq {
                 duplicates += 1
@@ -69,7 +69,7 @@ public struct ReplayRun {
         switch r.type {
         case .header:
             if header == nil {
-                header = r
+                header = copy r
                 if !overrideThresholds, !engineStarted, let t = r.thresholds { engine.thresholds = t }
             }
         case .snapshot:
@@ -106,7 +106,7 @@ public struct ReplayRun {
             lostInKernel = max(lostInKernel, r.lostTotal)
             lost(r)
         case .summary:
-            summary = r
+            summary = copy r
             lostInKernel = max(lostInKernel, r.lostTotal)
         case .other:
             unknownTypes += 1
