@@ -272,6 +272,22 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         [header, transition(2, from: "CLOSE", to: "SYN_SENT", mono: 2000), transition(3, from: "SYN_SENT", to: "ESTABLISHED", mono: 3000)]
     }
 
+    /// Connections still open at the end go out by first sight, ties by id:
+    /// the same text on every run (hash order differs per process).
+    @Test func connectionsOpenAtTheEndFirstSeenTogetherGoOutInIdOrder() throws {
+        let s = try Scratch()
+        let ids = [907, 12, 4401, 58, 3, 770, 2048, 31, 999, 64, 150, 8]
+        var lines = [Self.header]
+        for (k, id) in ids.enumerated() {
+            lines.append(#"{"v":1,"seq":\#(k + 2),"type":"snapshot","time":"2026-11-21T06:30:00.000000000Z","mono_ns":5000,"conn":"\#(id)","pid":0,"comm":"","netns":1,"family":4,"laddr":"198.18.0.1","lport":\#(40000 + k),"raddr":"198.18.0.2","rport":8080,"owner_known":false,"state":"ESTABLISHED","kernel_state":"ESTABLISHED"}"#)
+        }
+        let path = try s.file("open.jsonl", lines.joined(separator: "\n") + "\n")
+        let (text, diagnostics, result) = replay([path], json: false)
+        #expect(result.exitStatus == 0, "\(diagnostics)")
+        let order = text.split(separator: "\n").filter { $0.hasPrefix("conn ") }.compactMap { Int($0.dropFirst(5).prefix { $0 != " " }) }
+        #expect(order == ids.sorted())
+    }
+
     @Test func aMalformedLineIsNamedSkippedAndCounted() throws {
         let s = try Scratch()
         var lines = Self.goodLines
