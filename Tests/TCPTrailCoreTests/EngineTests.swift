@@ -312,6 +312,25 @@ let minute: UInt64 = 60_000_000_000
         #expect(tail.anomalies.map(\.count) == [1, 2], "drops since the last report are reported at the end")
     }
 
+    @Test func dropsLeftAtTheEndAreReportedInEndpointOrder() {
+        // Two drops per listener: the first is reported at once, the second at the end.
+        let ports: [UInt16] = [9090, 80, 31000, 443, 8080, 22, 5432, 6379]
+        var events: [KernelEvent] = []
+        for (round, delay) in [UInt64(0), 100_000_000].enumerated() {
+            for (k, port) in ports.enumerated() {
+                var e = KernelEvent(monoNanoseconds: 1_000_000_000 + delay + UInt64(k), cookie: 100 + UInt64(k), kind: .listenDrop,
+                                    localAddress: RawAddress(bytes: [198, 18, 0, 2]), localPort: port, remotePort: UInt16(40000 + round))
+                e.oldState = .listen
+                e.newState = .listen
+                events.append(e)
+            }
+        }
+        let run = Run(events)
+        let atEnd = run.anomalies.suffix(ports.count)
+        #expect(atEnd.allSatisfy { $0.kind == .listenOverflow && $0.count == 1 })
+        #expect(atEnd.map(\.connection.localPort) == ports.sorted())
+    }
+
     @Test func synackRetransmit() {
         let s = Script(31, lport: 8080, rport: 40000)
         let run = Run(s.retransmit(.synack, in: .synRecv).events)

@@ -394,7 +394,10 @@ public struct HandshakeEngine: Sendable {
         for c in connections.values { finalStates[c.state, default: 0] += 1 }
         if !timeWaits.isEmpty { finalStates[.timeWait, default: 0] += timeWaits.count }
         // Drops counted since the last listen_overflow report are reported now.
-        for (key, value) in listenDrops where value.1 > 0 {
+        // In endpoint order, so the records come out the same on every run.
+        let pending = listenDrops.filter { $0.value.1 > 0 }
+            .sorted { ($0.key.netns, $0.key.address.high, $0.key.address.low, $0.key.port) < ($1.key.netns, $1.key.address.high, $1.key.address.low, $1.key.port) }
+        for (key, value) in pending {
             listenDrops[key] = (value.0, 0)
             if let identity = lastDropIdentity[key] {
                 report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(value.1) more segment(s) because its accept queue was full.", now, identity, count: value.1, emit: emit)

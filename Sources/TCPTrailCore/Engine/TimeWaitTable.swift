@@ -2,9 +2,10 @@
 ///
 /// Under churn a host holds one TIME_WAIT per recently used address pair
 /// (28,000 in the benchmark), and the engine finds them by connection and by
-/// pair. Two Swift dictionaries holding whole identities took 11 MB there; here
-/// the entries sit once in an array of slots, two open-addressing indexes hold
-/// 4-byte slot numbers, and a queue in entry order says when each 2MSL ends.
+/// pair. Swift dictionaries holding whole identities took 11 MB there; here
+/// the entries sit once in an array of slots, open-addressing indexes of
+/// 8-byte buckets (`SlotIndex`) find them, and a queue in entry order says
+/// when each 2MSL ends.
 ///
 /// It also counts TIME_WAITs per local endpoint (for `time_wait_buildup`)
 /// without a table entry per client port: an endpoint with one TIME_WAIT is
@@ -32,8 +33,8 @@ struct TimeWaitTable {
     /// first, sorted), so entry order is expiry order. Items of slots that ended
     /// early, or were taken again since, no longer match the slot's `insert`.
     private var expiry: [(ends: UInt64, slot: Int32, insert: UInt32)] = []
-    private var inserts: UInt32 = 0
     private var expiryHead = 0
+    private var inserts: UInt32 = 0
     /// Per process, so a remote peer cannot choose ports that collide.
     private let seed = SlotIndex.randomSeed()
 
