@@ -42,8 +42,8 @@ public struct ReplaySelection: Sendable {
 public struct TimelineWriter {
     public var clock: WallClock
     public var selection: ReplaySelection
-    /// The open connections' timelines, by connection: 4-byte indexes into
-    /// `slots` (60,000 open at once in a busy log), looked up on every record.
+    /// The open connections' timelines, by connection: an index into `slots`
+    /// (60,000 open at once in a busy log), looked up on every record.
     private var open = SlotIndex()
     private let seed = SlotIndex.randomSeed()
     /// Timelines, reused once written: a new connection takes a free slot
@@ -164,7 +164,7 @@ public struct TimelineWriter {
         case .change(let c):
             mono = c.monoNanoseconds
             // The 2MSL expiry of a block already written: the block said when.
-            if c.kernel == nil && openSlot(of: c.connection.conn) == nil { return }
+            if c.kernel == nil && openSlot(of: c.connection.conn, hash: hash(c.connection.conn)) == nil { return }
             record(c.connection, mono) { t in
                 t.entries.append(.change(Change(c)))
                 t.state = c.to
@@ -213,12 +213,13 @@ public struct TimelineWriter {
     private mutating func record(_ identity: ConnectionIdentity, _ mono: UInt64, _ change: (inout Timeline) -> Bool) {
         let conn = identity.conn
         guard selection.conn == nil || selection.conn == conn else { return }
+        let h = hash(conn)
         let slot: Int
-        if let known = openSlot(of: conn) {
+        if let known = openSlot(of: conn, hash: h) {
             slot = Int(known)
         } else {
             slot = takeSlot(identity, mono)
-            open.insert(Int32(slot), hash: SlotIndex.hash(conn, seed: seed))
+            open.insert(Int32(slot), hash: h)
             connectionsSeen += 1
         }
         slots[slot].identity = identity
@@ -226,8 +227,10 @@ public struct TimelineWriter {
         if change(&slots[slot]) { ended.append((conn, mono)) }
     }
 
-    private func openSlot(of conn: ConnectionID) -> Int32? {
-        open.find(SlotIndex.hash(conn, seed: seed)) { slots[Int($0)].identity.conn == conn }
+    private func hash(_ conn: ConnectionID) -> Int { SlotIndex.hash(conn, seed: seed) }
+
+    private func openSlot(of conn: ConnectionID, hash: Int) -> Int32? {
+        open.find(hash) { slots[Int($0)].identity.conn == conn }
     }
 
     private mutating func takeSlot(_ identity: ConnectionIdentity, _ mono: UInt64) -> Int {
@@ -241,8 +244,9 @@ public struct TimelineWriter {
 
     /// Writes the block of a connection that is over, and frees its slot.
     private mutating func writeAndRemove(_ conn: ConnectionID, to out: inout OutputBuffer) -> Bool {
-        guard let found = openSlot(of: conn) else { return false }
-        open.remove(found, hash: SlotIndex.hash(conn, seed: seed))
+        let h = hash(conn)
+        guard let found = openSlot(of: conn, hash: h) else { return false }
+        open.remove(found, hash: h)
         let slot = Int(found)
         if shows(slots[slot]) {
             connectionsShown += 1
