@@ -69,6 +69,8 @@ let package = Package(
             name: "TCPTrailCoreTests",
             dependencies: ["TCPTrailCore", "CTCPTrailEvent", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
+        // The loader's pure parts: which program variants a kernel's BTF facts choose.
+        .testTarget(name: "TCPTrailLoaderTests", dependencies: ["TCPTrailLoader"]),
         .testTarget(
             name: "TCPTrailSystemTests",
             dependencies: ["TCPTrailCore", "tcptrail", "tt-peer"]

@@ -118,7 +118,12 @@ struct request_sock {
 	struct sock_common __req_common;
 };
 
+struct net_device {
+	possible_net_t nd_net;
+};
+
 struct sk_buff {
+	struct net_device *dev; /* the device it arrived on */
 	unsigned char *head;
 	__u16 transport_header;
 	__u16 network_header;
@@ -128,16 +133,25 @@ struct task_struct {
 	void *stack; /* lowest address of the task's kernel stack */
 };
 
+/* The registers a syscall returns with: only the syscall's number. */
+struct pt_regs {
+#if defined(__TARGET_ARCH_arm64)
+	int syscallno;
+#else
+	unsigned long orig_ax;
+#endif
+};
+
 #pragma clang attribute pop
 
-/* What the classic syscalls:sys_exit_* tracepoints hand over. */
-struct trace_event_raw_sys_exit {
-	unsigned short common_type;
-	unsigned char common_flags;
-	unsigned char common_preempt_count;
-	int common_pid;
-	int __syscall_nr;
-	long ret;
-};
+/* Syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl,
+ * include/uapi/asm-generic/unistd.h for arm64). */
+#if defined(__TARGET_ARCH_arm64)
+#define TT_NR_CONNECT 203
+#define TT_NR_LISTEN 201
+#else
+#define TT_NR_CONNECT 42
+#define TT_NR_LISTEN 50
+#endif
 
 #endif /* TCPTRAIL_KERNEL_TYPES_H */

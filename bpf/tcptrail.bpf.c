@@ -530,15 +530,25 @@ static __always_inline int flush_after_syscall(void)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int tt_exit_connect(struct trace_event_raw_sys_exit *ctx)
+/*
+ * Every syscall's return, filtered first by its number. A classic
+ * tracepoint/syscalls/sys_exit_connect would need tracefs to find its id,
+ * and many hosts do not mount it; tp_btf/sys_exit is found through BTF.
+ * It runs on every syscall of the host (bench/syscall-cost measures it), so
+ * the test comes before anything else. On arm64 the number is in
+ * regs->syscallno, on x86-64 in regs->orig_ax (32-bit compat syscalls have
+ * other numbers: their held events wait for the socket's next event).
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tt_sys_exit, struct pt_regs *regs, long ret)
 {
-	return flush_after_syscall();
-}
-
-SEC("tracepoint/syscalls/sys_exit_listen")
-int tt_exit_listen(struct trace_event_raw_sys_exit *ctx)
-{
+#if defined(__TARGET_ARCH_arm64)
+	long nr = regs->syscallno;
+#else
+	long nr = regs->orig_ax;
+#endif
+	if (nr != TT_NR_CONNECT && nr != TT_NR_LISTEN)
+		return 0;
 	return flush_after_syscall();
 }
 
@@ -669,6 +679,10 @@ static __always_inline int on_send_reset(const void *ctx, enum tt_copy copy, str
 	return 0;
 }
 
+/* Linux 6.10 added the reason ("tcp: rstreason: fully support in tcp_send_reset
+ * tracepoint", with enum sk_rst_reason); before, the tracepoint is (sk, skb) and
+ * reading a third argument is "invalid bpf_context access". The loader picks
+ * one pair by the tracepoint's prototype in the kernel's BTF. */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tt_rst_out_a, struct sock *sk, struct sk_buff *skb, int reason)
 {
@@ -679,6 +693,18 @@ SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tt_rst_out_b, struct sock *sk, struct sk_buff *skb, int reason)
 {
 	return on_send_reset(ctx, TT_COPY_B, sk, skb, reason);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tt_rst_out_old_a, struct sock *sk, struct sk_buff *skb)
+{
+	return on_send_reset(ctx, TT_COPY_A, sk, skb, 0);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tt_rst_out_old_b, struct sock *sk, struct sk_buff *skb)
+{
+	return on_send_reset(ctx, TT_COPY_B, sk, skb, 0);
 }
 
 static __always_inline int on_receive_reset(const void *ctx, enum tt_copy copy, struct sock *sk)
@@ -753,7 +779,10 @@ int BPF_PROG(tt_destroy_b, struct sock *sk)
 }
 
 /* A segment dropped because a listener's queue was full. The reason is
- * tested before the copies' hand-over: nearly every hit is another drop. */
+ * tested before the copies' hand-over: nearly every hit is another drop.
+ * rx_sk, the socket that received it, came with Linux 6.11 ("net: add rx_sk
+ * to trace_kfree_skb"); before, the namespace comes from the device the
+ * segment arrived on, and the listener's cookie is not known. */
 static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, struct sk_buff *skb, void *location,
 					enum skb_drop_reason reason, struct sock *rx_sk)
 {
@@ -770,6 +799,10 @@ static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, stru
 	if (rx_sk) {
 		e.cookie = bpf_get_socket_cookie(rx_sk);
 		e.netns = netns_of(&rx_sk->__sk_common);
+	} else {
+		e.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	}
+	if (e.netns) {
 		struct tcptrail_listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
 		struct tcptrail_owner *o = bpf_map_lookup_elem(&listeners, &lk);
 		if (o) {
@@ -792,4 +825,16 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(tt_kfree_b, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
 	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, rx_sk);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tt_kfree_old_a, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return on_kfree_skb(ctx, TT_COPY_A, skb, location, reason, 0);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tt_kfree_old_b, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, 0);
 }

@@ -242,10 +242,12 @@ public struct JSONLinesWriter: Sendable {
         out.append("}\n" as StaticString)
     }
 
-    /// Appends the `header` record that opens every log file. `filters` and
-    /// `thresholds` are JSON objects, written as given.
+    /// Appends the `header` record that opens every log file. `filters`,
+    /// `thresholds` and `features` (what the kernel lets the tracer see, when
+    /// a tracer wrote it) are JSON objects, written as given.
     public mutating func appendHeader(version: String, hostname: String, kernel: String, startedMono: UInt64,
-                                      filters: String, thresholds: String, mono: UInt64, to out: inout OutputBuffer) {
+                                      filters: String, thresholds: String, features: String? = nil, mono: UInt64,
+                                      to out: inout OutputBuffer) {
         appendPrologue(type: .header, mono: mono, to: &out)
         out.append(",\"format_version\":1,\"tcptrail_version\":" as StaticString)
         out.appendJSONString(version)
@@ -261,6 +263,10 @@ public struct JSONLinesWriter: Sendable {
         out.append(filters)
         out.append(",\"thresholds\":" as StaticString)
         out.append(thresholds)
+        if let features {
+            out.append(",\"features\":" as StaticString)
+            out.append(features)
+        }
         out.append("}\n" as StaticString)
     }
 

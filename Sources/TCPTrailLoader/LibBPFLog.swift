@@ -1,4 +1,5 @@
 import CLibBPF
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,4 +39,26 @@ public enum LibBPFLog {
     public static var text: String { lines.joined() }
 
     static func clear() { lines.removeAll() }
+
+    /// The program libbpf says failed to load, and the verifier's last word
+    /// on it ("invalid bpf_context access off=16 size=8"): the last line of
+    /// its load log before the statistics, or "" if it printed no log.
+    static func rejectedProgram(in log: String) -> (program: String, line: String)? {
+        let lines = log.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        guard let failed = lines.first(where: { $0.contains("': BPF program load failed") || $0.contains("': failed to load") }),
+              let open = failed.firstIndex(of: "'"),
+              let close = failed[failed.index(after: open)...].firstIndex(of: "'")
+        else { return nil }
+        let program = String(failed[failed.index(after: open)..<close])
+        var verdict = ""
+        var inLog = false
+        for line in lines {
+            if line.contains("'\(program)': -- BEGIN PROG LOAD LOG --") { inLog = true; continue }
+            guard inLog else { continue }
+            if line.hasPrefix("-- END PROG LOAD LOG --") { break }
+            let statistics = ["processed ", "verification time", "stack depth", "max_states_per_insn"]
+            if !statistics.contains(where: { line.hasPrefix($0) }) { verdict = line }
+        }
+        return (program, verdict.trimmingCharacters(in: .whitespaces))
+    }
 }

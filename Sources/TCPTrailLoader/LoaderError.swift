@@ -19,8 +19,10 @@ public enum LoaderError: Error, Equatable, Sendable {
     case openFailed(errno: Int32)
     /// The settings could not be written into the object before load.
     case configureFailed(String)
-    /// The kernel refused the program (the verifier, or memlock limits).
+    /// The kernel refused the object as a whole (memlock limits, maps).
     case loadFailed(errno: Int32, verifierLog: String)
+    /// The verifier refused one program, with the line that says why.
+    case programRejected(program: String, errno: Int32, verifierLine: String, verifierLog: String)
     /// A program loaded but could not be attached.
     case attachFailed(program: String, errno: Int32)
     /// The ring buffer could not be set up for reading.
@@ -36,6 +38,7 @@ public enum LoaderError: Error, Equatable, Sendable {
         case .openFailed: 70             // EX_SOFTWARE
         case .configureFailed: 70
         case .loadFailed: 71             // EX_OSERR
+        case .programRejected: 71
         case .attachFailed: 75           // EX_TEMPFAIL
         case .ringBufferFailed: 74       // EX_IOERR
         }
@@ -61,6 +64,9 @@ public enum LoaderError: Error, Equatable, Sendable {
                 return "the kernel refused to load the BPF program (EPERM): run as root, and check 'ulimit -l' and kernel.unprivileged_bpf_disabled; see 'tcptrail doctor'"
             }
             return "the kernel rejected the BPF program (\(errnoText(err))): rerun with --verbose to see the verifier log, and report it with 'uname -r'"
+        case .programRejected(let program, let err, let line, _):
+            let why = line.isEmpty ? errnoText(err) : line
+            return "the kernel rejected BPF program \(program) (\(why)): report it with 'uname -r' and 'tcptrail doctor --verbose'"
         case .attachFailed(let program, let err):
             return "cannot attach \(program) (\(errnoText(err))): run 'tcptrail doctor' to check the tracepoints"
         case .ringBufferFailed(let err):

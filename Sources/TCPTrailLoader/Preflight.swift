@@ -87,32 +87,42 @@ public enum Preflight {
             checks.append(Check(outcome: .warn, name: "ring buffer", detail: "not probed: needs privileges"))
         }
 
-        // Each tracepoint: BTF knows the tp_btf ones; tracefs or a real attach knows the rest.
-        var attachResults: [String: Int32] = [:]
-        if isPrivileged, vmlinux != nil { attachResults = tryAttachEach() }
-        for (program, tracepoint) in TraceProgram.tracepoints {
-            let event = String(tracepoint.split(separator: ":").last ?? "")
-            if let err = attachResults[program] {
-                checks.append(Check(outcome: err == 0 ? .ok : .fail, name: "tracepoint \(tracepoint)",
-                                    detail: err == 0 ? "loaded and attached" : "cannot attach: \(errnoText(err))",
-                                    exitStatus: err == 0 ? 0 : LoaderError.tracepointMissing(program: tracepoint, errno: err).exitStatus))
-                continue
-            }
-            if tracepoint.hasPrefix("syscalls:") {
-                let path = "/sys/kernel/tracing/events/syscalls/\(event)"
-                if access("/sys/kernel/tracing/events", F_OK) == 0 {
-                    let ok = access(path, F_OK) == 0
-                    checks.append(Check(outcome: ok ? .ok : .fail, name: "tracepoint \(tracepoint)", detail: ok ? "present in tracefs" : "absent from tracefs",
-                                        exitStatus: ok ? 0 : LoaderError.tracepointMissing(program: tracepoint, errno: ENOENT).exitStatus))
-                } else {
-                    checks.append(Check(outcome: .warn, name: "tracepoint \(tracepoint)", detail: "not checked: tracefs is not mounted and attaching needs privileges"))
+        // The features: what this kernel's BTF offers, then the real thing:
+        // the object opened, loaded and attached as `trace` does it.
+        var facts: KernelFacts?
+        if let vmlinux {
+            facts = KernelFacts.read(from: vmlinux, release: KernelFacts.runningRelease())
+        }
+        checks.append(Check(outcome: .ok, name: "kernel", detail: "Linux \(KernelFacts.runningRelease())"))
+        let tracefsMounted = access("/sys/kernel/tracing/events", F_OK) == 0
+        checks.append(Check(outcome: .ok, name: "tracefs",
+                            detail: (tracefsMounted ? "mounted" : "not mounted") + "; not needed: every hook is found through BTF"))
+        if let facts {
+            var plan = HookPlan.choose(for: facts)
+            var how = "from BTF only: loading needs privileges"
+            if isPrivileged {
+                switch tryLoadAndAttach(facts) {
+                case .success(let loaded):
+                    plan = loaded
+                    checks.append(Check(outcome: .ok, name: "load and attach",
+                                        detail: "\(plan.programNames.count) programs verified and attached, as 'trace' does"))
+                    how = ""
+                case .failure(let error):
+                    checks.append(Check(outcome: .fail, name: "load and attach", detail: error.message, exitStatus: error.exitStatus))
+                    how = "from BTF only: loading failed"
                 }
-            } else if let vmlinux {
-                let found = btf__find_by_name_kind(vmlinux, "btf_trace_\(event)", UInt32(BTF_KIND_TYPEDEF)) > 0
-                checks.append(Check(outcome: found ? .ok : .fail, name: "tracepoint \(tracepoint)", detail: found ? "present in kernel BTF" : "absent from kernel BTF",
-                                    exitStatus: found ? 0 : LoaderError.tracepointMissing(program: tracepoint, errno: ENOENT).exitStatus))
-            } else {
-                checks.append(Check(outcome: .warn, name: "tracepoint \(tracepoint)", detail: "not checked: no BTF"))
+            }
+            for status in plan.features {
+                let f = status.feature
+                let hooks = plan.variants.filter { $0.provides.contains(f) }.map(\.tracepoint)
+                if let why = status.missing {
+                    checks.append(Check(outcome: f.isRequired ? .fail : .warn, name: "feature \(f.rawValue)",
+                                        detail: "unavailable: \(why); \(f.withoutIt)",
+                                        exitStatus: f.isRequired ? LoaderError.tracepointMissing(program: "sock:inet_sock_set_state", errno: ENOENT).exitStatus : 0))
+                } else {
+                    checks.append(Check(outcome: .ok, name: "feature \(f.rawValue)",
+                                        detail: hooks.joined(separator: ", ") + (how.isEmpty ? "" : " (\(how))")))
+                }
             }
         }
 
@@ -133,18 +143,14 @@ public enum Preflight {
         return checks
     }
 
-    /// Loads the object once and attaches each program alone; errno per program (0 = ok).
-    static func tryAttachEach() -> [String: Int32] {
-        var results: [String: Int32] = [:]
-        do {
-            let program = try TraceProgram.open()
-            try program.configure(TraceSettings())
-            try program.load()
-            results = program.attachEachForCheck()
-            program.close()
-        } catch {
-            // Load failed as a whole: leave the per-tracepoint checks to BTF/tracefs.
+    /// Opens, loads and attaches the object as `trace` does, then detaches:
+    /// the plan in force, or the first failure.
+    static func tryLoadAndAttach(_ facts: KernelFacts) -> Result<HookPlan, LoaderError> {
+        Result { () throws(LoaderError) -> HookPlan in
+            let program = try TraceProgram.load(TraceSettings(), facts: facts)
+            defer { program.close() }
+            try program.attach()
+            return program.plan
         }
-        return results
     }
 }

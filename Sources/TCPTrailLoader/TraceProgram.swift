@@ -12,65 +12,8 @@ public final class TraceProgram {
     private var objectBytes: [UInt8]
     public private(set) var isLoaded = false
 
-    /// Which of a tracepoint's programs this is. Every tp_btf tracepoint has
-    /// two copies of its program, because the kernel skips a program hit while
-    /// that same program runs on the CPU (a softirq interrupting it): the
-    /// tracepoint runs the first copy then the second for every event, the
-    /// first handles what it is run for, the second what the kernel skipped
-    /// the first for (see "Two copies of each program" in bpf/tcptrail.bpf.c).
-    public enum Copy: Sendable {
-        /// The only program on its tracepoint (the syscall exits).
-        case only
-        /// Handles every event it runs for. Its recursion misses are the
-        /// second copy's to handle: those it did not ("rescued") are lost.
-        case first
-        /// Handles the events the first copy was skipped for. Its recursion
-        /// misses are events the first copy handled.
-        case second
-    }
-
-    /// Every program in the object, in attach order (a tracepoint calls its
-    /// programs in the order they were attached, and each first copy must
-    /// run before its second): its tracepoint, which copy it is, its index
-    /// in the kernel side's "rescued" counters, and what kind of event a
-    /// lost run would have reported (nil: none, or not known).
-    public static let programs: [(program: String, tracepoint: String, copy: Copy, hook: UInt32?, kind: KernelEventKind?)] = [
-        ("tt_state_a", "sock:inet_sock_set_state", .first, TT_HOOK_SET_STATE.rawValue, .transition),
-        ("tt_state_b", "sock:inet_sock_set_state", .second, TT_HOOK_SET_STATE.rawValue, .transition),
-        ("tt_retrans_a", "tcp:tcp_retransmit_skb", .first, TT_HOOK_RETRANSMIT_SKB.rawValue, .retransmit),
-        ("tt_retrans_b", "tcp:tcp_retransmit_skb", .second, TT_HOOK_RETRANSMIT_SKB.rawValue, .retransmit),
-        ("tt_synack_a", "tcp:tcp_retransmit_synack", .first, TT_HOOK_RETRANSMIT_SYNACK.rawValue, .retransmit),
-        ("tt_synack_b", "tcp:tcp_retransmit_synack", .second, TT_HOOK_RETRANSMIT_SYNACK.rawValue, .retransmit),
-        ("tt_rst_out_a", "tcp:tcp_send_reset", .first, TT_HOOK_SEND_RESET.rawValue, .reset),
-        ("tt_rst_out_b", "tcp:tcp_send_reset", .second, TT_HOOK_SEND_RESET.rawValue, .reset),
-        ("tt_rst_in_a", "tcp:tcp_receive_reset", .first, TT_HOOK_RECEIVE_RESET.rawValue, .reset),
-        ("tt_rst_in_b", "tcp:tcp_receive_reset", .second, TT_HOOK_RECEIVE_RESET.rawValue, .reset),
-        ("tt_error_a", "sock:inet_sk_error_report", .first, TT_HOOK_ERROR_REPORT.rawValue, .error),
-        ("tt_error_b", "sock:inet_sk_error_report", .second, TT_HOOK_ERROR_REPORT.rawValue, .error),
-        ("tt_destroy_a", "tcp:tcp_destroy_sock", .first, TT_HOOK_DESTROY_SOCK.rawValue, nil),
-        ("tt_destroy_b", "tcp:tcp_destroy_sock", .second, TT_HOOK_DESTROY_SOCK.rawValue, nil),
-        // A skipped run delays a held event to the socket's next transition.
-        ("tt_exit_connect", "syscalls:sys_exit_connect", .only, nil, nil),
-        ("tt_exit_listen", "syscalls:sys_exit_listen", .only, nil, nil),
-        // Only listen-overflow drops are events, and only those go through
-        // the copies' hand-over (every other kfree_skb hit returns first):
-        // the first copy's misses are mostly other drops, so they are not
-        // counted as lost listen drops. (The listen queues' own counters are
-        // read once a second besides.)
-        ("tt_kfree_a", "skb:kfree_skb", .first, TT_HOOK_KFREE_SKB.rawValue, nil),
-        ("tt_kfree_b", "skb:kfree_skb", .second, TT_HOOK_KFREE_SKB.rawValue, nil),
-    ]
-
-    /// The tracepoints, each with its first program (the name `doctor`'s
-    /// per-tracepoint check is keyed by).
-    public static let tracepoints: [(program: String, tracepoint: String)] = {
-        var seen = Set<String>()
-        return programs.compactMap { p in seen.insert(p.tracepoint).inserted ? (p.program, p.tracepoint) : nil }
-    }()
-
-    static func tracepoint(ofProgram name: String) -> String? {
-        programs.first(where: { $0.program == name })?.tracepoint
-    }
+    /// The programs chosen for this kernel and the features in force.
+    public private(set) var plan = HookPlan(variants: [], missing: [:])
 
     /// The compiled object embedded at build time.
     public static func embeddedObject() -> [UInt8]? {
@@ -132,16 +75,30 @@ public final class TraceProgram {
         if rc != 0 { throw .configureFailed("ring buffer size \(bytes): \(errnoText(-rc))") }
     }
 
-    /// Step 3: loads maps and programs into the kernel (the verifier runs here).
+    /// Step 3: marks the plan's programs for loading and every other
+    /// variant's not (libbpf's autoload), so each tracepoint gets the
+    /// variant this kernel's prototype fits.
+    public func choose(_ plan: HookPlan) {
+        let wanted = Set(plan.programNames)
+        var prog = bpf_object__next_program(object, nil)
+        while let p = prog {
+            let name = bpf_program__name(p).map { String(cString: $0) } ?? ""
+            bpf_program__set_autoload(p, wanted.contains(name))
+            prog = bpf_object__next_program(object, p)
+        }
+        self.plan = plan
+    }
+
+    /// Step 4: loads maps and programs into the kernel (the verifier runs here).
     public func load() throws(LoaderError) {
+        LibBPFLog.clear()
         let rc = bpf_object__load(object)
         guard rc == 0 else {
             let err = -rc
             let log = LibBPFLog.text
-            if err == ESRCH || err == ENOENT,
-               let missing = Self.programs.first(where: { log.contains("'\($0.program)'") && log.contains("failed to find") })
-            {
-                throw .tracepointMissing(program: missing.tracepoint, errno: err)
+            if let rejected = LibBPFLog.rejectedProgram(in: log) {
+                if err == EPERM && rejected.line.isEmpty { throw .notPrivileged }
+                throw .programRejected(program: rejected.program, errno: err, verifierLine: rejected.line, verifierLog: log)
             }
             if err == EPERM { throw .notPrivileged }
             throw .loadFailed(errno: err, verifierLog: log)
@@ -149,35 +106,79 @@ public final class TraceProgram {
         isLoaded = true
     }
 
-    /// The object's programs in attach order: those of `programs` in its
-    /// order, then any other.
-    private func programsInAttachOrder() -> [OpaquePointer] {
-        var listed: [OpaquePointer] = []
-        for entry in Self.programs {
-            if let p = bpf_object__find_program_by_name(object, entry.program) { listed.append(p) }
+    /// Steps 1 to 4 as `trace` and `doctor` take them: open, configure, choose
+    /// the variants `facts` fit, load. A variant the verifier refuses that no
+    /// required feature depends on is left out, with the verifier's line as
+    /// the reason, and the object opened again without it.
+    public static func load(_ settings: TraceSettings, facts: KernelFacts) throws(LoaderError) -> TraceProgram {
+        var refused: [String: String] = [:]
+        while true {
+            let program = try open()
+            try program.configure(settings)
+            program.choose(HookPlan.choose(for: facts, refused: refused))
+            do throws(LoaderError) {
+                try program.load()
+                return program
+            } catch {
+                program.close()
+                guard case .programRejected(let name, _, let line, _) = error,
+                      let variant = HookVariant.of(program: name),
+                      !variant.provides.contains(where: \.isRequired),
+                      refused[variant.programs[0].name] == nil
+                else { throw error }
+                refused[variant.programs[0].name] = "the verifier refused \(name): \(line)"
+            }
         }
-        var rest: [OpaquePointer] = []
-        var prog = bpf_object__next_program(object, nil)
-        while let p = prog {
-            if !listed.contains(p) { rest.append(p) }
-            prog = bpf_object__next_program(object, p)
-        }
-        return listed + rest
     }
 
-    /// Step 4: attaches every program to its tracepoint, each first copy
-    /// before its second. On failure nothing stays attached.
-    public func attach() throws(LoaderError) {
-        for p in programsInAttachOrder() {
-            guard let link = bpf_program__attach(p) else {
-                let err = errno
-                let name = bpf_program__name(p).map { String(cString: $0) } ?? "?"
-                detach()
-                let tp = Self.tracepoint(ofProgram: name) ?? name
-                if err == ENOENT || err == ESRCH { throw .tracepointMissing(program: tp, errno: err) }
-                throw .attachFailed(program: tp, errno: err)
+    /// Every program the object holds, loaded or not.
+    func programNamesInObject() -> [String] {
+        var names: [String] = []
+        var prog = bpf_object__next_program(object, nil)
+        while let p = prog {
+            if let n = bpf_program__name(p) { names.append(String(cString: n)) }
+            prog = bpf_object__next_program(object, p)
+        }
+        return names
+    }
+
+    /// The loaded programs with their variant, in attach order.
+    private func loadedPrograms() -> [(program: OpaquePointer, name: String, variant: HookVariant)] {
+        plan.variants.flatMap { v in
+            v.programs.compactMap { entry in
+                bpf_object__find_program_by_name(object, entry.name).map { ($0, entry.name, v) }
             }
-            links.append(link)
+        }
+    }
+
+    /// Step 5: attaches every chosen program, each first copy before its
+    /// second. An optional variant that cannot attach is detached and its
+    /// features marked missing; a required one detaches everything and throws.
+    public func attach() throws(LoaderError) {
+        for variant in plan.variants {
+            var made: [OpaquePointer] = []
+            for (name, _) in variant.programs {
+                let p = bpf_object__find_program_by_name(object, name)
+                guard let p, let link = bpf_program__attach(p) else {
+                    let err = p == nil ? ENOENT : errno
+                    for l in made.reversed() { bpf_link__destroy(l) }
+                    made.removeAll()
+                    if variant.provides.contains(where: \.isRequired) {
+                        detach()
+                        if err == ENOENT || err == ESRCH { throw .tracepointMissing(program: variant.tracepoint, errno: err) }
+                        throw .attachFailed(program: variant.tracepoint, errno: err)
+                    }
+                    var degraded = plan
+                    degraded.variants.removeAll { $0 == variant }
+                    for f in variant.provides where !degraded.variants.contains(where: { $0.provides.contains(f) }) {
+                        degraded.missing[f] = "cannot attach to \(variant.tracepoint): \(errnoText(err))"
+                    }
+                    plan = degraded
+                    break
+                }
+                made.append(link)
+            }
+            links.append(contentsOf: made)
         }
     }
 
@@ -234,20 +235,20 @@ public final class TraceProgram {
     /// that CPU (bpf_prog_info.recursion_misses), how many of the first
     /// copies' misses the second copies handled, and the events lost.
     private func addRecursionMisses(to out: inout KernelStats) {
-        for p in programsInAttachOrder() {
+        for (p, name, _) in loadedPrograms() {
             let fd = bpf_program__fd(p)
-            guard fd >= 0, let cName = bpf_program__name(p) else { continue }
+            guard fd >= 0 else { continue }
             var info = bpf_prog_info()
             var length = UInt32(MemoryLayout<bpf_prog_info>.size)
             guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { continue }
-            out.recursionMisses[String(cString: cName)] = info.recursion_misses
+            out.recursionMisses[name] = info.recursion_misses
         }
         // Read after the misses: a rescue follows its miss within the same
         // tracepoint call, so each miss read is matched by a rescue read now
         // unless that call is still running (on another CPU) or was lost.
         let rescued = readRescued()
-        for entry in Self.programs where entry.copy == .second {
-            if let hook = entry.hook, let n = rescued[hook], n > 0 { out.rescued[entry.tracepoint] = n }
+        for v in plan.variants {
+            if let hook = v.hook, let n = rescued[hook], n > 0 { out.rescued[v.tracepoint] = n }
         }
         // While attached, compare with misses read at least 100 ms ago, so a
         // miss whose rescue is running right now is not reported as lost.
@@ -258,9 +259,9 @@ public final class TraceProgram {
             while missHistory.count > 1, missHistory[1].at + 100_000_000 <= now { missHistory.removeFirst() }
             settled = missHistory[0].at + 100_000_000 <= now ? missHistory[0].misses : [:]
         }
-        for entry in Self.programs where entry.copy == .first {
-            guard let hook = entry.hook, let kind = entry.kind else { continue }
-            let missed = settled[entry.program] ?? 0
+        for v in plan.variants {
+            guard let hook = v.hook, let kind = v.kind, let first = v.programs.first(where: { $0.copy == .first }) else { continue }
+            let missed = settled[first.name] ?? 0
             let lost = missed > (rescued[hook] ?? 0) ? missed - (rescued[hook] ?? 0) : 0
             guard lost > 0 else { continue }
             out.skipped += lost
@@ -317,29 +318,6 @@ public struct KernelStats: Sendable, Equatable {
     /// `lost` split by what the events were.
     public var lostByKind: [KernelEventKind: UInt64] = [:]
     public init() {}
-}
-
-extension TraceProgram {
-    /// Attaches and detaches each program alone, for `doctor`: errno by the
-    /// name in `tracepoints`, the first failure of the tracepoint's copies.
-    func attachEachForCheck() -> [String: Int32] {
-        var results: [String: Int32] = [:]
-        var prog = bpf_object__next_program(object, nil)
-        while let p = prog {
-            let name = bpf_program__name(p).map { String(cString: $0) } ?? "?"
-            let tracepoint = Self.tracepoint(ofProgram: name)
-            let key = Self.tracepoints.first(where: { $0.tracepoint == tracepoint })?.program ?? name
-            var err: Int32 = 0
-            if let link = bpf_program__attach(p) {
-                bpf_link__destroy(link)
-            } else {
-                err = errno
-            }
-            if (results[key] ?? 0) == 0 { results[key] = err }
-            prog = bpf_object__next_program(object, p)
-        }
-        return results
-    }
 }
 
 extension TraceProgram {

@@ -48,7 +48,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Writes the log file's header record (at start and after each reopen).
-    func writeLogHeader(version: String, filters: String, thresholds: String) {
+    func writeLogHeader(version: String, filters: String, thresholds: String, features: String) {
         guard let log else { return }
         let started = WallClock.monotonicNow()
         var uts = utsname()
@@ -57,7 +57,8 @@ final class EventPrinter: RingBufferConsumer {
         let host = ProcessInfo.processInfo.hostName
         log.header = { [unowned self] buffer in
             self.fileJSON.appendHeader(version: version, hostname: host, kernel: kernel, startedMono: started,
-                                       filters: filters, thresholds: thresholds, mono: WallClock.monotonicNow(), to: &buffer)
+                                       filters: filters, thresholds: thresholds, features: features,
+                                       mono: WallClock.monotonicNow(), to: &buffer)
         }
         log.writeHeader()
     }

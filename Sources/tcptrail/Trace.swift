@@ -98,7 +98,8 @@ struct Trace: ParsableCommand {
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds),
             log: log
         )
-        sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json)
+        sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
+                            features: session.program.plan.headerJSON)
         session.begin(sink: sink, raw: raw)
         Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")
 

@@ -29,9 +29,7 @@ final class TraceSession {
         let settings = options.settings(filters)
         let started = Result { () throws(LoaderError) -> TraceProgram in
             try Preflight.checkBeforeTrace()
-            let program = try TraceProgram.open()
-            try program.configure(settings)
-            try program.load()
+            let program = try TraceProgram.load(settings, facts: try KernelFacts.read())
             program.seedListeners(ListenerScan.scan())
             try program.attach()
             return program
@@ -41,6 +39,10 @@ final class TraceSession {
         case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
         }
         pollInterval = options.pollInterval
+        let missing = program.plan.features.filter { !$0.available }.map(\.feature.rawValue)
+        if !missing.isEmpty {
+            Diagnostics.note("tcptrail: kernel \(KernelFacts.runningRelease()) lacks \(missing.joined(separator: ", ")); tracing without: run 'tcptrail doctor' for what each means")
+        }
         // Once the program is attached (so a refusal stays one line), and before
         // any thread starts, so the log writer inherits it.
         if options.nice != 0, case let err = tt_set_nice(options.nice), err != 0 {

@@ -139,16 +139,22 @@ struct BPFObjects {
 /// only widens the test's bound; without tracefs it is 0 and the test exact.
 final class UntracedByThisKernel {
     private let instance: String?
+    private static let tracefs = "/sys/kernel/tracing"
+    /// Whether this count mounted tracefs, and so unmounts it: the tests
+    /// after it must see the host as it was (the tracer needs no tracefs).
+    private var mounted = false
 
     init(port: UInt16) throws {
-        let tracefs = "/sys/kernel/tracing"
+        let tracefs = Self.tracefs
         if access("\(tracefs)/instances", F_OK) != 0 {
-            _ = try? run(["mount", "-t", "tracefs", "nodev", tracefs], check: false)
+            mounted = (try? run(["mount", "-t", "tracefs", "nodev", tracefs], check: false))?.status == 0
         }
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/1/task")) ?? []
         let dir = "\(tracefs)/instances/tt-rec-\(getpid())-\(Unique.next())"
         guard !threads.isEmpty, mkdir(dir, 0o700) == 0 else {
             instance = nil
+            if mounted { umount(tracefs) }
+            mounted = false
             return
         }
         instance = dir
@@ -172,5 +178,6 @@ final class UntracedByThisKernel {
             try? "0".write(toFile: "\(dir)/events/sock/inet_sock_set_state/enable", atomically: false, encoding: .utf8)
             rmdir(dir)
         }
+        if mounted { umount(Self.tracefs) }
     }
 }
