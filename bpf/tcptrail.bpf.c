@@ -100,6 +100,63 @@ struct {
 	__type(value, struct stash);
 } in_syscall SEC(".maps");
 
+/*
+ * Accepted children with their listener's cookie. On Linux 6.1 (seen in the
+ * Debian 12 guest of scripts/test-kernels) sk_clone_lock() copies
+ * sock_common whole, skc_cookie with it, so every child accepted after the
+ * listener's cookie was made reads that same cookie; 6.18 gives each child a
+ * cookie of its own. A child whose cookie is already set at its first event
+ * (LISTEN -> SYN_RECV, fired from the clone path before anything else can
+ * ask for one) gets an id of its own here, by socket address, until the
+ * socket is destroyed or the address starts a new socket. Ids have the top
+ * bit set, which cookies (a counter from 1) never reach, and the time in the
+ * rest, so they do not repeat across runs either.
+ */
+#define TT_CHILD_ID_BIT (1ULL << 63)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);   /* struct sock * */
+	__type(value, __u64); /* the child's id */
+} child_ids SEC(".maps");
+
+/* Set at the first child with an inherited cookie: only then are lookups in child_ids needed. */
+__u32 tt_inherited_cookies = 0;
+__u64 tt_children = 0;
+
+/* The socket's connection id: its cookie, or its own id if it is a child
+ * that inherited its listener's cookie. */
+static __always_inline __u64 cookie_of(struct sock *sk)
+{
+	if (tt_inherited_cookies) {
+		__u64 key = (__u64)sk;
+		__u64 *id = bpf_map_lookup_elem(&child_ids, &key);
+		if (id)
+			return *id;
+	}
+	return bpf_get_socket_cookie(sk);
+}
+
+/* At a socket's first event: a child that carries its listener's cookie gets
+ * an id of its own; a new socket at the address of a destroyed one drops
+ * that one's id. */
+static __always_inline __u64 first_event_cookie(struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV &&
+	    BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != 0) {
+		__u64 id = TT_CHILD_ID_BIT | ((bpf_ktime_get_ns() & ~0xffULL) & ~TT_CHILD_ID_BIT) |
+			   (__sync_fetch_and_add(&tt_children, 1) & 0xff);
+		bpf_map_update_elem(&child_ids, &key, &id, BPF_ANY);
+		tt_inherited_cookies = 1;
+		return id;
+	}
+	if (oldstate == TCP_CLOSE && tt_inherited_cookies)
+		bpf_map_delete_elem(&child_ids, &key);
+	return cookie_of(sk);
+}
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &which);
@@ -406,7 +463,7 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = first_event_cookie(sk, oldstate, newstate);
 	struct conn_info *ci = conn_lookup(cookie);
 	if (!ci) {
 		struct conn_info fresh = {};
@@ -555,7 +612,7 @@ int BPF_PROG(tt_sys_exit, struct pt_regs *regs, long ret)
 /* An event about a socket we may track: flushes what it holds, fills owner. */
 static __always_inline void prepare_sock_event(struct tcptrail_event *e, struct sock *sk, __u8 type)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = cookie_of(sk);
 	struct conn_info *ci = conn_lookup(cookie);
 	if (ci)
 		flush_pending(sk, cookie, ci);
@@ -757,7 +814,11 @@ static __always_inline int on_destroy_sock(const void *ctx, enum tt_copy copy, s
 {
 	if (!take(ctx, copy, TT_HOOK_DESTROY_SOCK, (__u64)sk, 0))
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = cookie_of(sk);
+	if (cookie & TT_CHILD_ID_BIT) {
+		__u64 key = (__u64)sk;
+		bpf_map_delete_elem(&child_ids, &key);
+	}
 	struct conn_info *ci = conn_lookup(cookie);
 	if (!ci)
 		return 0;

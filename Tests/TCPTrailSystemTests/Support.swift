@@ -147,8 +147,10 @@ final class Background {
 final class Tracer {
     let background: Background
 
-    init(_ extra: [String]) throws {
-        background = try Background([Products.tcptrail, "trace", "--json"] + extra)
+    /// `prefix` runs the tracer under another command that execs it (so
+    /// SIGINT still reaches the tracer), e.g. `unshare -m`.
+    init(_ extra: [String], prefix: [String] = []) throws {
+        background = try Background(prefix + [Products.tcptrail, "trace", "--json"] + extra)
         try background.waitFor("tracing TCP events", inStderr: true)
     }
 

@@ -48,6 +48,46 @@ struct TraceTests {
         #expect(records.map { $0.int("seq") } == Array(1...records.count))
     }
 
+    /// A fresh host mounts neither tracefs nor debugfs. The tracer runs in a
+    /// private mount namespace with both unmounted and sees a connection
+    /// whole. A listen() without bind() fires CLOSE -> LISTEN before the
+    /// kernel picks the port: the program holds it and sends it when listen()
+    /// returns (tp_btf/sys_exit), so it comes out, with the port the process
+    /// reads from getsockname(), while the listener is still open.
+    @Test func tracesWithoutTracefsOrDebugfs() throws {
+        let ns = try NetworkNamespace(prefix: "ttnt")
+        let port = Unique.port()
+        let hide = "for m in /sys/kernel/debug /sys/kernel/tracing; do umount -l $m 2>/dev/null; done; " +
+            "if [ -e /sys/kernel/tracing/events ] || [ -e /sys/kernel/debug/tracing/events ]; then echo 'tracefs still mounted' >&2; exit 99; fi; " +
+            "exec \"$@\""
+        let tracer = try Tracer(["--netns", "\(try ns.inode)"],
+                                prefix: ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh"])
+        let autobound = try Background(ns.command(["python3", "-c",
+            "import socket, time\ns = socket.socket()\ns.listen()\nprint('port', s.getsockname()[1], flush=True)\ntime.sleep(60)"]))
+        try autobound.waitFor("port ")
+        let autoPort = Int(autobound.stdout.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+        try tracer.background.waitFor("\"lport\":\(autoPort),", timeout: 10)
+        #expect(tracer.background.stdout.contains("\"kernel_to\":\"LISTEN\""))
+        autobound.signal(SIGKILL)
+
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "1"])
+        try server.background.waitFor("listening")
+        let client = try Peer(ns, ["client", "127.0.0.1", "\(port)", "1"])
+        #expect(try client.background.wait() == 0)
+        #expect(try server.background.wait() == 0)
+        usleep(300_000)
+        let (records, status, stderr) = try tracer.stop()
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("\(records.count) events, 0 lost"), "summary: \(stderr)")
+        let byConn = transitionsByConnection(records)
+        let listeners = byConn.values.filter { $0.first?.transition == "CLOSE->LISTEN" }
+        #expect(Set(listeners.compactMap { $0.first?.int("lport") }) == [autoPort, Int(port)])
+        #expect(listeners.allSatisfy { $0.map(\.transition) == ["CLOSE->LISTEN", "LISTEN->CLOSE"] })
+        let clients = byConn.values.filter { $0.first?.int("rport") == Int(port) }
+        #expect(clients.map { $0.map(\.transition) } == [activeOpenAndClose])
+        #expect(clients.first?.first?.int("lport") ?? 0 > 0, "CLOSE->SYN_SENT carries its local port")
+    }
+
     // Test 3: two namespaces over veth, separate processes: owners, endpoints.
     @Test(arguments: [4, 6])
     func vethPairReportsOwnersAndEndpoints(family: Int) throws {
