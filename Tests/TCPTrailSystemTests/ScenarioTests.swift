@@ -145,7 +145,7 @@ extension HandshakeScenarioTests {
         try s1.background.waitFor("listening")
         _ = try Peer(net.client, ["client", net.serverV4, "\(p1)", "1", "--half-close", "--hold", "0.2"]).background.wait()
         _ = try s1.background.wait()
-        let s2 = try Peer(net.server, ["server", net.serverV4, "\(p2)", "1", "--name", "tt-server", "--close-first", "--hold", "2"])
+        let s2 = try Peer(net.server, ["server", net.serverV4, "\(p2)", "1", "--name", "tt-server", "--close-first", "--hold", Timing.hold(2)])
         try s2.background.waitFor("listening")
         let c2 = try Peer(net.client, ["client", net.serverV4, "\(p2)", "1", "--name", "tt-client", "--close-first"])
         try c2.background.waitFor("conn ")
@@ -196,7 +196,8 @@ extension HandshakeScenarioTests {
     @Test func listenerThatNeverAccepts() throws {
         let net = try VethPair()
         let port = Unique.port()
-        let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-server", "--backlog", "1", "--no-accept", "--hold", "4"])
+        let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-server", "--backlog", "1", "--no-accept",
+                                           "--hold", Timing.hold(4)])
         try server.background.waitFor("listening")
         let before = try net.server.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0
         let tracer = try Tracer(["--port", "\(port)"])
@@ -204,7 +205,7 @@ extension HandshakeScenarioTests {
         for _ in 0..<8 {
             clients.append(try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--half-close", "--no-drain", "--hold", "3"]))
         }
-        _ = try server.background.wait(timeout: 30)
+        _ = try server.background.wait(timeout: 30 * Timing.scale)
         let after = try net.server.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0
         let (records, _, _) = try tracer.stop()
         let overflows = after - before

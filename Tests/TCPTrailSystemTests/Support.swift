@@ -143,6 +143,15 @@ final class Background {
     func signal(_ sig: Int32) { kill(pid, sig) }
 }
 
+/// How much slower than this project's VMs the test host is. scripts/test-kernels
+/// sets TCPTRAIL_TEST_TIME_SCALE for its software-emulated guest, where loading
+/// the BPF object alone takes about 30 s: a connection that must still be open
+/// once a tracer has started holds for `hold(seconds)`.
+enum Timing {
+    static let scale: Double = ProcessInfo.processInfo.environment["TCPTRAIL_TEST_TIME_SCALE"].flatMap(Double.init) ?? 1
+    static func hold(_ seconds: Double) -> String { "\(seconds * scale)" }
+}
+
 /// A running `tcptrail trace --json`, stopped by SIGINT.
 final class Tracer {
     let background: Background
