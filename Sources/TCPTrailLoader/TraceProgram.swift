@@ -112,6 +112,9 @@ public final class TraceProgram {
     /// the reason, and the object opened again without it.
     public static func load(_ settings: TraceSettings, facts: KernelFacts) throws(LoaderError) -> TraceProgram {
         var refused: [String: String] = [:]
+        for (feature, why) in settings.turnedOff where !feature.isRequired {
+            for v in HookVariant.all where v.provides.contains(feature) { refused[v.programs[0].name] = why }
+        }
         while true {
             let program = try open()
             try program.configure(settings)

@@ -16,6 +16,9 @@ public struct TraceSettings: Sendable, Equatable {
     public var ringBufferBytes: UInt32 = 16 << 20
     /// Wake the reader once this much is queued (it also drains on a timer).
     public var wakeupBytes: UInt64?
+    /// Optional features the operator turned off, with the reason to show:
+    /// their programs are not loaded.
+    public var turnedOff: [KernelFeature: String] = [:]
 
     /// How many values each filter list takes.
     public static let maxFilterValues = Int(TT_MAX_FILTER)

@@ -41,7 +41,7 @@ final class TraceSession {
         pollInterval = options.pollInterval
         let missing = program.plan.features.filter { !$0.available }.map(\.feature.rawValue)
         if !missing.isEmpty {
-            Diagnostics.note("tcptrail: kernel \(KernelFacts.runningRelease()) lacks \(missing.joined(separator: ", ")); tracing without: run 'tcptrail doctor' for what each means")
+            Diagnostics.note("tcptrail: tracing without \(missing.joined(separator: ", ")) on kernel \(KernelFacts.runningRelease()): run 'tcptrail doctor' for why and what each means")
         }
         // Once the program is attached (so a refusal stays one line), and before
         // any thread starts, so the log writer inherits it.

@@ -52,6 +52,30 @@ struct EventLogTests {
         _ = try server.background.wait()
     }
 
+    /// The header says which features the kernel gave; --no-syscall-hook
+    /// leaves tt_sys_exit unloaded (bpftool lists the kernel's programs) and
+    /// the header and stderr say so.
+    @Test(arguments: [false, true])
+    func headerCarriesTheFeaturesInForce(noSyscallHook: Bool) throws {
+        let dir = try PrivateDirectory()
+        let path = dir.path + "/trace.jsonl"
+        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(Unique.port())"]
+                                    + (noSyscallHook ? ["--no-syscall-hook"] : []))
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let programs = try run(["bpftool", "prog", "show"]).stdout
+        tracer.signal(SIGTERM)
+        #expect(try tracer.wait() == 0)
+        #expect(programs.contains("name tt_state_a"))
+        #expect(programs.contains("name tt_sys_exit") == !noSyscallHook, "bpftool prog show: \(programs.prefix(2000))")
+        let header = try #require(try lines(path).first)
+        let features = try #require(header["features"] as? [String: Bool])
+        #expect(features["transitions"] == true)
+        #expect(features["syscall_returns"] == !noSyscallHook)
+        #expect(Set(features.keys).count == 11, "\(features)")
+        #expect(tracer.stderr.contains("tracing without syscall_returns") == noSyscallHook, "\(tracer.stderr)")
+        try validate([path])
+    }
+
     @Test func logFileHasHeaderRecordsAndSummary() throws {
         let dir = try PrivateDirectory()
         let ns = try NetworkNamespace(prefix: "ttg")
