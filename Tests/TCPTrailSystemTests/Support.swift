@@ -143,6 +143,15 @@ final class Background {
     func signal(_ sig: Int32) { kill(pid, sig) }
 }
 
+/// bpftrace running `program`, the ground truth some tests count against.
+/// Its classic tracepoints need tracefs, which a fresh host does not mount
+/// and the tracer must not be given: bpftrace gets a private mount namespace
+/// with tracefs mounted, and execs there (signals reach it directly).
+func bpftrace(_ program: String) -> [String] {
+    ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+     "[ -e /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing; exec bpftrace -e \"$0\"", program]
+}
+
 /// How much slower than this project's VMs the test host is. scripts/test-kernels
 /// sets TCPTRAIL_TEST_TIME_SCALE for its software-emulated guest, where loading
 /// the BPF object alone takes about 30 s: a connection that must still be open

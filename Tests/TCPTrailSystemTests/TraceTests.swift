@@ -182,10 +182,9 @@ struct TraceTests {
         let ns = try NetworkNamespace(prefix: "ttl")
         let port = Unique.port()
         let n = 150
-        let counter = try Background([
-            "bpftrace", "-e",
-            "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == \(port) || args->dport == \(port))/ { @hits = count(); }",
-        ])
+        let counter = try Background(bpftrace(
+            "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == \(port) || args->dport == \(port))/ { @hits = count(); }"
+        ))
         try counter.waitFor("Attaching")
         usleep(500_000)
         let tracer = try Tracer(["--port", "\(port)", "--buffer-size", "4096"])
@@ -222,10 +221,9 @@ struct TraceTests {
         let ns = try NetworkNamespace(prefix: "ttr")
         let port = Unique.port(), closed = Unique.port()
         let n = 60
-        let addresses = try Background([
-            "bpftrace", "-e",
-            "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->dport == \(port) && args->newstate == 2/ { printf(\"sk %p\\n\", args->skaddr); }",
-        ])
+        let addresses = try Background(bpftrace(
+            "tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->dport == \(port) && args->newstate == 2/ { printf(\"sk %p\\n\", args->skaddr); }"
+        ))
         try addresses.waitFor("Attaching")
         usleep(500_000)
         let tracer = try Tracer(["--port", "\(port)", "--port", "\(closed)"])
