@@ -4,7 +4,7 @@ import TCPTrailLoader
 /// `tcptrail doctor`: one line per thing tracing needs, and whether this host has it.
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check that this host can run the tracer: privileges, BTF, ring buffer, tracepoints, memlock."
+        abstract: "Check that this host can run the tracer: privileges, BTF, ring buffer, the program loaded and attached as trace does, each feature this kernel offers, memlock."
     )
 
     @Flag(help: "Show libbpf's own messages.")
