@@ -154,7 +154,9 @@ struct TopTests {
         let table = topTableLines(screen)
         let cli = try #require(table.first { $0.contains("tt-topcli") })
         #expect(cli.contains("tt-topcli \(clientPid)"), "\(cli)")
-        #expect(cli.contains("\(laddr):\(lport) -> \(raddr):\(rport)"), "\(cli)")
+        // The local endpoint is padded to its column: compare words, not spaces.
+        let words = cli.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(words.contains("\(laddr):\(lport) -> \(raddr):\(rport)"), "\(cli)")
         #expect(cli.contains("ESTABLISHED"))
         #expect(table.contains { $0.contains("tt-topsrv") && $0.contains("LISTEN") }, "\(screen)")
         let ref = try #require(table.first { $0.contains("tt-topref") })
