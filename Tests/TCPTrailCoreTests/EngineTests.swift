@@ -245,6 +245,17 @@ let minute: UInt64 = 60_000_000_000
         #expect(runB.kinds == [.resetReceived])
     }
 
+    /// The RST comes well past the window in kernel time but next in the
+    /// stream: it is still the close's cause.
+    @Test func aLateResetNextInTheStreamStillExplainsTheClose() {
+        let a = Script(15)
+        let late = HandshakeEngine.closeCauseWindow / 1_000_000 * 4
+        let events = a.t(.close, .synSent).t(.synSent, .established).t(.established, .close).reset(.sent, in: .close, after: late).events
+        let run = Run(events)
+        #expect(run.steps == [.synSent, .established, .reset])
+        #expect(run.kinds == [.resetSent])
+    }
+
     @Test func closeWithoutCauseIsAbortedAfterTheWindow() {
         let s = Script(14)
         let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .close).events

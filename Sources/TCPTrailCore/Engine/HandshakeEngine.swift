@@ -113,8 +113,15 @@ public struct HandshakeEngine: Sendable {
     }
 
     public mutating func process(_ e: KernelEvent, emit: (EngineOutput) -> Void) {
-        advance(to: e.monoNanoseconds, emit: emit)
         let id = e.connectionID
+        // A reset or error for a close still waiting for its cause is that
+        // cause, however late its timestamp: the kernel raised it after the
+        // close, and nothing came between them. It goes to the close before
+        // the clock moves past the window (a descheduled vCPU can put more
+        // than 5 ms between the two; seen in the emulated 6.1 guest).
+        let explainsAPendingClose = (e.kind == .reset || e.kind == .error) && connections[id]?.pendingClose != nil
+        if !explainsAPendingClose { advance(to: e.monoNanoseconds, emit: emit) }
+        defer { if explainsAPendingClose { advance(to: e.monoNanoseconds, emit: emit) } }
         switch e.kind {
         case .transition:
             transition(e, id: id, emit: emit)
