@@ -56,6 +56,8 @@ struct conn_info {
 	__u8 pending_old;
 	__u8 owner_known;
 	__u8 prev_known;
+	__u8 listed;           /* counted in its key's listeners entry */
+	__u8 pad[3];
 	/* Last complete endpoints: the kernel clears the local port (and may
 	 * clear addresses) before the -> CLOSE transition fires. */
 	__u8 saddr[16];
@@ -71,12 +73,21 @@ struct {
 	__type(value, struct conn_info);
 } conns SEC(".maps");
 
-/* Listener owners by (netns, family, port): accepted children inherit them. */
+/*
+ * Table sizes: the max_entries below are defaults; the loader sizes conns,
+ * child_ids, listeners and owner_seeds from the host before load
+ * (TraceSettings.tables). conns, listeners and child_ids are plain hashes,
+ * not LRU, so a full table is a failed insert we count (TT_STAT_*), never a
+ * silent eviction of a live entry.
+ */
+
+/* Listener owners by (netns, family, port): accepted children inherit them.
+ * An entry lives while a listener on its key does (refs). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct tcptrail_listener_key);
-	__type(value, struct tcptrail_owner);
+	__type(value, struct tcptrail_listener);
 } listeners SEC(".maps");
 
 /* Owners of sockets that predate the trace, by cookie, from /proc at start. */
@@ -115,11 +126,20 @@ struct {
 #define TT_CHILD_ID_BIT (1ULL << 63)
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);   /* struct sock * */
 	__type(value, __u64); /* the child's id */
 } child_ids SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	/* Atomic: one program can run in the middle of another on the same
+	 * CPU (a softirq interrupting it), between a load and a store. */
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
 
 /* Set at the first child with an inherited cookie: only then are lookups in child_ids needed. */
 __u32 tt_inherited_cookies = 0;
@@ -148,22 +168,16 @@ static __always_inline __u64 first_event_cookie(struct sock *sk, int oldstate, i
 	    BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != 0) {
 		__u64 id = TT_CHILD_ID_BIT | ((bpf_ktime_get_ns() & ~0xffULL) & ~TT_CHILD_ID_BIT) |
 			   (__sync_fetch_and_add(&tt_children, 1) & 0xff);
-		bpf_map_update_elem(&child_ids, &key, &id, BPF_ANY);
 		tt_inherited_cookies = 1;
+		if (bpf_map_update_elem(&child_ids, &key, &id, BPF_ANY)) {
+			count(TT_STAT_CHILD_IDS_FULL);
+			return bpf_get_socket_cookie(sk);
+		}
 		return id;
 	}
 	if (oldstate == TCP_CLOSE && tt_inherited_cookies)
 		bpf_map_delete_elem(&child_ids, &key);
 	return cookie_of(sk);
-}
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &which);
-	/* Atomic: one program can run in the middle of another on the same
-	 * CPU (a softirq interrupting it), between a load and a store. */
-	if (v)
-		__sync_fetch_and_add(v, 1);
 }
 
 /*
@@ -456,6 +470,57 @@ static __always_inline struct conn_info *conn_lookup(__u64 cookie)
 	return bpf_map_lookup_elem(&conns, &cookie);
 }
 
+static __always_inline struct tcptrail_listener_key listener_key(const struct sock *sk)
+{
+	struct tcptrail_listener_key lk = {
+		.netns = netns_of(&sk->__sk_common),
+		.family = BPF_CORE_READ(sk, __sk_common.skc_family),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+	};
+	return lk;
+}
+
+/* A listener is up: its key's entry names its owner (the latest listen()
+ * on a SO_REUSEPORT key) and counts it. */
+static __always_inline void list_listener(const struct sock *sk, struct conn_info *ci)
+{
+	if (ci->listed)
+		return;
+	struct tcptrail_listener_key lk = listener_key(sk);
+	struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
+	if (l) {
+		l->owner.pid = ci->pid;
+		__builtin_memcpy(l->owner.comm, ci->comm, TT_COMM_LEN);
+		__sync_fetch_and_add(&l->refs, 1);
+		ci->listed = 1;
+		return;
+	}
+	struct tcptrail_listener fresh = { .owner.pid = ci->pid, .refs = 1 };
+	__builtin_memcpy(fresh.owner.comm, ci->comm, TT_COMM_LEN);
+	if (bpf_map_update_elem(&listeners, &lk, &fresh, BPF_NOEXIST) == 0) {
+		ci->listed = 1;
+		return;
+	}
+	/* Another CPU made it first, or the table is full. */
+	l = bpf_map_lookup_elem(&listeners, &lk);
+	if (l) {
+		__sync_fetch_and_add(&l->refs, 1);
+		ci->listed = 1;
+	} else {
+		count(TT_STAT_LISTENERS_FULL);
+	}
+}
+
+/* A listener closed: the last one on its key takes the entry with it. */
+static __always_inline void unlist_listener(const struct sock *sk, struct conn_info *ci)
+{
+	ci->listed = 0;
+	struct tcptrail_listener_key lk = listener_key(sk);
+	struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
+	if (l && __sync_fetch_and_add(&l->refs, -1) <= 1)
+		bpf_map_delete_elem(&listeners, &lk);
+}
+
 static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, struct sock *sk, int oldstate, int newstate)
 {
 	if (!take(ctx, copy, TT_HOOK_SET_STATE, (__u64)sk, (__u64)oldstate << 32 | (__u32)newstate) ||
@@ -473,8 +538,13 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 			__builtin_memcpy(fresh.comm, seed->comm, TT_COMM_LEN);
 			fresh.owner_known = 1;
 		}
-		if (bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST) && !conn_lookup(cookie))
+		if (bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST) && !conn_lookup(cookie)) {
 			count(TT_STAT_TRACK_FULL);
+			/* A socket's first transition: from CLOSE (connect, listen)
+			 * or the clone of an accepted child. */
+			if (oldstate == TCP_CLOSE || (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV))
+				count(TT_STAT_UNTRACKED_SOCKETS);
+		}
 		ci = conn_lookup(cookie);
 	}
 
@@ -488,18 +558,20 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 			take_owner(ci);
 		/* Accepted children, and listeners older than the trace. */
 		if (oldstate == TCP_LISTEN && !ci->owner_known) {
-			struct tcptrail_listener_key lk = {
-				.netns = netns_of(&sk->__sk_common),
-				.family = BPF_CORE_READ(sk, __sk_common.skc_family),
-				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
-			};
-			struct tcptrail_owner *o = bpf_map_lookup_elem(&listeners, &lk);
-			if (o) {
-				ci->pid = o->pid;
-				__builtin_memcpy(ci->comm, o->comm, TT_COMM_LEN);
+			struct tcptrail_listener_key lk = listener_key(sk);
+			struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
+			if (l) {
+				ci->pid = l->owner.pid;
+				__builtin_memcpy(ci->comm, l->owner.comm, TT_COMM_LEN);
 				ci->owner_known = 1;
+			} else if (newstate == TCP_SYN_RECV) {
+				count(TT_STAT_OWNERLESS_CHILDREN);
 			}
 		}
+		/* Listed here, or older than the trace (seeded from /proc; this is
+		 * the first event we see of it). */
+		if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE && (ci->listed || !ci->prev_known))
+			unlist_listener(sk, ci);
 	}
 
 	struct tcptrail_event e = {};
@@ -507,6 +579,8 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 	e.type = TT_EVENT_TRANSITION;
 	e.old_state = oldstate;
 	e.new_state = newstate;
+	if (!ci)
+		e.flags |= TT_FLAG_UNTRACKED;
 	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE))
 		e.flags |= TT_FLAG_PEER_FIN;
 	if (ci && ci->prev_known) {
@@ -536,12 +610,8 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 		return 0;
 	}
 
-	if (newstate == TCP_LISTEN && ci && ci->owner_known) {
-		struct tcptrail_listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
-		struct tcptrail_owner o = { .pid = ci->pid };
-		__builtin_memcpy(o.comm, ci->comm, TT_COMM_LEN);
-		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
-	}
+	if (newstate == TCP_LISTEN && ci && ci->owner_known)
+		list_listener(sk, ci);
 	emit(&e);
 	return 0;
 }
@@ -574,16 +644,8 @@ static __always_inline int flush_after_syscall(void)
 		return 0;
 	__u32 held = ci->pending_new;
 	flush_pending(sk, cookie, ci);
-	if (held == TCP_LISTEN && ci->owner_known) {
-		struct tcptrail_listener_key lk = {
-			.netns = netns_of(&sk->__sk_common),
-			.family = BPF_CORE_READ(sk, __sk_common.skc_family),
-			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
-		};
-		struct tcptrail_owner o = { .pid = ci->pid };
-		__builtin_memcpy(o.comm, ci->comm, TT_COMM_LEN);
-		bpf_map_update_elem(&listeners, &lk, &o, BPF_ANY);
-	}
+	if (held == TCP_LISTEN && ci->owner_known)
+		list_listener(sk, ci);
 	return 0;
 }
 

@@ -44,6 +44,7 @@ enum tcptrail_event_flags {
 	TT_FLAG_DEFERRED = 1 << 3,      /* held back until the socket's addresses were set */
 	TT_FLAG_NO_SOCKET = 1 << 4,     /* reset sent with no socket (e.g. SYN to a closed port) */
 	TT_FLAG_REQUEST_SOCK = 1 << 5,  /* conn is a request sock (SYN-ACK retransmit) */
+	TT_FLAG_UNTRACKED = 1 << 6,     /* the connection table was full: no owner, previous state or saved endpoints */
 };
 
 #define TT_COMM_LEN 16
@@ -97,7 +98,8 @@ struct tcptrail_config {
 
 /* Key and value of the "listeners" map: accepted children inherit the owner
  * of the listener on their port. User space seeds it at start with the
- * listeners that already exist (from /proc), the program adds new ones. */
+ * listeners that already exist (from /proc), the program adds new ones and
+ * removes them when the last listener on the key closes. */
 struct tcptrail_listener_key {
 	__u32 netns;
 	__u16 family;  /* AF_INET or AF_INET6 */
@@ -109,14 +111,23 @@ struct tcptrail_owner {
 	char comm[TT_COMM_LEN];
 };
 
+struct tcptrail_listener {
+	struct tcptrail_owner owner;
+	__u32 refs;    /* listening sockets on the key (SO_REUSEPORT shares one) */
+};
+
 /* Indexes into the per-CPU "stats" array. */
 enum tcptrail_stat {
 	TT_STAT_LOST = 0,        /* bpf_ringbuf_reserve failed: event dropped */
-	TT_STAT_TRACK_FULL = 1,  /* the connection table was full: socket not tracked */
+	TT_STAT_TRACK_FULL = 1,  /* events of sockets the full connection table could not take */
 	TT_STAT_FILTERED = 2,    /* events dropped by the in-kernel filters */
 	TT_STAT_SUBMITTED = 3,   /* events written to the ring buffer */
 	TT_STAT_LOST_BY_TYPE = 4, /* + event type (1..5): TT_STAT_LOST split by type */
-	TT_STAT_MAX = 10,
+	TT_STAT_UNTRACKED_SOCKETS = 10, /* sockets whose first event found the connection table full */
+	TT_STAT_LISTENERS_FULL = 11,    /* listeners the full listener table could not take */
+	TT_STAT_OWNERLESS_CHILDREN = 12, /* accepted sockets whose listener was not in the table */
+	TT_STAT_CHILD_IDS_FULL = 13,    /* accepted sockets left with their listener's cookie (table full) */
+	TT_STAT_MAX = 14,
 };
 
 /* The tracepoints that have two program copies (see "Two copies of each
@@ -146,5 +157,6 @@ _Static_assert(__builtin_offsetof(struct tcptrail_event, comm) == 88, "comm offs
 _Static_assert(sizeof(struct tcptrail_config) == 112, "tcptrail_config size");
 _Static_assert(sizeof(struct tcptrail_listener_key) == 8, "tcptrail_listener_key size");
 _Static_assert(sizeof(struct tcptrail_owner) == 20, "tcptrail_owner size");
+_Static_assert(sizeof(struct tcptrail_listener) == 24, "tcptrail_listener size");
 
 #endif /* TCPTRAIL_EVENT_H */

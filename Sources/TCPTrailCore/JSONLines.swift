@@ -1,6 +1,6 @@
 /// The `type` of a record in the v1 contract.
 public enum LogRecordType: Int, Sendable, CaseIterable {
-    case transition, retransmit, reset, error, listenDrop, anomaly, snapshot, lost, header, summary
+    case transition, retransmit, reset, error, listenDrop, anomaly, snapshot, lost, header, summary, untracked
     /// A type this version does not know (v1 may add types); read, never written.
     case other
 
@@ -17,6 +17,7 @@ public enum LogRecordType: Int, Sendable, CaseIterable {
         case .lost: "lost"
         case .header: "header"
         case .summary: "summary"
+        case .untracked: "untracked"
         case .other: "other"
         }
     }
@@ -206,6 +207,7 @@ public struct JSONLinesWriter: Sendable {
             }
             out.append(",\"peer_fin\":" as StaticString)
             out.append(e.peerFinReceived ? "true" as StaticString : "false")
+            if e.untracked { out.append(",\"untracked\":true" as StaticString) }
             if let change { appendDocumented(change, to: &out) }
         case .retransmit:
             appendPrologue(type: .retransmit, mono: e.monoNanoseconds, to: &out)
@@ -246,8 +248,8 @@ public struct JSONLinesWriter: Sendable {
     /// `thresholds` and `features` (what the kernel lets the tracer see, when
     /// a tracer wrote it) are JSON objects, written as given.
     public mutating func appendHeader(version: String, hostname: String, kernel: String, startedMono: UInt64,
-                                      filters: String, thresholds: String, features: String? = nil, mono: UInt64,
-                                      to out: inout OutputBuffer) {
+                                      filters: String, thresholds: String, features: String? = nil, tables: String? = nil,
+                                      mono: UInt64, to out: inout OutputBuffer) {
         appendPrologue(type: .header, mono: mono, to: &out)
         out.append(",\"format_version\":1,\"tcptrail_version\":" as StaticString)
         out.appendJSONString(version)
@@ -267,13 +269,17 @@ public struct JSONLinesWriter: Sendable {
             out.append(",\"features\":" as StaticString)
             out.append(features)
         }
+        if let tables {
+            out.append(",\"tables\":" as StaticString)
+            out.append(tables)
+        }
         out.append("}\n" as StaticString)
     }
 
     /// Appends the `summary` record that ends a run: records written by type,
     /// anomalies by name, events lost in the kernel, records the log could not take.
     public mutating func appendSummary(recordsByType: [(String, UInt64)], anomalies: [(String, Int)], lost: UInt64,
-                                       exportErrors: UInt64, mono: UInt64, to out: inout OutputBuffer) {
+                                       exportErrors: UInt64, untracked: TableGaps? = nil, mono: UInt64, to out: inout OutputBuffer) {
         appendPrologue(type: .summary, mono: mono, to: &out)
         out.append(",\"records\":{" as StaticString)
         for (i, (name, n)) in recordsByType.enumerated() {
@@ -293,7 +299,22 @@ public struct JSONLinesWriter: Sendable {
         out.append(decimal: lost)
         out.append(",\"export_errors\":" as StaticString)
         out.append(decimal: exportErrors)
+        if let untracked {
+            out.append(",\"untracked\":{" as StaticString)
+            untracked.appendFields(to: &out)
+            out.append(UInt8(ascii: "}"))
+        }
         out.append("}\n" as StaticString)
+    }
+
+    /// Appends an `untracked` record: what the kernel side's full tables kept
+    /// from the record so far (totals since the start), in an `untracked`
+    /// object as the summary has it (`jq .untracked.sockets` reads both).
+    public mutating func appendUntracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer) {
+        appendPrologue(type: .untracked, mono: mono, to: &out)
+        out.append(",\"untracked\":{" as StaticString)
+        gaps.appendFields(to: &out)
+        out.append("}}\n" as StaticString)
     }
 
     /// Appends a `lost` record: `count` events dropped since the last one, `total` in all,
@@ -316,5 +337,79 @@ public struct JSONLinesWriter: Sendable {
             out.append(decimal: n)
         }
         out.append("}}\n" as StaticString)
+    }
+}
+
+/// What the kernel side's full tables kept from the record, as totals since
+/// the start of the run: the `untracked` record and the summary's `untracked`.
+public struct TableGaps: Sendable, Equatable {
+    /// Sockets whose first event found the connection table full.
+    public var sockets: UInt64 = 0
+    /// Their events: each has no owner, previous state or saved endpoints.
+    public var events: UInt64 = 0
+    /// Listeners the listener table could not take.
+    public var listeners: UInt64 = 0
+    /// Accepted sockets whose listener the kernel side did not hold.
+    public var acceptedWithoutOwner: UInt64 = 0
+    /// Of those, the ones whose owner user space named (from every listen() it saw, or /proc).
+    public var acceptedNamed: UInt64 = 0
+    /// Accepted sockets that kept their listener's cookie (Linux 6.1, child_ids full).
+    public var childIDs: UInt64 = 0
+    /// Sockets open at start whose owner did not fit the seed table.
+    public var ownerSeeds: UInt64 = 0
+
+    public init() {}
+
+    /// Whether nothing was lost to a full table. Accepted sockets named by
+    /// user space are no loss.
+    public var isEmpty: Bool {
+        sockets == 0 && events == 0 && listeners == 0 && acceptedWithoutOwner <= acceptedNamed && childIDs == 0 && ownerSeeds == 0
+    }
+
+    /// The JSON members, in the contract's order.
+    static let names = ["sockets", "events", "listeners", "accepted_without_owner", "accepted_named", "child_ids", "owner_seeds"]
+
+    var values: [UInt64] { [sockets, events, listeners, acceptedWithoutOwner, acceptedNamed, childIDs, ownerSeeds] }
+
+    /// Sets the member called `name`; false if there is none.
+    public mutating func set(_ name: String, _ value: UInt64) -> Bool {
+        switch name {
+        case "sockets": sockets = value
+        case "events": events = value
+        case "listeners": listeners = value
+        case "accepted_without_owner": acceptedWithoutOwner = value
+        case "accepted_named": acceptedNamed = value
+        case "child_ids": childIDs = value
+        case "owner_seeds": ownerSeeds = value
+        default: return false
+        }
+        return true
+    }
+
+    func appendFields(to out: inout OutputBuffer) {
+        for (i, (name, value)) in zip(Self.names, values).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.appendJSONString(name)
+            out.append(UInt8(ascii: ":"))
+            out.append(decimal: value)
+        }
+    }
+
+    /// One phrase per gap, for replay's report and the run's summary line.
+    public var phrases: [String] {
+        var p: [String] = []
+        if sockets > 0 || events > 0 {
+            p.append("\(sockets) sockets untracked (connection table full; raise --max-connections): \(events) events without owner or previous state")
+        }
+        if listeners > 0 {
+            p.append("\(listeners) listeners not in the listener table (raise --max-listeners)"
+                     + (acceptedNamed > 0 ? ": \(acceptedNamed) accepted sockets named from user space's table instead" : ""))
+        }
+        if acceptedWithoutOwner > acceptedNamed {
+            p.append("\(acceptedWithoutOwner - acceptedNamed) accepted sockets without owner")
+        }
+        if childIDs > 0 { p.append("\(childIDs) accepted sockets sharing their listener's id (table full)") }
+        if ownerSeeds > 0 { p.append("\(ownerSeeds) sockets open at start whose owner did not fit its table") }
+        return p
     }
 }

@@ -106,11 +106,13 @@ public struct ProcessName: Sendable, Equatable {
         self = value
     }
 
-    /// Calls body with the bytes up to the first NUL.
+    /// Calls body with the bytes up to the trailing NULs. The kernel pads a
+    /// name with NULs after its end (strscpy_pad); a NUL inside one (only a
+    /// log can hold that) is kept, so views show it as `\x00`, not cut there.
     public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try withUnsafeBytes(of: self) { raw in
-            var n = 0
-            while n < raw.count && raw[n] != 0 { n += 1 }
+            var n = raw.count
+            while n > 0 && raw[n - 1] == 0 { n -= 1 }
             return try body(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
         }
     }
@@ -193,6 +195,8 @@ public struct KernelEvent: Sendable, Equatable {
     public var noSocket: Bool { flags & UInt8(TT_FLAG_NO_SOCKET.rawValue) != 0 }
     /// The connection id is a SYN-ACK's request sock, not a full socket.
     public var requestSock: Bool { flags & UInt8(TT_FLAG_REQUEST_SOCK.rawValue) != 0 }
+    /// The kernel side's connection table was full: no owner, previous state or saved endpoints.
+    public var untracked: Bool { flags & UInt8(TT_FLAG_UNTRACKED.rawValue) != 0 }
 
     /// The connection id: the socket cookie, with `.generation` when one
     /// socket carried more than one connection. `.none` for socket-less resets.

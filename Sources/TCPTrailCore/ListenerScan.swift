@@ -10,6 +10,14 @@ public struct ListenerOwner: Sendable, Equatable {
     public var port: UInt16
     public var pid: UInt32
     public var comm: ProcessName
+
+    public init(netns: UInt32, family: UInt8, port: UInt16, pid: UInt32, comm: ProcessName) {
+        self.netns = netns
+        self.family = family
+        self.port = port
+        self.pid = pid
+        self.comm = comm
+    }
 }
 
 /// Finds the listeners that exist now and their processes, in every network
@@ -114,5 +122,18 @@ public struct ProcSockets {
             data.append(contentsOf: chunk.prefix(n))
         }
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// A listening endpoint as the kernel side's listener table keys it.
+public struct ListenerKey: Hashable, Sendable {
+    public var netns: UInt32
+    /// 4 or 6.
+    public var family: UInt8
+    public var port: UInt16
+    public init(netns: UInt32, family: UInt8, port: UInt16) {
+        self.netns = netns
+        self.family = family
+        self.port = port
     }
 }

@@ -159,4 +159,12 @@ public struct TextLinesWriter: Sendable {
         out.append(decimal: total)
         out.append(" in all): the ring buffer was full; raise --buffer-size\n" as StaticString)
     }
+
+    /// A line that says a kernel table filled, as soon as it is counted.
+    public mutating func appendUntracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer) {
+        clock.appendTimeOfDay(mono: mono, to: &out)
+        out.append(" *** UNTRACKED " as StaticString)
+        out.append(gaps.phrases.joined(separator: "; "))
+        out.append(UInt8(ascii: "\n"))
+    }
 }

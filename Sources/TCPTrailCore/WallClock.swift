@@ -142,7 +142,10 @@ public struct WallClock: Sendable {
         }
         guard i == b.count else { return nil }
         let seconds = days(fromCivil: y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
-        return seconds * 1_000_000_000 + nanos
+        // Nanoseconds since 1970 in an Int64: 1677-09-21 to 2262-04-11.
+        let (ns, over) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let (total, over2) = ns.addingReportingOverflow(nanos)
+        return over || over2 ? nil : total
     }
 
     /// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).

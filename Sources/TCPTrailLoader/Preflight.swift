@@ -1,4 +1,5 @@
 import CLibBPF
+import TCPTrailCore
 import Foundation
 
 /// The checks `tcptrail doctor` prints and `trace` runs before loading.
@@ -97,11 +98,15 @@ public enum Preflight {
         let tracefsMounted = access("/sys/kernel/tracing/events", F_OK) == 0
         checks.append(Check(outcome: .ok, name: "tracefs",
                             detail: (tracefsMounted ? "mounted" : "not mounted") + "; not needed: every hook is found through BTF"))
+        // The tables as 'trace' would size them here and now.
+        let tables = TableSizes.forHost(maxConnections: nil, maxListeners: nil, listenersNow: isPrivileged ? ListenerScan.scan().count : nil)
+        checks.append(Check(outcome: .ok, name: "tables",
+                            detail: "connections \(tables.connections), listeners \(tables.listeners), owners at start \(tables.ownerSeeds) (from \(tables.basis); --max-connections and --max-listeners set them)"))
         if let facts {
             var plan = HookPlan.choose(for: facts)
             var how = "from BTF only: loading needs privileges"
             if isPrivileged {
-                switch tryLoadAndAttach(facts) {
+                switch tryLoadAndAttach(facts, tables: tables) {
                 case .success(let loaded):
                     plan = loaded
                     checks.append(Check(outcome: .ok, name: "load and attach",
@@ -145,9 +150,11 @@ public enum Preflight {
 
     /// Opens, loads and attaches the object as `trace` does, then detaches:
     /// the plan in force, or the first failure.
-    static func tryLoadAndAttach(_ facts: KernelFacts) -> Result<HookPlan, LoaderError> {
+    static func tryLoadAndAttach(_ facts: KernelFacts, tables: TableSizes) -> Result<HookPlan, LoaderError> {
         Result { () throws(LoaderError) -> HookPlan in
-            let program = try TraceProgram.load(TraceSettings(), facts: facts)
+            var settings = TraceSettings()
+            settings.tables = tables
+            let program = try TraceProgram.load(settings, facts: facts)
             defer { program.close() }
             try program.attach()
             return program.plan

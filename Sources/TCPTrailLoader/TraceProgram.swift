@@ -73,7 +73,20 @@ public final class TraceProgram {
         }
         let rc = bpf_map__set_max_entries(events, bytes)
         if rc != 0 { throw .configureFailed("ring buffer size \(bytes): \(errnoText(-rc))") }
+        let t = settings.tables
+        for (name, entries) in [("conns", t.connections), ("child_ids", t.connections), ("listeners", t.listeners), ("owner_seeds", t.ownerSeeds)] {
+            guard let m = map(named: name) else { throw .configureFailed("no \(name) map") }
+            let rc = bpf_map__set_max_entries(m, UInt32(clamping: entries))
+            if rc != 0 { throw .configureFailed("\(name) size \(entries): \(errnoText(-rc))") }
+        }
+        tables = t
     }
+
+    /// Owners and listeners from /proc that did not fit their tables.
+    var seedFailures: UInt64 = 0
+
+    /// The table sizes set by `configure`.
+    public private(set) var tables = TableSizes()
 
     /// Step 3: marks the plan's programs for loading and every other
     /// variant's not (libbpf's autoload), so each tracepoint gets the
@@ -218,15 +231,20 @@ public final class TraceProgram {
             let sum = values.reduce(0, &+)
             switch index {
             case TT_STAT_LOST.rawValue: out.lost = sum
-            case TT_STAT_TRACK_FULL.rawValue: out.untracked = sum
+            case TT_STAT_TRACK_FULL.rawValue: out.untrackedEvents = sum
             case TT_STAT_FILTERED.rawValue: out.filtered = sum
             case TT_STAT_SUBMITTED.rawValue: out.submitted = sum
+            case TT_STAT_UNTRACKED_SOCKETS.rawValue: out.untrackedSockets = sum
+            case TT_STAT_LISTENERS_FULL.rawValue: out.listenersUntracked = sum
+            case TT_STAT_OWNERLESS_CHILDREN.rawValue: out.ownerlessChildren = sum
+            case TT_STAT_CHILD_IDS_FULL.rawValue: out.childIDsFull = sum
             case (TT_STAT_LOST_BY_TYPE.rawValue + 1)...(TT_STAT_LOST_BY_TYPE.rawValue + 5):
                 if let kind = KernelEventKind(rawValue: UInt8(index - TT_STAT_LOST_BY_TYPE.rawValue)) { out.lostByKind[kind] = sum }
             default: break
             }
         }
         out.ringBufferFull = out.lost
+        out.seedsNotWritten = seedFailures
         addRecursionMisses(to: &out)
         return out
     }
@@ -312,8 +330,25 @@ public struct KernelStats: Sendable, Equatable {
     /// Events the second copy handled because the kernel skipped the first,
     /// by tracepoint ("sock:inet_sock_set_state").
     public var rescued: [String: UInt64] = [:]
-    /// Sockets not tracked because the connection table was full.
-    public var untracked: UInt64 = 0
+    /// Sockets whose first event found the connection table full: traced
+    /// without owner, previous state or saved endpoints.
+    public var untrackedSockets: UInt64 = 0
+    /// Events of such sockets (each also carries `untracked`).
+    public var untrackedEvents: UInt64 = 0
+    /// Listeners the full listener table could not take.
+    public var listenersUntracked: UInt64 = 0
+    /// Accepted sockets whose listener was not in the table (user space may
+    /// still name their owner; see `OwnerFallback`).
+    public var ownerlessChildren: UInt64 = 0
+    /// Accepted sockets that kept their listener's cookie for want of room
+    /// in child_ids (Linux 6.1 only; their events may merge with another's).
+    public var childIDsFull: UInt64 = 0
+    /// Owners of sockets open at start that did not fit owner_seeds.
+    public var seedsNotWritten: UInt64 = 0
+    /// Whether any table filled.
+    public var tablesFull: Bool {
+        untrackedEvents > 0 || listenersUntracked > 0 || ownerlessChildren > 0 || childIDsFull > 0 || seedsNotWritten > 0
+    }
     /// Events the in-kernel filters dropped.
     public var filtered: UInt64 = 0
     /// Events written to the ring buffer.
@@ -335,7 +370,7 @@ extension TraceProgram {
             var value = tcptrail_owner()
             value.pid = s.pid
             withUnsafeMutableBytes(of: &value.comm) { $0.storeBytes(of: s.comm, as: ProcessName.self) }
-            if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 }
+            if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { seedFailures += 1 }
         }
         return written
     }
@@ -347,12 +382,18 @@ extension TraceProgram {
         guard let m = map(named: "listeners") else { return 0 }
         let fd = bpf_map__fd(m)
         var written = 0
+        // One entry per key, counting the listeners on it (SO_REUSEPORT).
+        var refs: [ListenerKey: (owner: ListenerOwner, count: UInt32)] = [:]
         for o in owners {
-            var key = tcptrail_listener_key(netns: o.netns, family: o.family == 6 ? 10 : 2, port: o.port)
-            var value = tcptrail_owner()
-            value.pid = o.pid
-            withUnsafeMutableBytes(of: &value.comm) { $0.storeBytes(of: o.comm, as: ProcessName.self) }
-            if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 }
+            refs[ListenerKey(netns: o.netns, family: o.family, port: o.port), default: (o, 0)].count += 1
+        }
+        for (key, entry) in refs {
+            var k = tcptrail_listener_key(netns: key.netns, family: key.family == 6 ? 10 : 2, port: key.port)
+            var value = tcptrail_listener()
+            value.owner.pid = entry.owner.pid
+            value.refs = entry.count
+            withUnsafeMutableBytes(of: &value.owner.comm) { $0.storeBytes(of: entry.owner.comm, as: ProcessName.self) }
+            if bpf_map_update_elem(fd, &k, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { seedFailures += 1 }
         }
         return written
     }

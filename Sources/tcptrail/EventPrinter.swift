@@ -28,6 +28,9 @@ final class EventPrinter: RingBufferConsumer {
     /// Sees every record the engine makes (the live views' board).
     var observer: ((EngineOutput) -> Void)?
     private(set) var undecodable: UInt64 = 0
+    /// Owners of accepted sockets the kernel side could not name.
+    private(set) var owners = OwnerFallback()
+    private var lastRescan: UInt64 = 0
     /// stdout's reader went away (EPIPE): end quietly.
     private(set) var outputClosed = false
     /// The run should end: --count reached or stdout closed.
@@ -48,7 +51,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Writes the log file's header record (at start and after each reopen).
-    func writeLogHeader(version: String, filters: String, thresholds: String, features: String) {
+    func writeLogHeader(version: String, filters: String, thresholds: String, features: String, tables: String) {
         guard let log else { return }
         let started = WallClock.monotonicNow()
         var uts = utsname()
@@ -57,7 +60,7 @@ final class EventPrinter: RingBufferConsumer {
         let host = ProcessInfo.processInfo.hostName
         log.header = { [unowned self] buffer in
             self.fileJSON.appendHeader(version: version, hostname: host, kernel: kernel, startedMono: started,
-                                       filters: filters, thresholds: thresholds, features: features,
+                                       filters: filters, thresholds: thresholds, features: features, tables: tables,
                                        mono: WallClock.monotonicNow(), to: &buffer)
         }
         log.writeHeader()
@@ -71,7 +74,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Writes the summary record, fsyncs and closes the log.
-    func finishLog(lost: UInt64) {
+    func finishLog(lost: UInt64, untracked: TableGaps) {
         guard let log else { return }
         log.write(&fileOut)
         // The summary's export-error count covers everything before it.
@@ -79,7 +82,7 @@ final class EventPrinter: RingBufferConsumer {
         var anomalies: [(String, Int)] = []
         if let engine { anomalies = engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 } }
         fileJSON.appendSummary(recordsByType: fileJSON.countsByType, anomalies: anomalies, lost: lost,
-                               exportErrors: log.recordsNotWritten, mono: WallClock.monotonicNow(), to: &fileOut)
+                               exportErrors: log.recordsNotWritten, untracked: untracked, mono: WallClock.monotonicNow(), to: &fileOut)
         log.finish(&fileOut)
     }
 
@@ -103,13 +106,14 @@ final class EventPrinter: RingBufferConsumer {
 
     func consume(_ record: UnsafeRawBufferPointer) -> Bool {
         if finished { return false }
-        guard case .success(let event) = EventDecoder.decode(record) else {
+        guard case .success(var event) = EventDecoder.decode(record) else {
             undecodable += 1
             return true
         }
         if !filter.keepsAddresses(family: event.family, local: event.localAddress, remote: event.remoteAddress) {
             return true
         }
+        owners.fill(&event, rescan: rescanListeners)
         if engine != nil {
             engine!.process(event) { write($0) }
         } else {
@@ -128,6 +132,19 @@ final class EventPrinter: RingBufferConsumer {
         case .none: break
         }
         observer?(output)
+    }
+
+    /// The listeners open now, at most once a second (it walks /proc).
+    private func rescanListeners() -> [ListenerOwner] {
+        let now = WallClock.monotonicNow()
+        guard now &- lastRescan >= 1_000_000_000 else { return [] }
+        lastRescan = now
+        return ListenerScan.scan()
+    }
+
+    /// The listeners open at start, for accepted sockets the kernel side cannot name.
+    func learnListeners(_ owners: [ListenerOwner]) {
+        self.owners.learn(owners)
     }
 
     /// Reports and tracks the sockets open at start (those the filters keep).
@@ -169,6 +186,20 @@ final class EventPrinter: RingBufferConsumer {
         switch format {
         case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
+        case .none: break
+        }
+    }
+
+    /// Reports what full kernel tables kept from the record, as it grows.
+    func untracked(_ gaps: TableGaps) {
+        let now = WallClock.monotonicNow()
+        if log != nil {
+            rotateIfNeeded()
+            fileJSON.appendUntracked(gaps, mono: now, to: &fileOut)
+        }
+        switch format {
+        case .json: json.appendUntracked(gaps, mono: now, to: &out)
+        case .text: text.appendUntracked(gaps, mono: now, to: &out)
         case .none: break
         }
     }

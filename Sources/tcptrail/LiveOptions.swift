@@ -25,6 +25,12 @@ struct LiveOptions: ParsableArguments {
     @Option(help: "Flag a connection retransmitting more data segments than this (data_retransmit).")
     var retransmitThreshold: Int = 3
 
+    @Option(help: "Sockets the kernel side can track at once (its connection table; default: 65536, or 4 times the sockets open at start if more). A socket beyond it is traced without owner or previous state, and counted as untracked.")
+    var maxConnections: Int?
+
+    @Option(help: "Listening sockets whose owner the kernel side can hold (default: 8192, or 4 times the listeners at start if more). Accepted sockets of a listener beyond it get their owner from user space, or are counted as ownerless.")
+    var maxListeners: Int?
+
     @Flag(help: "Do not hook every syscall's return (about 0.1 µs per syscall, bench/syscall-cost): a connect's or listen's first event then waits for the socket's next one.")
     var noSyscallHook = false
 
@@ -40,8 +46,12 @@ struct LiveOptions: ParsableArguments {
         }
         if nice < -20 || nice > 19 { throw ValidationError("--nice must be -20 to 19, got \(nice)") }
         if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
-        if closeWaitThreshold <= 0 || finWait2Threshold <= 0 { throw ValidationError("stall thresholds must be positive seconds") }
-        if timeWaitThreshold < 1 || retransmitThreshold < 1 { throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1") }
+        try OptionCheck.seconds(closeWaitThreshold, "--close-wait-threshold", in: 0.001...OptionCheck.longestSeconds)
+        try OptionCheck.seconds(finWait2Threshold, "--fin-wait-2-threshold", in: 0.001...OptionCheck.longestSeconds)
+        try OptionCheck.count(timeWaitThreshold, "--time-wait-threshold", in: 1...100_000_000)
+        try OptionCheck.count(retransmitThreshold, "--retransmit-threshold", in: 1...1_000_000_000)
+        if let maxConnections { try OptionCheck.count(maxConnections, "--max-connections", in: TableSizes.connectionRange) }
+        if let maxListeners { try OptionCheck.count(maxListeners, "--max-listeners", in: TableSizes.listenerRange) }
     }
 
     static func parseSize(_ text: String) -> UInt64? {

@@ -61,10 +61,10 @@ struct Replay: ParsableCommand {
     mutating func validate() throws {
         if files.isEmpty { throw ValidationError("give at least one log file") }
         if let since, WallClock.parseRFC3339(since) == nil {
-            throw ValidationError("--since '\(since)' is not a time such as 2026-11-21T03:12:00Z")
+            throw ValidationError("--since '\(since.escaped)' is not a time from 1678 to 2262 such as 2026-11-21T03:12:00Z")
         }
         if let until, WallClock.parseRFC3339(until) == nil {
-            throw ValidationError("--until '\(until)' is not a time such as 2026-11-21T03:12:00Z")
+            throw ValidationError("--until '\(until.escaped)' is not a time from 1678 to 2262 such as 2026-11-21T03:12:00Z")
         }
         if let a = since.flatMap(WallClock.parseRFC3339), let b = until.flatMap(WallClock.parseRFC3339), a > b {
             throw ValidationError("--since is after --until")
@@ -72,12 +72,10 @@ struct Replay: ParsableCommand {
         if let conn, ConnectionID(conn) == nil {
             throw ValidationError("--conn '\(conn)' is not a connection id such as 4217 or 4217.1")
         }
-        for t in [closeWaitThreshold, finWait2Threshold].compactMap({ $0 }) where t <= 0 {
-            throw ValidationError("stall thresholds must be positive seconds")
-        }
-        for t in [timeWaitThreshold, retransmitThreshold].compactMap({ $0 }) where t < 1 {
-            throw ValidationError("--time-wait-threshold and --retransmit-threshold must be at least 1")
-        }
+        if let closeWaitThreshold { try OptionCheck.seconds(closeWaitThreshold, "--close-wait-threshold", in: 0.001...OptionCheck.longestSeconds) }
+        if let finWait2Threshold { try OptionCheck.seconds(finWait2Threshold, "--fin-wait-2-threshold", in: 0.001...OptionCheck.longestSeconds) }
+        if let timeWaitThreshold { try OptionCheck.count(timeWaitThreshold, "--time-wait-threshold", in: 1...100_000_000) }
+        if let retransmitThreshold { try OptionCheck.count(retransmitThreshold, "--retransmit-threshold", in: 1...1_000_000_000) }
         if html != nil && json { throw ValidationError("--html and --json are two different outputs: pick one") }
         if htmlLimit < 1 { throw ValidationError("--html-limit must be at least 1") }
         if files.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input ('-') can be given once") }

@@ -118,7 +118,7 @@ struct Top: ParsableCommand {
         // No summary to a terminal that is gone (the write would fail and trap).
         if hungUp { return }
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
-        if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
+        for phrase in session.gaps(stats).phrases { summary += ", " + phrase }
         Diagnostics.note(summary)
     }
 

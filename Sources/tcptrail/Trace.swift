@@ -47,7 +47,7 @@ struct Trace: ParsableCommand {
     var raw = false
 
     mutating func validate() throws {
-        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        if let duration { try OptionCheck.seconds(duration, "--duration", in: 0.001...OptionCheck.longestSeconds) }
         if let rotateSize {
             guard let bytes = LiveOptions.parseSize(rotateSize), bytes >= 4096 else {
                 throw ValidationError("--rotate-size '\(rotateSize)' is not a size of at least 4K, such as 64K or 100M")
@@ -99,7 +99,7 @@ struct Trace: ParsableCommand {
             log: log
         )
         sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
-                            features: session.program.plan.headerJSON)
+                            features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
         session.begin(sink: sink, raw: raw)
         Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")
 
@@ -110,11 +110,11 @@ struct Trace: ParsableCommand {
             sink.checkOutputClosed()
         }
         let stats = session.stop()
-        sink.finishLog(lost: stats.lost)
+        sink.finishLog(lost: stats.lost, untracked: session.gaps(stats))
         if sink.outputClosed { throw ExitCode.success }
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
         if stats.skipped > 0 { summary += " (\(stats.skipped) skipped by the kernel's BPF recursion guard)" }
-        if stats.untracked > 0 { summary += ", \(stats.untracked) sockets untracked (connection table full)" }
+        for phrase in session.gaps(stats).phrases { summary += ", " + phrase }
         if sink.exportErrors > 0 { summary += ", \(sink.exportErrors) records not written to \(output ?? "the log")" }
         if let log, log.readerWaits > 0 {
             summary += "; the log writer fell behind \(log.readerWaits) times, reading waited \(log.readerWaitNanoseconds / 1_000_000) ms in all (the ring buffer held the events)"
@@ -129,6 +129,7 @@ final class LossReporter {
     private let program: TraceProgram
     private let sink: EventPrinter
     private var seen: UInt64 = 0
+    private var gapsSeen = TableGaps()
 
     init(program: TraceProgram, sink: EventPrinter) {
         self.program = program
@@ -141,6 +142,11 @@ final class LossReporter {
             sink.lost(count: stats.lost - seen, total: stats.lost, byKind: stats.lostByKind)
             seen = stats.lost
         }
+        let gaps = TableGaps(stats, named: sink.owners.named)
+        if gaps != gapsSeen && !gaps.isEmpty {
+            sink.untracked(gaps)
+        }
+        gapsSeen = gaps
     }
 }
 
@@ -159,5 +165,19 @@ enum Diagnostics {
             for line in log.split(separator: "\n").suffix(8) { note("  " + line) }
         }
         exit(status)
+    }
+}
+
+extension TableGaps {
+    /// The kernel side's table counters, with the accepted sockets user space named.
+    init(_ stats: KernelStats, named: UInt64) {
+        self.init()
+        sockets = stats.untrackedSockets
+        events = stats.untrackedEvents
+        listeners = stats.listenersUntracked
+        acceptedWithoutOwner = stats.ownerlessChildren
+        acceptedNamed = min(named, stats.ownerlessChildren)
+        childIDs = stats.childIDsFull
+        ownerSeeds = stats.seedsNotWritten
     }
 }

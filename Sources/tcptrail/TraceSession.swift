@@ -21,16 +21,25 @@ final class TraceSession {
     private var checks = 0
     private let pollInterval: Int32
     private var stopped = false
+    /// The listeners open at start, for user space's owner fallback.
+    private var startListeners: [ListenerOwner] = []
 
     /// Open, configure, load, attach: each step's failure ends the process
     /// with its line and exit status.
     init(options: LiveOptions, filters: FilterOptions) {
         LibBPFLog.install(verbose: options.verbose)
         let settings = options.settings(filters)
+        var scanned: [ListenerOwner] = []
         let started = Result { () throws(LoaderError) -> TraceProgram in
             try Preflight.checkBeforeTrace()
-            let program = try TraceProgram.load(settings, facts: try KernelFacts.read())
-            program.seedListeners(ListenerScan.scan())
+            // Read before load: the tables are sized from what is open now.
+            let listeners = ListenerScan.scan()
+            var sized = settings
+            sized.tables = TableSizes.forHost(maxConnections: options.maxConnections, maxListeners: options.maxListeners,
+                                              listenersNow: listeners.count)
+            let program = try TraceProgram.load(sized, facts: try KernelFacts.read())
+            program.seedListeners(listeners)
+            scanned = listeners
             try program.attach()
             return program
         }
@@ -39,6 +48,7 @@ final class TraceSession {
         case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
         }
         pollInterval = options.pollInterval
+        startListeners = scanned
         let missing = program.plan.features.filter { !$0.available }.map(\.feature.rawValue)
         if !missing.isEmpty {
             Diagnostics.note("tcptrail: tracing without \(missing.joined(separator: ", ")) on kernel \(KernelFacts.runningRelease()): run 'tcptrail doctor' for why and what each means")
@@ -53,6 +63,8 @@ final class TraceSession {
     /// Starts reading into `sink`, and hands it the sockets open now.
     func begin(sink: EventPrinter, raw: Bool = false) {
         self.sink = sink
+        sink.learnListeners(startListeners)
+        startListeners = []
         let fd = program.eventsFD
         switch Result(catching: { () throws(LoaderError) in try RingBufferReader(mapFD: fd, consumer: sink) }) {
         case .success(let r): reader = r
@@ -89,6 +101,11 @@ final class TraceSession {
             nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
         }
         sink.flush()
+    }
+
+    /// What full kernel tables kept from the record, from `stats`.
+    func gaps(_ stats: KernelStats) -> TableGaps {
+        TableGaps(stats, named: sink?.owners.named ?? 0)
     }
 
     /// Events the kernel could not queue so far.

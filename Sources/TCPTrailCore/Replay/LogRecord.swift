@@ -39,6 +39,8 @@ public struct LogRecord: Sendable {
     /// summary: records the log could not take.
     public var exportErrors: UInt64 = 0
     public var lostByType: [KernelEventKind: UInt64] { get { rare?.lostByType ?? [:] } set { withRare { $0.lostByType = newValue } } }
+    /// untracked, summary: what full kernel tables kept from the record.
+    public var untracked: TableGaps? { get { rare?.untracked } set { withRare { $0.untracked = newValue } } }
 
     /// The fields of headers, anomalies and summaries, boxed: a kernel record,
     /// nearly every line, then stays small to build and copy.
@@ -53,6 +55,7 @@ public struct LogRecord: Sendable {
         var started: String?
         var time: String?
         var lostByType: [KernelEventKind: UInt64] = [:]
+        var untracked: TableGaps?
 
         init() {}
 
@@ -60,6 +63,7 @@ public struct LogRecord: Sendable {
             anomalyName = o.anomalyName; acceptQueue = o.acceptQueue; formatVersion = o.formatVersion
             thresholds = o.thresholds; bootOffsetNanoseconds = o.bootOffsetNanoseconds; hostname = o.hostname
             kernel = o.kernel; started = o.started; time = o.time; lostByType = o.lostByType
+            untracked = o.untracked
         }
     }
     private var rare: Rare?
@@ -173,6 +177,7 @@ public struct LogRecordParser {
         case finWait2S = "fin_wait_2_s"
         case timeWaitSockets = "time_wait_sockets"
         case dataRetransmits = "data_retransmits"
+        case untracked = "untracked"
     }
 
     /// Finds a member name's `Field` with one hash and (nearly always) one
@@ -305,9 +310,9 @@ public struct LogRecordParser {
         var lport: UInt64?, rport: UInt64?
         var kernelFrom: JSONValue?, kernelTo: JSONValue?, kernelState: JSONValue?
         var what: JSONValue?, direction: JSONValue?, errnoValue: Int64?, reason: JSONValue?
-        var ownerKnown = false, peerFin = false, noSocket = false
+        var ownerKnown = false, peerFin = false, noSocket = false, untrackedFlag = false
         var depth: UInt64?, limit: UInt64?
-        var thresholds: JSONValue?, totalByType: JSONValue?
+        var thresholds: JSONValue?, totalByType: JSONValue?, untracked: JSONValue?
 
         func number(_ v: JSONValue, _ name: String, max: UInt64 = .max) throws -> UInt64 {
             guard let x = JSONStrings.unsigned(p, v), x <= max else {
@@ -382,6 +387,8 @@ public struct LogRecordParser {
             case .lost?: r.lostTotal = try number(v, "lost")
             case .exportErrors?: r.exportErrors = try number(v, "export_errors")
             case .totalByType?: totalByType = v
+            case .untracked?:
+                if v.kind == .bool { untrackedFlag = v.boolValue } else { untracked = v }
             case .formatVersion?:
                 guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"format_version\" must be an integer") }
                 r.formatVersion = x
@@ -420,7 +427,10 @@ public struct LogRecordParser {
         case .lost:
             if let totalByType { r.lostByType = try parseLostByType(p, totalByType) }
             return
-        case .summary, .other:
+        case .untracked, .summary:
+            if let untracked { r.untracked = try parseTableGaps(p, untracked) }
+            return
+        case .other:
             return
         default:
             break
@@ -440,6 +450,7 @@ public struct LogRecordParser {
         var flags: UInt8 = 0
         if ownerKnown { flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue) }
         if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
+        if untrackedFlag { flags |= UInt8(TT_FLAG_UNTRACKED.rawValue) }
         // A reset no socket owned has no connection id, and only it has none.
         if noSocket && conn.end != conn.start { throw Self.fail("a \"no_socket\" record must have \"conn\":\"\"") }
         if conn.end == conn.start { flags |= UInt8(TT_FLAG_NO_SOCKET.rawValue) }
@@ -588,6 +599,18 @@ public struct LogRecordParser {
             }
         }
         return t
+    }
+
+    private func parseTableGaps(_ p: UnsafePointer<UInt8>, _ v: JSONValue) throws -> TableGaps {
+        guard v.kind == .object else { throw Self.fail("\"untracked\" must be an object") }
+        var s = try JSONObjectScanner(p, count: v.end, start: v.start)
+        var gaps = TableGaps()
+        while let (k, value) = try s.next() {
+            guard let n = JSONStrings.unsigned(p, value) else { throw Self.fail("\"untracked\" values must be integers from 0") }
+            let name = String(decoding: UnsafeBufferPointer(start: p + k.lowerBound, count: k.count), as: UTF8.self)
+            _ = gaps.set(name, n)
+        }
+        return gaps
     }
 
     private func parseLostByType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) throws -> [KernelEventKind: UInt64] {

@@ -217,7 +217,11 @@ public final class LogReplay {
         }
         func lost(_ r: LogRecord) {
             if json != nil, !options.anomaliesOnly, selection.conn == nil, selection.inWindow(r.mono) {
-                json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &buffer)
+                if r.type == .untracked {
+                    json!.appendUntracked(r.untracked ?? TableGaps(), mono: r.mono, to: &buffer)
+                } else {
+                    json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &buffer)
+                }
             }
         }
 
@@ -308,7 +312,8 @@ public final class LogReplay {
         } else if json != nil {
             let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
             json!.appendSummary(recordsByType: json!.countsByType,
-                                anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0, mono: run.engine.now, to: &buffer)
+                                anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0,
+                                untracked: run.untracked.isEmpty ? nil : run.untracked, mono: run.engine.now, to: &buffer)
             for line in summaryText(run, timelines: nil, files: files).split(separator: "\n") {
                 diagnose("tcptrail: " + line)
             }
@@ -318,10 +323,10 @@ public final class LogReplay {
 
     private func summaryText(_ run: ReplayRun, timelines: TimelineWriter?, files: [Input]) -> String {
         var lines: [String] = []
-        let names = files.map(\.path).joined(separator: ", ")
+        let names = files.map(\.path.escaped).joined(separator: ", ")
         var origin = ""
         if let h = run.header {
-            origin = " (host \(h.hostname ?? "?"), kernel \(h.kernel ?? "?"), started \(h.started ?? "?"))"
+            origin = " (host \((h.hostname ?? "?").escaped), kernel \((h.kernel ?? "?").escaped), started \((h.started ?? "?").escaped))"
         } else {
             origin = " (no header: thresholds are the defaults unless given)"
         }
@@ -338,6 +343,7 @@ public final class LogReplay {
         if run.seqMissing > 0 { gaps.append("\(run.seqMissing) records missing by seq in \(run.seqGaps) gap(s): rotated away, not written, or a file not given") }
         if run.duplicates > 0 { gaps.append("\(run.duplicates) duplicate records skipped (a file given twice?)") }
         if run.summary == nil { gaps.append("no summary record: the run did not end cleanly, or its last file was not given") }
+        gaps.append(contentsOf: run.untracked.phrases)
         if run.unknownTypes > 0 { gaps.append("\(run.unknownTypes) records of types this version does not know, ignored") }
         lines.append(gaps.isEmpty ? "complete: no gaps" : "gaps: " + gaps.joined(separator: "; "))
         if result.malformed > 0 { lines.append("malformed lines skipped: \(result.malformed)") }

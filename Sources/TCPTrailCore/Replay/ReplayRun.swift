@@ -31,6 +31,8 @@ public struct ReplayRun {
     public private(set) var seqGaps: UInt64 = 0
     /// From the log's own `lost` and `summary` records.
     public private(set) var lostInKernel: UInt64 = 0
+    /// What full kernel tables kept from the record (the last `untracked` or summary totals).
+    public private(set) var untracked = TableGaps()
     public private(set) var summary: LogRecord?
     public private(set) var unknownTypes: UInt64 = 0
 
@@ -108,6 +110,10 @@ public struct ReplayRun {
         case .summary:
             summary = copy r
             lostInKernel = max(lostInKernel, r.lostTotal)
+            if let u = r.untracked { untracked = u }
+        case .untracked:
+            if let u = r.untracked { untracked = u }
+            lost(r)
         case .other:
             unknownTypes += 1
         }

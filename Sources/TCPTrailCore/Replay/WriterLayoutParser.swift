@@ -86,6 +86,7 @@ struct WriterLayoutParser {
             }
             guard skip(",\"peer_fin\":"), let peerFin = bool() else { return false }
             if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
+            if skip(",\"untracked\":true") { flags |= UInt8(TT_FLAG_UNTRACKED.rawValue) }
             r.event.oldState = from
             r.event.newState = to
             r.isKernelTransition = true
