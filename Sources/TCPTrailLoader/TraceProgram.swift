@@ -82,8 +82,9 @@ public final class TraceProgram {
         tables = t
     }
 
-    /// Owners and listeners from /proc that did not fit their tables.
+    /// Owners of sockets, and listeners, from /proc that did not fit their tables.
     var seedFailures: UInt64 = 0
+    var listenerSeedFailures: UInt64 = 0
 
     /// The table sizes set by `configure`.
     public private(set) var tables = TableSizes()
@@ -245,6 +246,7 @@ public final class TraceProgram {
         }
         out.ringBufferFull = out.lost
         out.seedsNotWritten = seedFailures
+        out.listenersUntracked += listenerSeedFailures
         addRecursionMisses(to: &out)
         return out
     }
@@ -393,7 +395,7 @@ extension TraceProgram {
             value.owner.pid = entry.owner.pid
             value.refs = entry.count
             withUnsafeMutableBytes(of: &value.owner.comm) { $0.storeBytes(of: entry.owner.comm, as: ProcessName.self) }
-            if bpf_map_update_elem(fd, &k, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { seedFailures += 1 }
+            if bpf_map_update_elem(fd, &k, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { listenerSeedFailures += UInt64(entry.count) }
         }
         return written
     }
