@@ -216,7 +216,34 @@ final class EventPrinter: RingBufferConsumer {
     func flush() {
         if let log, !fileOut.isEmpty { log.write(&fileOut) }
         guard !out.isEmpty, !outputClosed else { return }
-        let err = out.flush(to: STDOUT_FILENO)
-        if err == EPIPE { outputClosed = true }
+        // Where a regular file's write stopped, so a cut line can be taken back.
+        let start = stdoutIsFile ? lseek(STDOUT_FILENO, 0, SEEK_CUR) : -1
+        let (written, err) = out.withUnsafeBytes { OutputBuffer.writeAll(STDOUT_FILENO, $0) }
+        defer { out.removeAll() }
+        guard err != 0 else { return }
+        if err == EPIPE {
+            outputClosed = true
+            return
+        }
+        // Disk full, I/O error: whole lines only, the rest counted and said once.
+        let (kept, dropped) = out.withUnsafeBytes { raw -> (Int, UInt64) in
+            let kept = raw[..<written].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+            return (kept, UInt64(raw[kept...].reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }))
+        }
+        if start >= 0, written > kept {
+            _ = ftruncate(STDOUT_FILENO, start + off_t(kept))
+            _ = lseek(STDOUT_FILENO, start + off_t(kept), SEEK_SET)
+        }
+        if stdoutErrors == 0 {
+            Diagnostics.note("tcptrail: cannot write to standard output: \(String(cString: strerror(err))); records are being dropped (whole lines), the run ends with status 74")
+        }
+        stdoutErrors += dropped
     }
+
+    /// Records standard output could not take (disk full, I/O error).
+    private(set) var stdoutErrors: UInt64 = 0
+    private let stdoutIsFile: Bool = {
+        var st = stat()
+        return fstat(STDOUT_FILENO, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+    }()
 }

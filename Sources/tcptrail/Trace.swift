@@ -119,8 +119,11 @@ struct Trace: ParsableCommand {
         if let log, log.readerWaits > 0 {
             summary += "; the log writer fell behind \(log.readerWaits) times, reading waited \(log.readerWaitNanoseconds / 1_000_000) ms in all (the ring buffer held the events)"
         }
+        if sink.stdoutErrors > 0 { summary += ", \(sink.stdoutErrors) records not written to standard output" }
         Diagnostics.note(summary)
         if let engine = sink.engine { Diagnostics.note(TraceSummary(engine: engine).text) }
+        // EX_IOERR: a record that was made did not reach standard output.
+        if sink.stdoutErrors > 0 { throw ExitCode(74) }
     }
 }
 

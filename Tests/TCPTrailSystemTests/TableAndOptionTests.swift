@@ -154,3 +154,38 @@ final class TempDirectory {
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
+
+/// `trace --json > FILE` on a full filesystem: whole lines only, the loss on
+/// stderr and status 74 (EX_IOERR), not a cut line and status 0.
+@Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
+struct StandardOutputTests {
+    @Test func aFullDiskUnderStandardOutputIsReportedNotSilent() throws {
+        let dir = try TempDirectory()
+        let mount = dir.path + "/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
+        try run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mount])
+        defer { _ = try? run(["umount", "-l", mount], check: false) }
+        let ns = try NetworkNamespace(prefix: "ttenospc")
+        let out = mount + "/trace.jsonl"
+        let tracer = try Background(["bash", "-c", "exec \"$0\" trace --json --netns \"$1\" > \"$2\"", Products.tcptrail, "\(try ns.inode)", out])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let port = Unique.port()
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "300"])
+        try server.background.waitFor("listening")
+        let client = try Peer(ns, ["client", "127.0.0.1", "\(port)", "300"])
+        _ = try client.background.wait(timeout: 60)
+        _ = try server.background.wait(timeout: 60)
+        usleep(500_000)
+        tracer.signal(SIGINT)
+        let status = try tracer.wait()
+        #expect(status == 74, "\(tracer.stderr)")
+        #expect(tracer.stderr.contains("cannot write to standard output: No space left on device"), "\(tracer.stderr)")
+        #expect(tracer.stderr.contains("records not written to standard output"), "\(tracer.stderr)")
+        // What reached the file is whole records: 600 connections' worth did not fit in 64 KiB.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: out))
+        #expect(bytes.count > 32_000 && bytes.last == UInt8(ascii: "\n"))
+        for line in bytes.split(separator: UInt8(ascii: "\n")) {
+            #expect((try? JSONSerialization.jsonObject(with: Data(line))) != nil, "a cut line: \(String(decoding: line, as: UTF8.self).suffix(80))")
+        }
+    }
+}
