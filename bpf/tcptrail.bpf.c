@@ -341,6 +341,24 @@ static __always_inline __u64 wakeup_flags(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
+/* What a full table kept from an event the filters keep: the counts are
+ * about the record, not the whole host. */
+static __always_inline void count_gaps(const struct tcptrail_event *e)
+{
+	if (e->type != TT_EVENT_TRANSITION)
+		return;
+	bool accepted = e->old_state == TCP_LISTEN && e->new_state == TCP_SYN_RECV;
+	if (e->flags & TT_FLAG_UNTRACKED) {
+		count(TT_STAT_TRACK_FULL);
+		/* A socket's first transition: from CLOSE (connect, listen) or
+		 * the clone of an accepted child. */
+		if (e->old_state == TCP_CLOSE || accepted)
+			count(TT_STAT_UNTRACKED_SOCKETS);
+	}
+	if (accepted && !(e->flags & TT_FLAG_OWNER_KNOWN))
+		count(TT_STAT_OWNERLESS_CHILDREN);
+}
+
 /* Copies the filled event into the ring buffer, if it passes the filters. */
 static __always_inline void emit(const struct tcptrail_event *e)
 {
@@ -358,6 +376,7 @@ static __always_inline void emit(const struct tcptrail_event *e)
 	__builtin_memcpy(out, e, sizeof(*out));
 	bpf_ringbuf_submit(out, wakeup_flags());
 	count(TT_STAT_SUBMITTED);
+	count_gaps(e);
 }
 
 /* Endpoints, family and namespace from any socket flavour (full, request, timewait). */
@@ -538,13 +557,9 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 			__builtin_memcpy(fresh.comm, seed->comm, TT_COMM_LEN);
 			fresh.owner_known = 1;
 		}
-		if (bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST) && !conn_lookup(cookie)) {
-			count(TT_STAT_TRACK_FULL);
-			/* A socket's first transition: from CLOSE (connect, listen)
-			 * or the clone of an accepted child. */
-			if (oldstate == TCP_CLOSE || (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV))
-				count(TT_STAT_UNTRACKED_SOCKETS);
-		}
+		/* A full table: the event goes out marked TT_FLAG_UNTRACKED,
+		 * and emit() counts it if the filters keep it. */
+		bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST);
 		ci = conn_lookup(cookie);
 	}
 
@@ -564,8 +579,6 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 				ci->pid = l->owner.pid;
 				__builtin_memcpy(ci->comm, l->owner.comm, TT_COMM_LEN);
 				ci->owner_known = 1;
-			} else if (newstate == TCP_SYN_RECV) {
-				count(TT_STAT_OWNERLESS_CHILDREN);
 			}
 		}
 		/* Listed here, or older than the trace (seeded from /proc; this is
@@ -579,8 +592,19 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 	e.type = TT_EVENT_TRANSITION;
 	e.old_state = oldstate;
 	e.new_state = newstate;
-	if (!ci)
+	if (!ci) {
 		e.flags |= TT_FLAG_UNTRACKED;
+		/* Untracked, but its listener may be known. */
+		if (oldstate == TCP_LISTEN) {
+			struct tcptrail_listener_key lk = listener_key(sk);
+			struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
+			if (l) {
+				e.pid = l->owner.pid;
+				__builtin_memcpy(e.comm, l->owner.comm, TT_COMM_LEN);
+				e.flags |= TT_FLAG_OWNER_KNOWN;
+			}
+		}
+	}
 	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE))
 		e.flags |= TT_FLAG_PEER_FIN;
 	if (ci && ci->prev_known) {

@@ -119,13 +119,13 @@ struct tcptrail_listener {
 /* Indexes into the per-CPU "stats" array. */
 enum tcptrail_stat {
 	TT_STAT_LOST = 0,        /* bpf_ringbuf_reserve failed: event dropped */
-	TT_STAT_TRACK_FULL = 1,  /* events of sockets the full connection table could not take */
+	TT_STAT_TRACK_FULL = 1,  /* events sent of sockets the full connection table could not take */
 	TT_STAT_FILTERED = 2,    /* events dropped by the in-kernel filters */
 	TT_STAT_SUBMITTED = 3,   /* events written to the ring buffer */
 	TT_STAT_LOST_BY_TYPE = 4, /* + event type (1..5): TT_STAT_LOST split by type */
-	TT_STAT_UNTRACKED_SOCKETS = 10, /* sockets whose first event found the connection table full */
+	TT_STAT_UNTRACKED_SOCKETS = 10, /* sockets sent whose first event found the connection table full */
 	TT_STAT_LISTENERS_FULL = 11,    /* listeners the full listener table could not take */
-	TT_STAT_OWNERLESS_CHILDREN = 12, /* accepted sockets whose listener was not in the table */
+	TT_STAT_OWNERLESS_CHILDREN = 12, /* accepted sockets sent without owner (listener not in the table) */
 	TT_STAT_CHILD_IDS_FULL = 13,    /* accepted sockets left with their listener's cookie (table full) */
 	TT_STAT_MAX = 14,
 };

@@ -235,7 +235,7 @@ final class EventPrinter: RingBufferConsumer {
             _ = lseek(STDOUT_FILENO, start + off_t(kept), SEEK_SET)
         }
         if stdoutErrors == 0 {
-            Diagnostics.note("tcptrail: cannot write to standard output: \(String(cString: strerror(err))); records are being dropped (whole lines), the run ends with status 74")
+            Diagnostics.note("tcptrail: cannot write to standard output: \(String(cString: strerror(err))); records are being dropped (whole lines), the run ends with status 79")
         }
         stdoutErrors += dropped
     }

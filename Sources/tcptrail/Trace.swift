@@ -122,8 +122,8 @@ struct Trace: ParsableCommand {
         if sink.stdoutErrors > 0 { summary += ", \(sink.stdoutErrors) records not written to standard output" }
         Diagnostics.note(summary)
         if let engine = sink.engine { Diagnostics.note(TraceSummary(engine: engine).text) }
-        // EX_IOERR: a record that was made did not reach standard output.
-        if sink.stdoutErrors > 0 { throw ExitCode(74) }
+        // Its own status (74 is the ring buffer's): records made did not reach standard output.
+        if sink.stdoutErrors > 0 { throw ExitCode(79) }
     }
 }
 
