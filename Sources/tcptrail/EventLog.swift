@@ -3,7 +3,15 @@ import Foundation
 import TCPTrailCore
 
 /// The exported event log (`trace --output FILE`): JSON Lines, a header
-/// record at the top of every file, mode 0600, never through a symlink.
+/// record at the top of every file, mode 0600, only in a file no other user
+/// could have made, linked or reached.
+///
+/// The directory is opened once and held ("LogDirectory"); every open,
+/// rename and unlink goes through that descriptor, and the directory and the
+/// file are checked again on every open (start, rotation, SIGHUP), so neither
+/// renaming the directory's path nor loosening its mode mid-run can redirect
+/// the log. A refusal at start ends the run (73); mid-run it is one line on
+/// stderr and records are counted as not written until the next reopen works.
 ///
 /// The file is written on a thread of its own, so a slow disk (a journal
 /// commit, writeback, the fsync and unlink of a rotation) never stops the
@@ -15,38 +23,114 @@ import TCPTrailCore
 /// Write-error policy: when a write fails (disk full, I/O error) the records
 /// in that write are dropped whole (a partly written record is cut off the
 /// file), counted, and reported once on stderr; tracing goes on, the next
-/// flush tries again, and the summary gives the count.
+/// flush tries again, and the summary gives the count. No record goes into a
+/// file before its header: a header that did not fit is written first when
+/// space returns, so replay sees the dropped records as a `seq` gap.
 final class EventLog: @unchecked Sendable {
+    /// An errno value, as swift-system's `Errno`.
+    struct Errno: Error, Equatable, CustomStringConvertible {
+        var rawValue: Int32
+        static var current: Errno { Errno(rawValue: errno) }
+        static let exists = Errno(rawValue: EEXIST)
+        static let noEntry = Errno(rawValue: ENOENT)
+        static let tooManySymlinks = Errno(rawValue: ELOOP)
+        static let isDirectory = Errno(rawValue: EISDIR)
+        /// A FIFO or socket opened without a reader (O_NONBLOCK).
+        static let noDevice = Errno(rawValue: ENXIO)
+        var description: String { String(cString: strerror(rawValue)) }
+    }
+
+    /// Why the log cannot be opened; each message names the problem and the fix.
     enum OpenError: Error {
         case symlink(String)
-        case sharedDirectory(String)
-        case cannotOpen(String, Int32)
+        case sharedDirectory(String, mode: mode_t)
+        case directoryOwner(String, uid: uid_t)
+        case cannotOpenDirectory(String, Errno)
+        case notRegularFile(String, kind: String)
+        case fileOwner(String, uid: uid_t)
+        case fileMode(String, mode: mode_t)
+        case hardLinks(String, count: UInt64)
+        case cannotOpen(String, Errno)
 
         var message: String {
             switch self {
             case .symlink(let p):
                 return "refusing to write the log through a symlink at \(p): remove it or choose another path"
-            case .sharedDirectory(let d):
-                return "refusing to write the log in \(d), which other users can write: choose a private directory or pass --allow-shared-dir"
+            case .sharedDirectory(let d, let mode):
+                return "refusing to write the log in \(d) (mode \(Self.octal(mode))), which other users can write: chmod go-w \(d), choose a private directory, or pass --allow-shared-dir"
+            case .directoryOwner(let d, let uid):
+                return "refusing to write the log in \(d), owned by uid \(uid) (not root or this user), who could swap the file: choose a directory root owns"
+            case .cannotOpenDirectory(let d, let err):
+                return "cannot open the log's directory \(d): \(err); check the path and permissions"
+            case .notRegularFile(let p, let kind):
+                return "refusing to write the log into \(p), which is \(kind), not a regular file: remove it or choose another path"
+            case .fileOwner(let p, let uid):
+                return "refusing to append the log to \(p), owned by uid \(uid) (not root or this user): remove it or choose another path"
+            case .fileMode(let p, let mode):
+                return "refusing to append the log to \(p), mode \(Self.octal(mode)) (a log must be 0600, no group or other access): chmod 600 \(p) or remove it"
+            case .hardLinks(let p, let n):
+                return "refusing to append the log to \(p), which has \(n) hard links (writes would reach the other names): remove it or choose another path"
             case .cannotOpen(let p, let err):
-                return "cannot open the log \(p): \(String(cString: strerror(err))); check the path and permissions"
+                return "cannot open the log \(p): \(err); check the path and permissions"
             }
+        }
+
+        private static func octal(_ mode: mode_t) -> String {
+            let digits = String(mode & 0o7777, radix: 8)
+            return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
         }
 
         /// EX_CANTCREAT
         var exitStatus: Int32 { 73 }
     }
 
+    /// The log's directory, opened once at start: every file operation is
+    /// relative to this descriptor, and its owner and mode are checked on it
+    /// (not on the path) before every open.
+    final class LogDirectory: Sendable {
+        /// As given, for messages.
+        let path: String
+        let fd: Int32
+        let allowShared: Bool
+
+        init(path: String, allowShared: Bool) throws(OpenError) {
+            self.path = path
+            self.allowShared = allowShared
+            let f = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY)
+            guard f >= 0 else { throw .cannotOpenDirectory(path, .current) }
+            fd = f
+            try check()
+        }
+
+        deinit { close(fd) }
+
+        /// Owned by root or this user and, without --allow-shared-dir, writable
+        /// by nobody else (group-writable and sticky /tmp included): whoever
+        /// else can write here can put their own file at the log's name.
+        func check() throws(OpenError) {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw .cannotOpenDirectory(path, .current) }
+            if st.st_uid != 0 && st.st_uid != geteuid() { throw .directoryOwner(path, uid: st.st_uid) }
+            if !allowShared && st.st_mode & (S_IWGRP | S_IWOTH) != 0 { throw .sharedDirectory(path, mode: st.st_mode) }
+        }
+    }
+
     /// What the reader asks of the writer thread, in order.
     private enum Job {
         /// Records to append; `pooled` buffers go back to the pool.
         case records(OutputBuffer, pooled: Bool)
+        /// The first file's header.
+        case header(OutputBuffer)
         case rotate(header: OutputBuffer)
         case reopen(header: OutputBuffer)
         case finish
     }
 
+    /// The path as given, for messages.
     let path: String
+    let directory: LogDirectory
+    /// The file's name in `directory`.
+    let name: String
     /// Rotate before a file grows past this many bytes (nil: never).
     var rotateSize: Int?
     /// Rotated files kept beside the live one (path.1 is the newest).
@@ -75,37 +159,98 @@ final class EventLog: @unchecked Sendable {
     private var fd: Int32 = -1
     private var bytesInFile = 0
     private var failing = false
+    /// The current file's header while it is not in the file yet (the disk
+    /// was full): written before any record, so no file holds records
+    /// without the header that ties it to its run.
+    private var pendingHeader: OutputBuffer?
 
     /// Buffers in the pool and what each holds before it is handed over.
     static let poolBuffers = 3
     static let bufferCapacity = 1 << 19
     static let handOverBytes = 1 << 18
 
+    /// Opens and checks the directory, and checks a file already at the path;
+    /// creates nothing (`open()` does, once tracing is allowed and loaded).
     init(path: String, allowSharedDirectory: Bool) throws(OpenError) {
         self.path = path
-        let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
-        var st = stat()
-        if stat(dir, &st) == 0, st.st_mode & S_IWOTH != 0, !allowSharedDirectory {
-            throw .sharedDirectory(dir)
-        }
+        let (dir, name) = try Self.split(path)
+        self.name = name
+        directory = try LogDirectory(path: dir, allowShared: allowSharedDirectory)
         pool = (0..<Self.poolBuffers).map { _ in OutputBuffer(capacity: Self.bufferCapacity) }
-        // Opened here, on the caller's thread, so a bad path fails before tracing starts.
+        var st = stat()
+        if fstatat(directory.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 { try checkExisting(st) }
+    }
+
+    /// Directory and file name; a path naming a directory is refused.
+    private static func split(_ path: String) throws(OpenError) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else {
+            guard path != "." && path != ".." && !path.isEmpty else { throw .notRegularFile(path, kind: "a directory") }
+            return (".", path)
+        }
+        let name = String(path[path.index(after: slash)...])
+        guard !name.isEmpty, name != ".", name != ".." else { throw .notRegularFile(path, kind: "a directory") }
+        let dir = String(path[..<slash])
+        return (dir.isEmpty ? "/" : dir, name)
+    }
+
+    /// Creates the file (on the caller's thread, so a failure ends the run before tracing starts).
+    func open() throws(OpenError) {
         try openFile()
         bytesQueuedInFile = bytesInFile
     }
 
+    /// Creates the file exclusively (0600), or takes the one at the path only
+    /// if it is a regular file of root or this user, mode 0600, with one link;
+    /// the directory is checked first, each time.
     private func openFile() throws(OpenError) {
-        let f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        if f < 0 {
-            let err = errno
-            if err == ELOOP { throw .symlink(path) }
-            throw .cannotOpen(path, err)
+        try directory.check()
+        var f: Int32 = -1
+        // Twice: a file removed between the two opens is created on the second pass.
+        for _ in 0..<2 {
+            f = openat(directory.fd, name, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0o600)
+            if f >= 0 {
+                // Exactly 0600, whatever the umask.
+                _ = fchmod(f, 0o600)
+                break
+            }
+            guard Errno.current == .exists else { throw .cannotOpen(path, .current) }
+            // O_NONBLOCK: a FIFO put here fails (ENXIO) instead of waiting for a reader.
+            f = openat(directory.fd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+            if f >= 0 {
+                var st = stat()
+                guard fstat(f, &st) == 0 else { let err = Errno.current; close(f); throw .cannotOpen(path, err) }
+                do { try checkExisting(st) } catch { close(f); throw error }
+                _ = fcntl(f, F_SETFL, O_WRONLY | O_APPEND)
+                break
+            }
+            switch Errno.current {
+            case .noEntry: continue
+            case .tooManySymlinks: throw .symlink(path)
+            case .isDirectory: throw .notRegularFile(path, kind: "a directory")
+            case .noDevice: throw .notRegularFile(path, kind: "a FIFO or socket")
+            case let err: throw .cannotOpen(path, err)
+            }
         }
+        guard f >= 0 else { throw .cannotOpen(path, .noEntry) }
         fd = f
         var st = stat()
         bytesInFile = fstat(f, &st) == 0 ? Int(st.st_size) : 0
         writebackStarted = bytesInFile
         cacheDropped = bytesInFile
+    }
+
+    /// A file already at the path is appended to only if nobody else could
+    /// have made it, read it, or reached it by another name.
+    private func checkExisting(_ st: stat) throws(OpenError) {
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFLNK: throw .symlink(path)
+        case S_IFDIR: throw .notRegularFile(path, kind: "a directory")
+        default: throw .notRegularFile(path, kind: "a special file")
+        }
+        if st.st_uid != 0 && st.st_uid != geteuid() { throw .fileOwner(path, uid: st.st_uid) }
+        if st.st_nlink != 1 { throw .hardLinks(path, count: UInt64(st.st_nlink)) }
+        if st.st_mode & 0o7777 != 0o600 { throw .fileMode(path, mode: st.st_mode) }
     }
 
     // MARK: - The reader's side
@@ -127,7 +272,7 @@ final class EventLog: @unchecked Sendable {
     func writeHeader() {
         let h = makeHeader()
         bytesQueuedInFile += h.count
-        enqueue(.records(h, pooled: false))
+        enqueue(.header(h))
     }
 
     /// Queues the buffer's records and gives back an empty buffer from the
@@ -160,7 +305,7 @@ final class EventLog: @unchecked Sendable {
     func reopen() {
         let h = makeHeader()
         var st = stat()
-        bytesQueuedInFile = (lstat(path, &st) == 0 ? Int(st.st_size) : 0) + h.count
+        bytesQueuedInFile = (fstatat(directory.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? Int(st.st_size) : 0) + h.count
         enqueue(.reopen(header: h))
     }
 
@@ -232,18 +377,16 @@ final class EventLog: @unchecked Sendable {
                     pool.append(consume out)
                     condition.unlock()
                 }
-            case .rotate(var header):
+            case .header(let header):
+                startFile(header: header)
+            case .rotate(let header):
                 rotateFile()
-                writeToFile(&header)
-            case .reopen(var header):
+                startFile(header: header)
+            case .reopen(let header):
                 reopenFile()
-                writeToFile(&header)
+                startFile(header: header)
             case .finish:
-                if fd >= 0 {
-                    fsync(fd)
-                    close(fd)
-                    fd = -1
-                }
+                closeFile()
                 finished = true
             }
             condition.lock()
@@ -262,41 +405,108 @@ final class EventLog: @unchecked Sendable {
         condition.unlock()
     }
 
-    private func rotateFile() {
-        if fd >= 0 { fsync(fd); close(fd) }
-        fd = -1
-        unlink("\(path).\(rotateKeep)")
-        if rotateKeep > 1 {
-            for i in stride(from: rotateKeep - 1, through: 1, by: -1) {
-                rename("\(path).\(i)", "\(path).\(i + 1)")
-            }
+    /// Whether the name in the directory is still the file we hold (nobody moved it).
+    private func isStillAtPath() -> Bool {
+        var held = stat(), named = stat()
+        guard fd >= 0, fstat(fd, &held) == 0, fstatat(directory.fd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 else { return false }
+        return held.st_dev == named.st_dev && held.st_ino == named.st_ino
+    }
+
+    /// Syncs and closes the current file. A file whose header never fit is
+    /// empty: it is removed (when it is still ours at the path) rather than
+    /// left behind headerless. Returns whether it was removed.
+    @discardableResult
+    private func closeFile() -> Bool {
+        guard fd >= 0 else { return false }
+        var removed = false
+        if pendingHeader != nil {
+            pendingHeader = nil
+            countNotWritten(1)
+            if bytesInFile == 0, isStillAtPath() { removed = unlinkat(directory.fd, name, 0) == 0 }
         }
-        if rotateKeep > 0 { rename(path, "\(path).1") } else { unlink(path) }
+        fsync(fd)
+        close(fd)
+        fd = -1
+        return removed
+    }
+
+    /// A new file's life starts with its header; until that is written no record goes in.
+    private func startFile(header: OutputBuffer) {
+        guard fd >= 0 else {
+            countNotWritten(1)
+            return
+        }
+        pendingHeader = header
+        _ = writePendingHeader()
+    }
+
+    /// Writes the header if it is still due; whether the file has it now.
+    private func writePendingHeader() -> Bool {
+        guard var h = pendingHeader else { return true }
+        let (kept, _) = appendWhole(&h)
+        if kept == h.count { pendingHeader = nil; return true }
+        return false
+    }
+
+    /// Moves path to path.1 (path.1 to path.2, … dropping the oldest) and
+    /// opens a new file, all relative to the directory's descriptor. The
+    /// directory is checked before anything is renamed; a file that is not
+    /// ours at the path (moved away, or an earlier open was refused) is not
+    /// rotated in, and an empty headerless one is removed, not rotated.
+    private func rotateFile() {
+        let ours = isStillAtPath()
+        let removed = closeFile()
+        do {
+            try directory.check()
+        } catch {
+            refused(error)
+            return
+        }
+        if ours && !removed {
+            unlinkat(directory.fd, "\(name).\(rotateKeep)", 0)
+            if rotateKeep > 1 {
+                for i in stride(from: rotateKeep - 1, through: 1, by: -1) {
+                    renameat(directory.fd, "\(name).\(i)", directory.fd, "\(name).\(i + 1)")
+                }
+            }
+            if rotateKeep > 0 { renameat(directory.fd, name, directory.fd, "\(name).1") } else { unlinkat(directory.fd, name, 0) }
+        }
         do {
             try openFile()
         } catch {
-            Diagnostics.note("tcptrail: \(error.message)")
+            refused(error)
         }
     }
 
     private func reopenFile() {
-        if fd >= 0 { fsync(fd); close(fd) }
-        fd = -1
+        closeFile()
         do {
             try openFile()
         } catch {
-            Diagnostics.note("tcptrail: \(error.message)")
+            refused(error)
         }
     }
 
-    /// Writes whole records; on failure cuts the file back to the last whole
-    /// record and counts the rest.
+    /// A refusal mid-run: one line; records are counted until an open works.
+    private func refused(_ error: OpenError) {
+        Diagnostics.note("tcptrail: \(error.message); tracing goes on, records are counted as not written until the next rotation or SIGHUP opens a log")
+    }
+
+    /// Writes whole records, the header first if it is still due; on failure
+    /// cuts the file back to the last whole record and counts the rest.
     private func writeToFile(_ out: inout OutputBuffer) {
         guard !out.isEmpty else { return }
-        guard fd >= 0 else {
+        guard fd >= 0, writePendingHeader() else {
             countNotWritten(out.withUnsafeBytes { Self.lines(in: $0) })
             return
         }
+        let (kept, _) = appendWhole(&out)
+        countNotWritten(out.withUnsafeBytes { Self.lines(in: UnsafeRawBufferPointer(rebasing: $0[kept...])) })
+    }
+
+    /// Appends `out`; on failure cuts the file back to the last whole line
+    /// and reports the first failure of a run of them. Returns the bytes kept.
+    private func appendWhole(_ out: inout OutputBuffer) -> (kept: Int, failure: Int32) {
         let start = lseek(fd, 0, SEEK_END)
         let (written, failure) = out.withUnsafeBytes { OutputBuffer.writeAll(fd, $0) }
         if failure == 0 {
@@ -306,7 +516,7 @@ final class EventLog: @unchecked Sendable {
                 failing = false
                 Diagnostics.note("tcptrail: writing the log \(path) again; \(recordsNotWritten) records were not written")
             }
-            return
+            return (written, 0)
         }
         // Keep whole records only: cut back to the last complete line.
         let kept = out.withUnsafeBytes { raw in
@@ -314,11 +524,11 @@ final class EventLog: @unchecked Sendable {
         }
         if start >= 0 { ftruncate(fd, start + off_t(kept)) }
         bytesInFile += kept
-        countNotWritten(out.withUnsafeBytes { Self.lines(in: UnsafeRawBufferPointer(rebasing: $0[kept...])) })
         if !failing {
             failing = true
             Diagnostics.note("tcptrail: cannot write the log \(path): \(String(cString: strerror(failure))); tracing goes on, records are counted until writes succeed again")
         }
+        return (kept, failure)
     }
 
     private static func lines(in raw: UnsafeRawBufferPointer) -> UInt64 {

@@ -76,7 +76,10 @@ struct Trace: ParsableCommand {
 
 
     func run() throws {
-        // The log first: a bad path fails before anything is loaded.
+        // The log's directory (and a file already at the path) is checked
+        // first, so a bad path fails before the seconds of loading; nothing is
+        // created until the privilege checks pass and the program is loaded
+        // and attached (77, 75 and the rest leave no file behind).
         var log: EventLog?
         if let output, output != "-" {
             do {
@@ -88,6 +91,14 @@ struct Trace: ParsableCommand {
             }
         }
         let session = TraceSession(options: live, filters: filters)
+        if let log {
+            // Still before tracing starts: a file that cannot be created ends the run here.
+            do throws(EventLog.OpenError) {
+                try log.open()
+            } catch {
+                Diagnostics.fail(error.message, status: error.exitStatus)
+            }
+        }
         tt_install_stop_handlers()
         let thresholds = live.thresholds()
         let sink = EventPrinter(
