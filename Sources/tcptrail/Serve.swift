@@ -20,6 +20,17 @@ struct Serve: ParsableCommand {
         and anomalies), /api/stream (server-sent events, one 'board' event every 500 ms). \
         It binds to loopback unless --allow-remote: the data names processes and endpoints \
         and the server has no authentication.
+
+        Limits, so idle or half-sent requests cannot starve it: a connection must send a \
+        complete request head within --header-timeout seconds of connecting (or of its first \
+        byte after a keep-alive pause), and one with no request in progress is closed after \
+        --idle-timeout seconds. Beyond --max-clients open connections a new one is answered \
+        503 and closed; beyond those plus \(ServeLimits.refusalAllowance) it waits in the \
+        kernel's listen queue until one closes. Beyond --max-streams open /api/stream \
+        clients a new one is answered 503. If the fd limit (ulimit -n) leaves room for fewer \
+        connections, serve says so at start and stops accepting there, keeping \
+        \(ServeLimits.reservedDescriptors) fds for the tracer; should accept still fail for \
+        lack of fds, it pauses 1 s instead of retrying in a busy loop.
         """
     )
 
@@ -31,6 +42,18 @@ struct Serve: ParsableCommand {
 
     @Option(help: "Seconds of history the page shows.")
     var window: Int = 60
+
+    @Option(help: "Seconds a client has to send a complete request head, from connecting or from its first byte after a keep-alive pause; then it is closed.")
+    var headerTimeout: Double = ServeLimits.defaults.headerTimeout
+
+    @Option(help: "Seconds a connection may sit with no request in progress (before its first one, too) before it is closed.")
+    var idleTimeout: Double = ServeLimits.defaults.idleTimeout
+
+    @Option(help: "Open connections at most; a new one beyond this is answered 503 and closed.")
+    var maxClients: Int = ServeLimits.defaults.maxClients
+
+    @Option(help: "Open /api/stream clients at most (and no more than --max-clients); a new one beyond this is answered 503.")
+    var maxStreams: Int = ServeLimits.defaults.maxStreams
 
     @OptionGroup var filters: FilterOptions
 
@@ -44,6 +67,15 @@ struct Serve: ParsableCommand {
             throw ValidationError("--listen \(listen) is not a loopback address; the server has no authentication, so add --allow-remote to serve connection data to the network")
         }
         if window < 5 || window > 3600 { throw ValidationError("--window must be 5 to 3600 seconds") }
+        // `!(a...b).contains` also refuses nan.
+        if !(0.1...3600).contains(headerTimeout) { throw ValidationError("--header-timeout must be 0.1 to 3600 seconds") }
+        if !(0.1...86400).contains(idleTimeout) { throw ValidationError("--idle-timeout must be 0.1 to 86400 seconds") }
+        if !(1...1_000_000).contains(maxClients) { throw ValidationError("--max-clients must be 1 to 1000000") }
+        if !(1...maxClients).contains(maxStreams) { throw ValidationError("--max-streams must be 1 to --max-clients (\(maxClients))") }
+    }
+
+    var limits: ServeLimits {
+        ServeLimits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, maxClients: maxClients, maxStreams: maxStreams)
     }
 
     /// "127.0.0.1:8080", "[::1]:8080", "localhost:8080".
@@ -87,7 +119,9 @@ struct Serve: ParsableCommand {
         state.apply(pending, lost: session.lost, now: WallClock.monotonicNow())
         pending.removeAll()
 
-        let server = WebServer(state: state, host: host, port: port)
+        var limits = self.limits
+        if let warning = limits.fitToDescriptorLimit() { Diagnostics.note(warning) }
+        let server = WebServer(state: state, host: host, port: port, limits: limits)
         let started = server.start()
         switch started {
         case .failure(let message):
@@ -138,11 +172,292 @@ final class LiveBoard: Sendable {
     }
 }
 
+/// The HTTP server's bounds: how long a client may take, how many may be open.
+struct ServeLimits: Sendable {
+    var headerTimeout: Double
+    var idleTimeout: Double
+    var maxClients: Int
+    var maxStreams: Int
+    /// Open connections past which accepting pauses (refusals included).
+    var acceptCeiling: Int
+
+    init(headerTimeout: Double, idleTimeout: Double, maxClients: Int, maxStreams: Int) {
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+        self.maxClients = maxClients
+        self.maxStreams = maxStreams
+        acceptCeiling = maxClients + Self.refusalAllowance
+    }
+
+    static let defaults = ServeLimits(headerTimeout: 10, idleTimeout: 60, maxClients: 256, maxStreams: 16)
+
+    /// Connections beyond `maxClients` that may be open at once while they are
+    /// answered 503; past that, accepting pauses and the kernel queues them.
+    static let refusalAllowance = 64
+
+    /// Descriptors kept free of clients, for the tracer (/proc, sock_diag) and the event loops.
+    static let reservedDescriptors = 32
+
+    /// Lowers `acceptCeiling` to what the fd limit leaves room for, so clients
+    /// never take the tracer's descriptors; says so when that is below the caps.
+    mutating func fitToDescriptorLimit() -> String? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return nil }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        let room = max(Int(clamping: limit.rlim_cur) - open - Self.reservedDescriptors, 1)
+        guard room < acceptCeiling else { return nil }
+        acceptCeiling = room
+        return "tcptrail: warning: the fd limit (\(limit.rlim_cur), ulimit -n) leaves room for \(room) connections, fewer than --max-clients \(maxClients) plus \(Self.refusalAllowance) being refused: past \(room) new connections wait in the listen queue; raise the limit or lower --max-clients"
+    }
+}
+
+/// Admits at most `limit` holders at once (connections, event streams).
+final class Admission: Sendable {
+    let limit: Int
+    private let count = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// A place, or nil when all `limit` are taken.
+    func enter() -> Ticket? {
+        if count.wrappingAdd(1, ordering: .relaxed).newValue > limit {
+            count.wrappingSubtract(1, ordering: .relaxed)
+            return nil
+        }
+        return Ticket(admission: self)
+    }
+
+    /// One admitted holder's place; given back by `release()` or, failing that, on deinit.
+    final class Ticket: Sendable {
+        private let admission: Admission
+        private let released = Atomic<Bool>(false)
+
+        fileprivate init(admission: Admission) { self.admission = admission }
+
+        func release() {
+            if !released.exchange(true, ordering: .relaxed) {
+                admission.count.wrappingSubtract(1, ordering: .relaxed)
+            }
+        }
+
+        deinit { release() }
+    }
+}
+
+/// Hummingbird's HTTP/1 child channel with tcptrail's bounds around it: a
+/// connection beyond `maxClients` gets a 503 instead of the HTTP pipeline,
+/// and every head must arrive within the header timeout.
+struct BoundedHTTP1Channel: ServerChildChannel {
+    typealias Value = HTTP1Channel.Value
+
+    let http1: HTTP1Channel
+    let connections: Admission
+
+    init(responder: @escaping HTTPChannelHandler.Responder, limits: ServeLimits, connections: Admission) {
+        let headerTimeout = TimeAmount.nanoseconds(Int64(limits.headerTimeout * 1e9))
+        http1 = HTTP1Channel(responder: responder, configuration: .init(
+            additionalChannelHandlers: [RequestHeadDeadline(timeout: headerTimeout)],
+            idleTimeout: .nanoseconds(Int64(limits.idleTimeout * 1e9))
+        ))
+        self.connections = connections
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        guard let ticket = connections.enter() else {
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(OverCapacityRefusal())
+                return try Value(wrappingChannelSynchronously: channel)
+            }
+        }
+        channel.closeFuture.whenComplete { _ in ticket.release() }
+        do {
+            // First in the pipeline, before the decoder: it sees a head still incomplete.
+            try channel.pipeline.syncOperations.addHandler(RequestBytesMarker())
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return http1.setup(channel: channel, logger: logger)
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await http1.handle(value: value, logger: logger)
+    }
+}
+
+/// Tells `RequestHeadDeadline`, which sits after the decoder, that request
+/// bytes arrived: a head still incomplete produces nothing it could see.
+final class RequestBytesMarker: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    /// The user event it sends ahead of each read.
+    struct BytesArrived {}
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireUserInboundEventTriggered(BytesArrived())
+        context.fireChannelRead(data)
+    }
+}
+
+/// Closes a connection whose request head does not arrive within `timeout`
+/// of connecting, or of the first byte of a request after the previous one
+/// was answered. (Between requests Hummingbird's idle timeout applies.)
+final class RequestHeadDeadline: ChannelDuplexHandler, RemovableChannelHandler {
+    // The HTTP parts, named through a Hummingbird handler that carries them
+    // (their module, NIOHTTPTypes, is not a dependency of this target).
+    typealias InboundIn = HTTPConnectionStateHandler.InboundIn
+    typealias InboundOut = HTTPConnectionStateHandler.InboundOut
+    typealias OutboundIn = HTTPConnectionStateHandler.OutboundIn
+    typealias OutboundOut = HTTPConnectionStateHandler.OutboundOut
+
+    let timeout: TimeAmount
+    /// Requests whose head came and whose response has not ended.
+    private var inProgress = 0
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { disarm() }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        disarm()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RequestBytesMarker.BytesArrived {
+            if inProgress == 0 { arm(context) }
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            inProgress += 1
+            disarm()
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { inProgress = max(inProgress - 1, 0) }
+        context.write(data, promise: promise)
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil else { return }
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            context.close(promise: nil)
+        }
+    }
+
+    private func disarm() {
+        deadline?.cancel()
+        deadline = nil
+    }
+}
+
+/// Answers a connection beyond --max-clients with 503 and closes it. Our
+/// side is half-closed first and what the client still sends is read and
+/// dropped for a moment: closing with its request unread would send a reset,
+/// which can destroy the answer before the client reads it.
+final class OverCapacityRefusal: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    static let body = "tcptrail: too many clients (--max-clients); try again shortly\n"
+    static let response = "HTTP/1.1 503 Service Unavailable\r\nServer: tcptrail\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 5\r\nConnection: close\r\n\r\n\(body)"
+    /// How long the client's leftover bytes are read before the close.
+    static let linger = TimeAmount.seconds(1)
+
+    private var answered = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { answer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        answer(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event { context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    private func answer(_ context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: Self.response))).assumeIsolated().whenComplete { _ in
+            context.close(mode: .output, promise: nil)
+        }
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.linger) { context.close(promise: nil) }
+    }
+}
+
+/// Pauses accepting for a second when accept fails for want of descriptors
+/// or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM). The AcceptBackoffHandler the
+/// bootstrap adds cannot: a failed accept leaves the channel's read pending,
+/// so the listening socket, still readable, wakes the loop again at once
+/// (measured without this: about 6000 failed accepts a second, half a core). Turning autoRead off
+/// takes the socket out of the poll set until the pause ends.
+final class AcceptPause: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    static let pause = TimeAmount.seconds(1)
+    private var paused = false
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let io = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(io.errnoCode) {
+            let options = context.channel.syncOptions
+            // Off even if already off: a read asked for since (a client closing, say)
+            // put the socket back in the poll set, and only turning it off takes it out.
+            if paused { try? options?.setOption(ChannelOptions.autoRead, value: true) }
+            try? options?.setOption(ChannelOptions.autoRead, value: false)
+            if !paused {
+                paused = true
+                context.eventLoop.assumeIsolated().scheduleTask(in: Self.pause) {
+                    self.paused = false
+                    try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+                }
+            }
+        }
+        context.fireErrorCaught(error)
+    }
+}
+
 /// The HTTP side: routes, the Host check, the event stream.
 struct WebServer: Sendable {
     let state: LiveBoard
     let host: String
     let port: Int
+    let limits: ServeLimits
+    let streams: Admission
+
+    init(state: LiveBoard, host: String, port: Int, limits: ServeLimits) {
+        self.state = state
+        self.host = host
+        self.port = port
+        self.limits = limits
+        streams = Admission(limit: limits.maxStreams)
+    }
 
     enum Started { case success(String), failure(String) }
 
@@ -151,10 +466,22 @@ struct WebServer: Sendable {
         let outcome = Mutex<Started?>(nil)
         let ready = DispatchSemaphore(value: 0)
         let router = makeRouter()
+        let limits = self.limits
+        let connections = Admission(limit: limits.maxClients)
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: "tcptrail"),
+            server: HTTPServerBuilder { responder in
+                BoundedHTTP1Channel(responder: responder, limits: limits, connections: connections)
+            },
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "tcptrail",
+                // Past the refusals too, stop accepting: the kernel's listen queue holds the rest.
+                availableConnectionsDelegate: MaximumAvailableConnections(limits.acceptCeiling)
+            ),
             onServerRunning: { channel in
+                try? await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.addHandler(AcceptPause(), position: .first)
+                }.get()
                 outcome.withLock { $0 = .success(channel.localAddress.map { Self.describe($0) } ?? "\(host):\(port)") }
                 ready.signal()
             },
@@ -250,12 +577,22 @@ struct WebServer: Sendable {
                 return out
             })
         }
+        let streams = self.streams
         router.get("/api/stream") { request, _ -> Response in
+            guard let ticket = streams.enter() else {
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain"
+                headers[.retryAfter] = "5"
+                let text = "tcptrail: too many event streams (--max-streams \(streams.limit)); try again shortly\n"
+                return Response(status: .serviceUnavailable, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+            }
             let query = Self.query(request.uri.queryParameters)
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-store"
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                // Also given back if the body never runs: the ticket's deinit.
+                defer { ticket.release() }
                 try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
                 while !Task.isCancelled {
                     let out = state.read { board, json in
