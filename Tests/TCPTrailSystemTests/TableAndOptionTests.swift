@@ -88,6 +88,10 @@ struct FullTableTests {
         #expect(records.contains { $0["type"] as? String == "untracked" }, "an untracked record as soon as it was counted")
         #expect(stderr.contains("sockets untracked (connection table full; raise --max-connections)"), "\(stderr)")
 
+        // Every record, the untracked ones and the summary's object too, is in the contract.
+        let schema = try run([EventLogTests.validator, log], check: false)
+        #expect(schema.status == 0 && schema.stderr.contains(" 0 problems"), "\(schema.stdout.prefix(1000))")
+
         let replay = try run([Products.tcptrail, "replay", log], check: false)
         let gaps = replay.stdout.split(separator: "\n").first { $0.hasPrefix("gaps:") || $0.hasPrefix("complete") } ?? ""
         #expect(gaps.hasPrefix("gaps:") && gaps.contains("\(sockets) sockets untracked"), "\(replay.stdout.suffix(400))")
