@@ -132,7 +132,7 @@ struct Trace: ParsableCommand {
         }
         if sink.stdoutErrors > 0 { summary += ", \(sink.stdoutErrors) records not written to standard output" }
         Diagnostics.note(summary)
-        if let engine = sink.engine { Diagnostics.note(TraceSummary(engine: engine).text) }
+        if let engine = sink.engine { for line in TraceSummary(engine: engine).lines { Diagnostics.note("tcptrail: " + line) } }
         // Its own status (74 is the ring buffer's): records made did not reach standard output.
         if sink.stdoutErrors > 0 { throw ExitCode(79) }
     }
@@ -168,7 +168,7 @@ final class LossReporter {
 enum Diagnostics {
     /// A plain write(2): FileHandle traps on EPIPE or EIO (a terminal that went away).
     static func note(_ line: String) {
-        _ = Array((line + "\n").utf8).withUnsafeBytes { OutputBuffer.writeAll(STDERR_FILENO, $0) }
+        _ = Array((TerminalLine.sanitize(line) + "\n").utf8).withUnsafeBytes { OutputBuffer.writeAll(STDERR_FILENO, $0) }
     }
 
     /// Prints `tcptrail: <message>` and exits with `status`.

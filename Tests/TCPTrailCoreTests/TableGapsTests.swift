@@ -130,5 +130,8 @@ import Testing
         // A NUL inside a process name (only a log can hold one) is shown, not a cut.
         #expect(ProcessName(bytes: Array("ab".utf8) + [0] + Array("cd".utf8)).escaped == #"ab\x00cd"#)
         #expect(ProcessName("nginx").escaped == "nginx")
+        // stderr lines: text as is, controls escaped, a newline cannot forge a second line.
+        #expect(TerminalLine.sanitize("cannot open /tmp/\u{1b}[2Jx\nfake: ok é") == #"cannot open /tmp/\x1b[2Jx\x0afake: ok é"#)
+        #expect(TerminalLine.sanitize("a\u{9b}b\u{202e}c") == #"a\u{9b}b\u{202e}c"#)
     }
 }

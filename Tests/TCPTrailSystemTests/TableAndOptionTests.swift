@@ -250,3 +250,25 @@ struct CapabilityTests {
         #expect(!run.stderr.contains("without owner"), "\(run.stderr)")
     }
 }
+
+/// Strings from a log or the command line reach no terminal raw: the
+/// header's hostname and kernel, a file name, in replay's report and on stderr.
+@Suite struct TerminalEscapeTests {
+    @Test func replayShowsHostileHeaderFieldsAndFileNamesEscaped() throws {
+        let dir = try TempDirectory()
+        let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J"
+        let path = dir.path + "/log\(evil).jsonl"
+        let header = #"{"v":1,"seq":1,"type":"header","time":"2026-11-21T06:30:00.000000000Z","mono_ns":1000,"format_version":1,"tcptrail_version":"t","hostname":"h\u001b[31mred","kernel":"6.1\u001b]0;x\u0007","started":"2026-11-21T06:30:00.000000000Z","boot_offset_ns":1795242600000000000,"filters":{},"thresholds":{"close_wait_s":60,"data_retransmits":3,"fin_wait_2_s":60,"time_wait_sockets":1000}}"#
+        let summary = #"{"v":1,"seq":2,"type":"summary","time":"2026-11-21T06:30:00.000000000Z","mono_ns":2000,"records":{},"anomalies":{},"lost":0,"export_errors":0}"#
+        try (header + "\n" + summary + "\n").write(toFile: path, atomically: false, encoding: .utf8)
+        let r = try run([Products.tcptrail, "replay", path, dir.path + "/missing\(evil)"], check: false)
+        #expect(r.status == 66, "\(r.stderr)")
+        for (name, text) in [("stdout", r.stdout), ("stderr", r.stderr)] {
+            #expect(!text.utf8.contains(0x1b) && !text.utf8.contains(0x07), "\(name) has a raw escape: \(text.debugDescription)")
+        }
+        #expect(r.stderr.contains(#"missing\x1b]0;owned\x07\x1b[2J"#), "\(r.stderr)")
+        let good = try run([Products.tcptrail, "replay", path], check: false)
+        #expect(good.stdout.contains(#"host h\x1b[31mred, kernel 6.1\x1b]0;x\x07"#), "\(good.stdout)")
+        #expect(!good.stdout.utf8.contains(0x1b))
+    }
+}
