@@ -116,7 +116,7 @@ final class Background {
     var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
 
     /// Waits until `text` shows in stdout or stderr.
-    func waitFor(_ text: String, inStderr: Bool = false, timeout: Double = 30) throws {
+    func waitFor(_ text: String, inStderr: Bool = false, timeout: Double = Timing.waitSeconds) throws {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
             if (inStderr ? stderr : stdout).contains(text) { return }
@@ -159,6 +159,9 @@ func bpftrace(_ program: String) -> [String] {
 enum Timing {
     static let scale: Double = ProcessInfo.processInfo.environment["TCPTRAIL_TEST_TIME_SCALE"].flatMap(Double.init) ?? 1
     static func hold(_ seconds: Double) -> String { "\(seconds * scale)" }
+    /// How long to wait for a line (a tracer's start): 30 s, longer where
+    /// time is scaled (loading takes 30 s or more under emulation, more on a busy host).
+    static let waitSeconds = 30 * max(1, scale / 5)
 }
 
 /// A running `tcptrail trace --json`, stopped by SIGINT.
