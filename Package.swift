@@ -65,6 +65,8 @@ let package = Package(
         ),
         // Test peer: a TCP client or server with a chosen process name.
         .executableTarget(name: "tt-peer", dependencies: ["CTCPTrailSys"]),
+        // libFuzzer target over replay (scripts/fuzz-replay); built plainly, it reruns saved inputs.
+        .executableTarget(name: "tcptrail-fuzz", dependencies: ["TCPTrailCore"]),
         .testTarget(
             name: "TCPTrailCoreTests",
             dependencies: ["TCPTrailCore", "CTCPTrailEvent", .product(name: "PropertyBased", package: "swift-property-based")]

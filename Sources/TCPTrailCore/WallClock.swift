@@ -35,9 +35,18 @@ public struct WallClock: Sendable {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    /// Unix time in ns for a monotonic timestamp.
+    /// Unix time in ns for a monotonic timestamp, clamped to what an Int64
+    /// holds (a time past 2262 shows as 2262, not wrapped to 1677).
     public func unixNanoseconds(mono: UInt64) -> Int64 {
-        Int64(bitPattern: mono) &+ bootOffsetNanoseconds
+        Int64(clamping: mono).addingSaturating(bootOffsetNanoseconds)
+    }
+
+    /// Unix time in ns for a monotonic timestamp; nil when it is not in the
+    /// range of an Int64 (the record's time would be past 2262, or before 1677).
+    public func exactUnixNanoseconds(mono: UInt64) -> Int64? {
+        guard let m = Int64(exactly: mono) else { return nil }
+        let (unix, overflow) = m.addingReportingOverflow(bootOffsetNanoseconds)
+        return overflow ? nil : unix
     }
 
     /// Unix seconds and nanoseconds of a monotonic timestamp; refreshes the date cache.
@@ -89,15 +98,29 @@ public struct WallClock: Sendable {
     }
 
     /// Parses an RFC 3339 time (`2026-11-21T03:12:00Z`, `2026-11-21 03:12:00.5+01:00`;
-    /// seconds optional; no offset means UTC) into Unix ns.
+    /// seconds optional; no offset means UTC) into Unix ns; nil when it is
+    /// not one, or not in the range of Unix ns in an Int64 (1677-09-21 to 2262-04-11).
     public static func parseRFC3339(_ text: String) -> Int64? {
-        let b = Array(text.utf8)
+        var text = text
+        return text.withUTF8 { parseRFC3339($0.baseAddress, $0.count, strict: false) }
+    }
+
+    /// A log record's `time`: RFC 3339 as its section 5.6 has it (a `T`,
+    /// seconds, an offset or `Z`), fraction optional; nil when it is not one
+    /// or is out of range.
+    static func parseRecordTime(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int64? {
+        parseRFC3339(p, n, strict: true)
+    }
+
+    /// `strict`: seconds, an offset and a `T` (or `t`) are required.
+    static func parseRFC3339(_ p: UnsafePointer<UInt8>?, _ n: Int, strict: Bool) -> Int64? {
+        guard let p else { return nil }
         var i = 0
         func num(_ width: Int) -> Int64? {
-            guard i + width <= b.count else { return nil }
+            guard i + width <= n else { return nil }
             var v: Int64 = 0
             for k in 0..<width {
-                let d = b[i + k] &- 48
+                let d = p[i + k] &- 48
                 guard d < 10 else { return nil }
                 v = v * 10 + Int64(d)
             }
@@ -105,13 +128,13 @@ public struct WallClock: Sendable {
             return v
         }
         func expect(_ c: UInt8) -> Bool {
-            guard i < b.count, b[i] == c else { return false }
+            guard i < n, p[i] == c else { return false }
             i += 1
             return true
         }
         guard let y = num(4), expect(UInt8(ascii: "-")), let mo = num(2), expect(UInt8(ascii: "-")), let d = num(2),
-              (1...12).contains(mo), (1...31).contains(d) else { return nil }
-        guard i < b.count, b[i] == UInt8(ascii: "T") || b[i] == UInt8(ascii: "t") || b[i] == UInt8(ascii: " ") else { return nil }
+              (1...12).contains(mo), d >= 1, d <= daysInMonth(y, mo) else { return nil }
+        guard i < n, p[i] == UInt8(ascii: "T") || p[i] == UInt8(ascii: "t") || (!strict && p[i] == UInt8(ascii: " ")) else { return nil }
         i += 1
         guard let h = num(2), expect(UInt8(ascii: ":")), let mi = num(2), h < 24, mi < 60 else { return nil }
         var s: Int64 = 0, nanos: Int64 = 0
@@ -120,32 +143,51 @@ public struct WallClock: Sendable {
             s = sec
             if expect(UInt8(ascii: ".")) {
                 var digits = 0
-                while i < b.count, b[i] &- 48 < 10 {
-                    if digits < 9 { nanos = nanos * 10 + Int64(b[i] - 48) }
+                while i < n, p[i] &- 48 < 10 {
+                    if digits < 9 { nanos = nanos * 10 + Int64(p[i] - 48) }
                     digits += 1
                     i += 1
                 }
                 guard digits > 0 else { return nil }
                 for _ in min(digits, 9)..<9 { nanos *= 10 }
             }
+        } else if strict {
+            return nil
         }
         var offset: Int64 = 0
-        if i < b.count {
-            if b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z") {
+        if i < n {
+            if p[i] == UInt8(ascii: "Z") || p[i] == UInt8(ascii: "z") {
                 i += 1
-            } else if b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") {
-                let sign: Int64 = b[i] == UInt8(ascii: "-") ? -1 : 1
+            } else if p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-") {
+                let sign: Int64 = p[i] == UInt8(ascii: "-") ? -1 : 1
                 i += 1
                 guard let oh = num(2), expect(UInt8(ascii: ":")), let om = num(2), oh < 24, om < 60 else { return nil }
                 offset = sign * (oh * 3600 + om * 60)
             }
+        } else if strict {
+            return nil
         }
-        guard i == b.count else { return nil }
-        let seconds = days(fromCivil: y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
-        // Nanoseconds since 1970 in an Int64: 1677-09-21 to 2262-04-11.
-        let (ns, over) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        let (total, over2) = ns.addingReportingOverflow(nanos)
-        return over || over2 ? nil : total
+        guard i == n else { return nil }
+        // Years 0000-9999 fit in Int64 seconds; in ns only 1677-2262 do.
+        var seconds = days(fromCivil: y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
+        // Before 1970 the fraction is taken from the next second: the earliest
+        // time (Int64.min ns) has no whole second of its own in Int64 ns.
+        if seconds < 0 && nanos > 0 {
+            seconds += 1
+            nanos -= 1_000_000_000
+        }
+        let (ns, o1) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let (unix, o2) = ns.addingReportingOverflow(nanos)
+        return o1 || o2 ? nil : unix
+    }
+
+    /// Days in month `m` (1-12) of year `y`, proleptic Gregorian.
+    static func daysInMonth(_ y: Int64, _ m: Int64) -> Int64 {
+        switch m {
+        case 2: (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
     }
 
     /// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -306,7 +306,7 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
 
     @Test func aSocketlessResetWithAConnectionIdIsMalformed() throws {
         // Found by the mutation property: conn "1" with no_socket true read back as conn "".
-        let line = #"{"v":1,"seq":7,"type":"reset","time":"t","mono_ns":5,"conn":"1","pid":0,"comm":"","netns":1,"family":4,"laddr":"198.18.0.2","lport":1,"raddr":"198.18.0.1","rport":2,"owner_known":false,"cpu":1,"direction":"sent","kernel_state":"CLOSE","reason":3,"no_socket":true}"#
+        let line = #"{"v":1,"seq":7,"type":"reset","time":"2026-11-21T06:30:00.000000005Z","mono_ns":5,"conn":"1","pid":0,"comm":"","netns":1,"family":4,"laddr":"198.18.0.2","lport":1,"raddr":"198.18.0.1","rport":2,"owner_known":false,"cpu":1,"direction":"sent","kernel_state":"CLOSE","reason":3,"no_socket":true}"#
         var parser = LogRecordParser()
         let r = Array(line.utf8).withUnsafeBytes { parser.parse($0) }
         #expect(r.map { _ in "" } == .failure(LogParseFailure(message: #"a "no_socket" record must have "conn":"""#)))
@@ -420,6 +420,15 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
     }
 }
 
+/// Replaces one of the line's numbers (the `which`-th, wrapping) with an edge
+/// value picked by `pick`: 0, 1, Int64.max, UInt64.max and their neighbours.
+func replaceNumber(in line: inout [UInt8], _ which: Int, _ pick: UInt8) {
+    let ranges = HostileLogTests.numberRanges(line)
+    guard !ranges.isEmpty else { return }
+    let edges = HostileLogTests.edgeNumbers
+    line.replaceSubrange(ranges[which % ranges.count], with: Array(edges[Int(pick) % edges.count].utf8))
+}
+
 /// Property-based robustness: whatever the bytes, the parser and the replay
 /// never crash, and every line that is not a record is reported.
 @Suite struct ReplayRobustnessTests {
@@ -434,10 +443,10 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
     @Test func mutatedRecordsNeverCrashAndRoundTripWhenAccepted() async {
         var parser = LogRecordParser()
         let seeds = ReplayInputTests.goodLines.map { Array($0.utf8) } + [
-            Array(#"{"v":1,"seq":7,"type":"reset","time":"t","mono_ns":5,"conn":"","pid":0,"comm":"\u001b\u00ff\"","netns":1,"family":6,"laddr":"fd00::1","lport":1,"raddr":"fd00::2","rport":2,"owner_known":false,"cpu":1,"direction":"sent","kernel_state":"CLOSE","reason":3,"no_socket":true}"#.utf8),
-            Array(#"{"v":1,"seq":8,"type":"lost","time":"t","mono_ns":5,"count":3,"total":9,"total_by_type":{"transition":8,"reset":1}}"#.utf8),
+            Array(#"{"v":1,"seq":7,"type":"reset","time":"2026-11-21T06:30:00.000000005Z","mono_ns":5,"conn":"","pid":0,"comm":"\u001b\u00ff\"","netns":1,"family":6,"laddr":"fd00::1","lport":1,"raddr":"fd00::2","rport":2,"owner_known":false,"cpu":1,"direction":"sent","kernel_state":"CLOSE","reason":3,"no_socket":true}"#.utf8),
+            Array(#"{"v":1,"seq":8,"type":"lost","time":"2026-11-21T06:30:00.000000005Z","mono_ns":5,"count":3,"total":9,"total_by_type":{"transition":8,"reset":1}}"#.utf8),
         ]
-        let mutation = zip(Gen.int(in: 0..<seeds.count), Gen.int(in: 0..<4), Gen.int(in: 0..<10_000), Gen.uint8())
+        let mutation = zip(Gen.int(in: 0..<seeds.count), Gen.int(in: 0..<5), Gen.int(in: 0..<10_000), Gen.uint8())
         await propertyCheck(count: 30_000, input: mutation.array(of: 1...4)) { edits in
             var line = seeds[edits[0].0]
             for (_, op, pos, b) in edits {
@@ -446,7 +455,8 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
                 case 0: if !line.isEmpty { line[at] = b }
                 case 1: line.insert(b, at: at)
                 case 2: if !line.isEmpty { line.remove(at: at) }
-                default: line = Array(line.prefix(at))
+                case 3: line = Array(line.prefix(at))
+                default: replaceNumber(in: &line, pos, b)
                 }
             }
             let first = line.withUnsafeBytes { parser.parse($0) }
@@ -531,7 +541,7 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
 
     @Test func mutatedWriterLinesReadTheSameEitherWay() async {
         let seeds = Self.writerLines()
-        let mutation = zip(Gen.int(in: 0..<seeds.count), Gen.int(in: 0..<4), Gen.int(in: 0..<10_000), Gen.uint8())
+        let mutation = zip(Gen.int(in: 0..<seeds.count), Gen.int(in: 0..<5), Gen.int(in: 0..<10_000), Gen.uint8())
         await propertyCheck(count: 30_000, input: mutation.array(of: 1...3)) { edits in
             var line = seeds[edits[0].0]
             for (_, op, pos, b) in edits {
@@ -542,7 +552,8 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
                 case 0: if !line.isEmpty { line[at] = byte }
                 case 1: line.insert(byte, at: at)
                 case 2: if !line.isEmpty { line.remove(at: at) }
-                default: line = Array(line.prefix(at))
+                case 3: line = Array(line.prefix(at))
+                default: replaceNumber(in: &line, pos, b)
                 }
             }
             #expect(Self.outcome(line, writerLayout: true) == Self.outcome(line, writerLayout: false), "\(String(decoding: line, as: UTF8.self))")

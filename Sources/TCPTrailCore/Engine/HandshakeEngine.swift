@@ -100,11 +100,11 @@ public struct HandshakeEngine: Sendable {
             let id = identity.conn
             switch state {
             case .timeWait:
-                beginTimeWait(identity, ends: mono + UInt64(s.expiresMilliseconds) * 1_000_000, emit: emit)
+                beginTimeWait(identity, ends: mono.addingSaturating(UInt64(s.expiresMilliseconds) * 1_000_000), emit: emit)
                 continue
             case .closeWait, .finWait2:
                 stallWatch.insert(id)
-                scheduleTimer(mono + min(thresholds.closeWaitNanoseconds, thresholds.finWait2Nanoseconds))
+                scheduleTimer(mono.addingSaturating(min(thresholds.closeWaitNanoseconds, thresholds.finWait2Nanoseconds)))
             default:
                 break
             }
@@ -165,7 +165,7 @@ public struct HandshakeEngine: Sendable {
             resolvePendingClose(id: id, emit: emit)
             known = connections[id]
         }
-        var c = known ?? ConnectionRecord(identity: identity, state: TCPState(kernel: kfrom), since: e.monoNanoseconds - (e.previousStateNanoseconds ?? 0), lastMono: e.monoNanoseconds)
+        var c = known ?? ConnectionRecord(identity: identity, state: TCPState(kernel: kfrom), since: e.monoNanoseconds.subtractingSaturating(e.previousStateNanoseconds ?? 0), lastMono: e.monoNanoseconds)
         c.identity = identity
         c.lastMono = e.monoNanoseconds
 
@@ -201,7 +201,7 @@ public struct HandshakeEngine: Sendable {
             c.pendingCloseFrom = c.state == move.from ? c.state : move.from
             connections[id] = c
             pendingCloses.insert(id)
-            scheduleTimer(e.monoNanoseconds + Self.closeCauseWindow)
+            scheduleTimer(e.monoNanoseconds.addingSaturating(Self.closeCauseWindow))
             return
         }
 
@@ -232,14 +232,14 @@ public struct HandshakeEngine: Sendable {
         }
         switch change.to {
         case .timeWait:
-            beginTimeWait(c.identity, ends: change.monoNanoseconds + Self.timeWaitNanoseconds, emit: emit)
+            beginTimeWait(c.identity, ends: change.monoNanoseconds.addingSaturating(Self.timeWaitNanoseconds), emit: emit)
             if c.passive {
                 report(.serverTimeWait, .warning, "The server side of \(c.identity.endpoints) closed first and now holds TIME_WAIT for 60 s; servers should let clients close first, or TIME_WAIT sockets pile up on the listening port.", change.monoNanoseconds, c.identity, emit: emit)
             }
         case .closeWait:
-            scheduleTimer(change.monoNanoseconds + thresholds.closeWaitNanoseconds)
+            scheduleTimer(change.monoNanoseconds.addingSaturating(thresholds.closeWaitNanoseconds))
         case .finWait2:
-            scheduleTimer(change.monoNanoseconds + thresholds.finWait2Nanoseconds)
+            scheduleTimer(change.monoNanoseconds.addingSaturating(thresholds.finWait2Nanoseconds))
         case .closed:
             finalStates[.closed, default: 0] += 1
         default:
@@ -308,7 +308,7 @@ public struct HandshakeEngine: Sendable {
         let key = EndpointKey(netns: e.netns, address: e.localAddress, port: e.localPort)
         var (last, pending) = listenDrops[key] ?? (0, 0)
         pending += 1
-        if last == 0 || e.monoNanoseconds >= last + 1_000_000_000 {
+        if last == 0 || e.monoNanoseconds >= last.addingSaturating(1_000_000_000) {
             let identity = ConnectionIdentity(e)
             report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(pending) segment(s) because its accept queue was full: \(identity.ownerKnown ? "process \(identity.pid) (\(identity.comm.escaped))" : "the application") does not accept() fast enough, or the backlog is too small.", e.monoNanoseconds, identity, count: pending, emit: emit)
             last = e.monoNanoseconds
@@ -359,10 +359,11 @@ public struct HandshakeEngine: Sendable {
         timerScratch.sort()
         for id in timerScratch {
             guard let pending = connections[id]?.pendingClose else { pendingCloses.remove(id); continue }
-            if now >= pending.monoNanoseconds + Self.closeCauseWindow {
+            let due = pending.monoNanoseconds.addingSaturating(Self.closeCauseWindow)
+            if now >= due {
                 resolvePendingClose(id: id, emit: emit)
             } else {
-                scheduleTimer(pending.monoNanoseconds + Self.closeCauseWindow)
+                scheduleTimer(due)
             }
         }
         timerScratch.removeAll(keepingCapacity: true)
@@ -374,8 +375,9 @@ public struct HandshakeEngine: Sendable {
                 continue
             }
             let limit = c.state == .closeWait ? thresholds.closeWaitNanoseconds : thresholds.finWait2Nanoseconds
-            guard now >= c.since + limit else {
-                scheduleTimer(c.since + limit)
+            let due = c.since.addingSaturating(limit)
+            guard now >= due else {
+                scheduleTimer(due)
                 continue
             }
             c.stallReported = true

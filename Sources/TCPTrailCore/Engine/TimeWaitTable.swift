@@ -57,6 +57,8 @@ struct TimeWaitTable {
     mutating func insert(_ identity: ConnectionIdentity, ends: UInt64) -> Int {
         if let old = slot(of: identity.conn) { _ = release(old) }
         inserts &+= 1
+        // `free` marks an empty slot: a saturated deadline must not look like one.
+        let ends = min(ends, Self.free - 1)
         let entry = Entry(ends: ends, insert: inserts, identity: identity)
         let slot: Int32
         if let reused = freeSlots.popLast() {

@@ -34,6 +34,8 @@ public struct LogRecord: Sendable {
     public var started: String? { get { rare?.started } set { withRare { $0.started = newValue } } }
     /// `time`, only when the parser was asked for it (`wantsTime`).
     public var time: String? { get { rare?.time } set { withRare { $0.time = newValue } } }
+    /// `time` as Unix ns, with `time`.
+    public var timeUnixNanoseconds: Int64? { get { rare?.timeUnixNanoseconds } set { withRare { $0.timeUnixNanoseconds = newValue } } }
     /// lost
     public var lostTotal: UInt64 = 0
     /// summary: records the log could not take.
@@ -54,6 +56,7 @@ public struct LogRecord: Sendable {
         var kernel: String?
         var started: String?
         var time: String?
+        var timeUnixNanoseconds: Int64?
         var lostByType: [KernelEventKind: UInt64] = [:]
         var untracked: TableGaps?
 
@@ -62,7 +65,8 @@ public struct LogRecord: Sendable {
         init(copying o: Rare) {
             anomalyName = o.anomalyName; acceptQueue = o.acceptQueue; formatVersion = o.formatVersion
             thresholds = o.thresholds; bootOffsetNanoseconds = o.bootOffsetNanoseconds; hostname = o.hostname
-            kernel = o.kernel; started = o.started; time = o.time; lostByType = o.lostByType
+            kernel = o.kernel; started = o.started; time = o.time; timeUnixNanoseconds = o.timeUnixNanoseconds
+            lostByType = o.lostByType
             untracked = o.untracked
         }
     }
@@ -312,7 +316,7 @@ public struct LogRecordParser {
         var what: JSONValue?, direction: JSONValue?, errnoValue: Int64?, reason: JSONValue?
         var ownerKnown = false, peerFin = false, noSocket = false, untrackedFlag = false
         var depth: UInt64?, limit: UInt64?
-        var thresholds: JSONValue?, totalByType: JSONValue?, untracked: JSONValue?
+        var thresholds: JSONValue?, totalByType: JSONValue?, untracked: JSONValue?, time: JSONValue?
 
         func number(_ v: JSONValue, _ name: String, max: UInt64 = .max) throws -> UInt64 {
             guard let x = JSONStrings.unsigned(p, v), x <= max else {
@@ -342,7 +346,8 @@ public struct LogRecordParser {
                 version = x
             case .seq?: seq = try number(v, "seq")
             case .type?: typeValue = v
-            case .monoNs?: mono = try number(v, "mono_ns")
+            // CLOCK_MONOTONIC is a ktime_t, signed 64-bit: larger is no kernel time.
+            case .monoNs?: mono = try number(v, "mono_ns", max: UInt64(Int64.max))
             case .conn?: conn = v
             case .pid?: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
             case .comm?:
@@ -377,9 +382,7 @@ public struct LogRecordParser {
                 }
                 errnoValue = x
             case .anomaly?: r.anomalyName = JSONStrings.string(p, v)
-            case .count?:
-                guard let x = JSONStrings.signed(p, v) else { throw Self.fail("\"count\" must be an integer") }
-                r.count = x
+            case .count?: r.count = Int64(try number(v, "count", max: UInt64(Int64.max)))
             case .acceptQueue?: depth = try number(v, "accept_queue", max: UInt64(UInt32.max))
             case .acceptQueueLimit?: limit = try number(v, "accept_queue_limit", max: UInt64(UInt32.max))
             case .expiresMs?: r.expiresMilliseconds = UInt32(try number(v, "expires_ms", max: UInt64(UInt32.max)))
@@ -399,7 +402,7 @@ public struct LogRecordParser {
             case .hostname?: r.hostname = JSONStrings.string(p, v)
             case .started?: r.started = JSONStrings.string(p, v)
             case .kernel?: r.kernel = JSONStrings.string(p, v)
-            case .time?: if wantsTime { r.time = JSONStrings.string(p, v) }
+            case .time?: time = v
             default: break
             }
         }
@@ -412,6 +415,11 @@ public struct LogRecordParser {
         guard let typeValue, typeValue.kind == .string else { throw Self.fail("no \"type\" string") }
         guard let seq else { throw Self.fail("no \"seq\"") }
         guard let mono else { throw Self.fail("no \"mono_ns\"") }
+        if let time { try parseTime(p, time, into: &r) }
+        // Time in the previous state cannot reach back before boot.
+        if let prev = r.event.previousStateNanoseconds, prev > mono {
+            throw Self.fail("\"prev_state_ns\" \(prev) is larger than \"mono_ns\" \(mono): more time in the previous state than since boot")
+        }
         r.seq = seq
         r.mono = mono
         r.event.monoNanoseconds = mono
@@ -480,7 +488,7 @@ public struct LogRecordParser {
             if JSONStrings.equals(p, direction, "sent") { r.event.reset = .sent }
             else if JSONStrings.equals(p, direction, "received") { r.event.reset = .received }
             else { throw Self.fail("\"direction\" must be sent or received") }
-            if let reason, reason.kind == .number { r.event.resetReason = UInt32(truncatingIfNeeded: JSONStrings.unsigned(p, reason) ?? 0) }
+            if let reason, reason.kind == .number { r.event.resetReason = UInt32(try number(reason, "reason", max: UInt64(UInt32.max))) }
         case .error:
             r.event.kind = .error
             try setKernelState(p, kernelState, of: &r.event)
@@ -498,6 +506,20 @@ public struct LogRecordParser {
             break
         }
     }
+
+    /// `time`: checked on every record (a malformed one is a malformed line),
+    /// kept only when asked for (`wantsTime`).
+    private func parseTime(_ p: UnsafePointer<UInt8>, _ v: JSONValue, into r: inout LogRecord) throws {
+        guard v.kind == .string, !v.escaped, let unix = WallClock.parseRecordTime(p + v.start, v.end - v.start) else {
+            throw Self.fail(Self.badTime)
+        }
+        if wantsTime {
+            r.time = JSONStrings.string(p, v)
+            r.timeUnixNanoseconds = unix
+        }
+    }
+
+    static let badTime = "\"time\" must be an RFC 3339 time from 1677-09-21 to 2262-04-11 such as 2026-11-21T04:53:14.276226781Z"
 
     private func recordType(_ p: UnsafePointer<UInt8>, _ v: JSONValue) -> LogRecordType {
         for t in recordTypes where JSONStrings.equals(p, v, t.name) { return t }

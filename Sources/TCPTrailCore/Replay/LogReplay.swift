@@ -100,13 +100,11 @@ public final class LogReplay {
             do {
                 let reader = try LogFileReader(path: path)
                 var first: LogRecord?
-                if path != "-" {
-                    // The first line says which run the file belongs to and where in it.
-                    _ = reader.forEachLine { line, _ in
-                        if case .complete(let bytes) = line, case .success(let r) = parser.parse(bytes) { first = r }
-                        return false
-                    }
-                    try reader.rewind()
+                // The first line says which run the file belongs to and where in
+                // it: looked at, not read (a pipe cannot go back). A read error
+                // here comes again from forEachLine, after the lines before it.
+                _ = reader.withFirstLine { line in
+                    if case .complete(let bytes) = line, case .success(let r) = parser.parse(bytes) { first = r }
                 }
                 inputs.append(Input(path: path, reader: reader, header: first?.type == .header ? first : nil,
                                     firstSeq: first?.seq ?? 0, order: i))
@@ -179,8 +177,9 @@ public final class LogReplay {
         // The output is set up at the first record, once the clock is known.
         var boardRun = true
         func start(_ clock: WallClock, header: LogRecord?) {
-            if let since = options.since { selection.sinceMono = UInt64(clamping: since - clock.bootOffsetNanoseconds) }
-            if let until = options.until { selection.untilMono = UInt64(clamping: until - clock.bootOffsetNanoseconds) }
+            // Clamped: a window outside the log's clock selects from its start or to its end.
+            if let since = options.since { selection.sinceMono = UInt64(clamping: since.subtractingSaturating(clock.bootOffsetNanoseconds)) }
+            if let until = options.until { selection.untilMono = UInt64(clamping: until.subtractingSaturating(clock.bootOffsetNanoseconds)) }
             if options.board {
                 // One report shows one run: its times share one clock.
                 if board == nil {
@@ -226,6 +225,8 @@ public final class LogReplay {
         }
 
         var started = false
+        /// The run's clock, once started (a local: see below).
+        var bootOffset: Int64 = 0
         // Locals in the per-line loop: a class property costs a runtime
         // exclusivity check on every access.
         var parser = self.parser
@@ -241,6 +242,14 @@ public final class LogReplay {
                 result.records += records
                 lines = 0
                 records = 0
+            }
+            /// Reports a malformed line; false when --strict stops here.
+            func malformed(_ number: Int, _ message: String) -> Bool {
+                report(path, number, message)
+                guard options.strict else { return true }
+                result.stop = .malformed("\(path):\(number)")
+                diagnose("tcptrail: stopped at the first malformed line (--strict)")
+                return false
             }
             let readError = input.reader.forEachLine { line, number in
                 lines += 1
@@ -268,19 +277,26 @@ public final class LogReplay {
                         diagnose("tcptrail: warning: \(path):\(number): the last line is cut off (\(f.message)): the writer stopped mid-record (killed, or the disk filled); skipped")
                         return true
                     }
-                    report(path, number, f.message)
-                    if options.strict {
-                        result.stop = .malformed("\(path):\(number)")
-                        diagnose("tcptrail: stopped at the first malformed line (--strict)")
-                        return false
-                    }
+                    if !malformed(number, f.message) { return false }
                 } else {
+                    // The record's wall time must be one: mono_ns plus the boot offset within Int64 ns.
+                    var offset = bootOffset
                     if !started {
                         // Wall time: the header's boot offset, else the first record's `time`.
-                        var offset = r.bootOffsetNanoseconds ?? 0
-                        if r.bootOffsetNanoseconds == nil, let t = r.time, let unix = WallClock.parseRFC3339(t) {
-                            offset = unix - Int64(bitPattern: r.mono)
+                        offset = r.bootOffsetNanoseconds ?? 0
+                        if r.bootOffsetNanoseconds == nil, let unix = r.timeUnixNanoseconds {
+                            let (o, overflow) = unix.subtractingReportingOverflow(Int64(clamping: r.mono))
+                            if overflow {
+                                return malformed(number, "\"time\" and \"mono_ns\" \(r.mono) give no boot time (more than 292 years apart)") && !outputClosed
+                            }
+                            offset = o
                         }
+                    }
+                    if case (_, true) = Int64(clamping: r.mono).addingReportingOverflow(offset) {
+                        return malformed(number, "\"mono_ns\" \(r.mono) is no time: with the boot offset \(offset) ns it is outside 1677-09-21 to 2262-04-11") && !outputClosed
+                    }
+                    if !started {
+                        bootOffset = offset
                         if r.type == .header { run.feed(r, emit: emit, lost: lost) }
                         start(WallClock(bootOffsetNanoseconds: offset), header: r.type == .header ? r : nil)
                         parser.wantsTime = false

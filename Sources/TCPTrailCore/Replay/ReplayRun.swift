@@ -52,17 +52,11 @@ public struct ReplayRun {
                 duplicates += 1
                 return
             }
-            if lastSeq != 0 && r.seq > lastSeq + 1 {
-                seqGaps += 1
-                seqMissing += r.seq - lastSeq - 1
-            }
+            countGap(to: r.seq)
             lastSeq = r.seq
         } else {
             // A header takes the next seq, like any record (rotation, SIGHUP).
-            if lastSeq != 0 && r.seq > lastSeq + 1 {
-                seqGaps += 1
-                seqMissing += r.seq - lastSeq - 1
-            }
+            countGap(to: r.seq)
             if r.seq > lastSeq { lastSeq = r.seq }
         }
         records += 1
@@ -117,6 +111,14 @@ public struct ReplayRun {
         case .other:
             unknownTypes += 1
         }
+    }
+
+    /// Counts the records missing between the last `seq` and `seq`. Saturating:
+    /// a log may jump to any seq, but the count is at most all there could be.
+    private mutating func countGap(to seq: UInt64) {
+        guard lastSeq != 0, seq > lastSeq, seq - lastSeq > 1 else { return }
+        seqGaps += 1
+        seqMissing = seqMissing.addingSaturating(seq - lastSeq - 1)
     }
 
     private mutating func flushSeeds(emit: (EngineOutput) -> Void) {

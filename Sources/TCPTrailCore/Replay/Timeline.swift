@@ -269,7 +269,7 @@ public struct TimelineWriter {
 
     /// Writes the blocks of connections that ended more than a second before `mono`.
     private mutating func writeSettled(before mono: UInt64, to out: inout OutputBuffer) {
-        while endedHead < ended.count, ended[endedHead].at &+ Self.settleNanoseconds <= mono {
+        while endedHead < ended.count, ended[endedHead].at.addingSaturating(Self.settleNanoseconds) <= mono {
             let conn = ended[endedHead].conn
             endedHead += 1
             _ = writeAndRemove(conn, to: &out)
@@ -397,7 +397,7 @@ public struct TimelineWriter {
         switch t.state {
         case .timeWait?:
             out.append("in TIME_WAIT until " as StaticString)
-            clock.appendTimeOfDay(mono: (since ?? t.last) + HandshakeEngine.timeWaitNanoseconds, to: &out)
+            clock.appendTimeOfDay(mono: (since ?? t.last).addingSaturating(HandshakeEngine.timeWaitNanoseconds), to: &out)
             out.append(" (2MSL, inferred)" as StaticString)
         case .closed?:
             out.append("CLOSED" as StaticString)

@@ -34,8 +34,8 @@ struct WriterLayoutParser {
         r = LogRecord()
         guard skip("{\"v\":1,\"seq\":"), let seq = unsigned(),
               skip(",\"type\":\""), let type = kernelRecordType(),
-              skip(",\"time\":"), plainString() != nil,
-              skip(",\"mono_ns\":"), let mono = unsigned(),
+              skip(",\"time\":"), let time = plainString(), WallClock.parseRecordTime(p + time.start, time.end - time.start) != nil,
+              skip(",\"mono_ns\":"), let mono = unsigned(max: UInt64(Int64.max)),
               skip(",\"conn\":"), let conn = plainString(),
               (try? LogRecordParser.parseConn(p, conn, into: &r.event)) != nil,
               skip(",\"pid\":"), let pid = unsigned(max: UInt64(UInt32.max)),
@@ -81,7 +81,7 @@ struct WriterLayoutParser {
                   skip(",\"kernel_to\":"), let to = state(),
                   skip(",\"prev_state_ns\":") else { return false }
             if !skip("null") {
-                guard let prev = unsigned() else { return false }
+                guard let prev = unsigned(), prev <= mono else { return false }
                 r.event.previousStateNanoseconds = prev
             }
             guard skip(",\"peer_fin\":"), let peerFin = bool() else { return false }
@@ -111,8 +111,8 @@ struct WriterLayoutParser {
             else { return false }
             guard skip(",\"kernel_state\":"), kernelState(&r.event) else { return false }
             if skip(",\"reason\":") {
-                guard let reason = unsigned() else { return false }
-                r.event.resetReason = UInt32(truncatingIfNeeded: reason)
+                guard let reason = unsigned(max: UInt64(UInt32.max)) else { return false }
+                r.event.resetReason = UInt32(reason)
             }
             // Only a reset no socket owned has no connection id, and it says so.
             if skip(",\"no_socket\":true") {

@@ -233,7 +233,7 @@ public struct ConnectionBoard: Sendable {
         } else {
             // A TIME_WAIT expiry of a row that already left: nothing to show.
             if c.kernel == nil && c.from == .timeWait { return }
-            let began = c.kernel?.previousStateNanoseconds.map { c.monoNanoseconds &- $0 } ?? c.monoNanoseconds
+            let began = c.kernel?.previousStateNanoseconds.map { c.monoNanoseconds.subtractingSaturating($0) } ?? c.monoNanoseconds
             row = Row(identity: c.connection, state: c.from, opened: began, since: began)
             // A passive open's LISTEN was the listener's state, not this socket's.
             if c.from != .closed && c.step != .synReceived { row.segments = [Segment(state: c.from, start: began)] }
