@@ -379,6 +379,31 @@ static __always_inline void emit(const struct tcptrail_event *e)
 	count_gaps(e);
 }
 
+static __always_inline bool all_zero(const __u8 *a)
+{
+	__u64 w[2];
+	__builtin_memcpy(w, a, 16);
+	return w[0] == 0 && w[1] == 0;
+}
+
+/* ::ffff:a.b.c.d, an IPv4 peer of an AF_INET6 socket (a listener on ::). */
+static __always_inline bool v4_mapped(const __u8 *a)
+{
+	__u64 w0;
+	__u32 w2;
+	__builtin_memcpy(&w0, a, 8);
+	__builtin_memcpy(&w2, a + 8, 4);
+	return w0 == 0 && w2 == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline void to_v4(__u8 *a)
+{
+	__u32 v4;
+	__builtin_memcpy(&v4, a + 12, 4);
+	__builtin_memset(a, 0, 16);
+	__builtin_memcpy(a, &v4, 4);
+}
+
 /* Endpoints, family and namespace from any socket flavour (full, request, timewait). */
 static __always_inline void fill_endpoints(struct tcptrail_event *e, const struct sock_common *skc)
 {
@@ -389,6 +414,14 @@ static __always_inline void fill_endpoints(struct tcptrail_event *e, const struc
 	if (e->family == AF_INET6) {
 		BPF_CORE_READ_INTO(&e->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
 		BPF_CORE_READ_INTO(&e->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		/* A v4-mapped conversation is IPv4 to every filter and view
+		 * (an unset side, all zeros, does not make it IPv6). */
+		bool s4 = v4_mapped(e->saddr), d4 = v4_mapped(e->daddr);
+		if ((s4 || d4) && (s4 || all_zero(e->saddr)) && (d4 || all_zero(e->daddr))) {
+			e->family = AF_INET;
+			to_v4(e->saddr);
+			to_v4(e->daddr);
+		}
 	} else {
 		__u32 s = BPF_CORE_READ(skc, skc_rcv_saddr);
 		__u32 d = BPF_CORE_READ(skc, skc_daddr);
@@ -404,13 +437,6 @@ static __always_inline void fill_owner(struct tcptrail_event *e, const struct co
 		__builtin_memcpy(e->comm, ci->comm, TT_COMM_LEN);
 		e->flags |= TT_FLAG_OWNER_KNOWN;
 	}
-}
-
-static __always_inline bool all_zero(const __u8 *a)
-{
-	__u64 w[2];
-	__builtin_memcpy(w, a, 16);
-	return w[0] == 0 && w[1] == 0;
 }
 
 /* Completes endpoints the kernel already cleared from what the socket had,

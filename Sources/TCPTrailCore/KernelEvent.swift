@@ -78,6 +78,28 @@ public struct RawAddress: Sendable, Equatable, Hashable {
     }
 }
 
+extension RawAddress {
+    /// `::ffff:a.b.c.d`: an IPv4 peer of an AF_INET6 socket.
+    public var isV4Mapped: Bool {
+        withBytes { b in (0..<10).allSatisfy { b[$0] == 0 } && b[10] == 0xff && b[11] == 0xff }
+    }
+
+    public var isZero: Bool { high == 0 && low == 0 }
+
+    /// The IPv4 address of a v4-mapped one, in the first 4 bytes.
+    var unmapped: RawAddress { withBytes { RawAddress(bytes: $0[12..<16]) } }
+
+    /// A v4-mapped pair (an unset side allowed) as IPv4, the way the kernel
+    /// side reports it: every filter and view sees one family for one
+    /// conversation, whatever the socket's family.
+    public static func dualStack(family: UInt8, local: RawAddress, remote: RawAddress) -> (UInt8, RawAddress, RawAddress) {
+        guard family == 6, local.isV4Mapped || remote.isV4Mapped,
+              local.isV4Mapped || local.isZero, remote.isV4Mapped || remote.isZero
+        else { return (family, local, remote) }
+        return (4, local.unmapped, remote.unmapped)
+    }
+}
+
 /// A process name as the kernel keeps it: up to 16 bytes, NUL-padded, any bytes.
 public struct ProcessName: Sendable, Equatable {
     public var a: UInt64

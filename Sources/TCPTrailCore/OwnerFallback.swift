@@ -52,8 +52,10 @@ public struct OwnerFallback {
         }
         if !e.ownerKnown {
             if from == .listen, to == .synRecv {
-                if listeners[key] == nil { learnRescan(rescan(), key) }
-                if let o = listeners[key]?.owner {
+                // An IPv4 child may come from a dual-stack listener on ::.
+                let dual = ListenerKey(netns: key.netns, family: 6, port: key.port)
+                if listeners[key] == nil && (key.family == 6 || listeners[dual] == nil) { learnRescan(rescan(), key) }
+                if let o = listeners[key]?.owner ?? (key.family == 4 ? listeners[dual]?.owner : nil) {
                     children[e.connectionID] = o
                     named += 1
                     apply(o, to: &e)

@@ -116,11 +116,14 @@ public enum SocketDiag {
         return b.withUnsafeBytes { raw in
             let c0 = UInt64(raw.loadUnaligned(fromByteOffset: o + 44, as: UInt32.self))
             let c1 = UInt64(raw.loadUnaligned(fromByteOffset: o + 48, as: UInt32.self))
+            // As the kernel side reports it: a v4-mapped pair is IPv4.
+            let (f, local, remote) = RawAddress.dualStack(family: family, local: RawAddress(bytes: b[(o + 8)..<(o + 8 + width)]),
+                                                          remote: RawAddress(bytes: b[(o + 24)..<(o + 24 + width)]))
             return SocketSnapshot(
-                cookie: c0 | c1 << 32, state: state, family: family,
-                localAddress: RawAddress(bytes: b[(o + 8)..<(o + 8 + width)]),
+                cookie: c0 | c1 << 32, state: state, family: f,
+                localAddress: local,
                 localPort: UInt16(b[o + 4]) << 8 | UInt16(b[o + 5]),
-                remoteAddress: RawAddress(bytes: b[(o + 24)..<(o + 24 + width)]),
+                remoteAddress: remote,
                 remotePort: UInt16(b[o + 6]) << 8 | UInt16(b[o + 7]),
                 inode: raw.loadUnaligned(fromByteOffset: o + 68, as: UInt32.self),
                 netns: 0,

@@ -134,4 +134,26 @@ import Testing
         #expect(TerminalLine.sanitize("cannot open /tmp/\u{1b}[2Jx\nfake: ok é") == #"cannot open /tmp/\x1b[2Jx\x0afake: ok é"#)
         #expect(TerminalLine.sanitize("a\u{9b}b\u{202e}c") == #"a\u{9b}b\u{202e}c"#)
     }
+
+    @Test func aV4MappedPairIsIPv4AndAListenerOnAnyStaysIPv6() {
+        let mapped = RawAddress(bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2])
+        let peer = RawAddress(bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 1])
+        let (f, l, r) = RawAddress.dualStack(family: 6, local: mapped, remote: peer)
+        #expect(f == 4 && l == RawAddress(bytes: [198, 18, 0, 2]) && r == RawAddress(bytes: [198, 18, 0, 1]))
+        // A child whose remote end is not set yet is IPv4 too; a listener on :: is not.
+        #expect(RawAddress.dualStack(family: 6, local: mapped, remote: RawAddress()).0 == 4)
+        #expect(RawAddress.dualStack(family: 6, local: RawAddress(), remote: RawAddress()).0 == 6)
+        let real6 = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        #expect(RawAddress.dualStack(family: 6, local: real6, remote: peer).0 == 6)
+    }
+
+    @Test func anIPv4ChildOfADualStackListenerTakesItsOwner() {
+        var fallback = OwnerFallback()
+        var listen = KernelEvent(monoNanoseconds: 1, cookie: 1, netns: 7, pid: 9, comm: ProcessName("srv"), kind: .transition,
+                                 family: 6, localPort: 80, oldState: .close, newState: .listen, flags: Self.owned)
+        fallback.fill(&listen)
+        var child = transition(2, .listen, .synRecv, port: 80)
+        fallback.fill(&child) { [] }
+        #expect(child.pid == 9)
+    }
 }
