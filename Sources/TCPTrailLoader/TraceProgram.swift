@@ -232,21 +232,21 @@ public final class TraceProgram {
             let sum = values.reduce(0, &+)
             switch index {
             case TT_STAT_LOST.rawValue: out.lost = sum
-            case TT_STAT_TRACK_FULL.rawValue: out.untrackedEvents = sum
+            case TT_STAT_TRACK_FULL.rawValue: out.tables.events = sum
             case TT_STAT_FILTERED.rawValue: out.filtered = sum
             case TT_STAT_SUBMITTED.rawValue: out.submitted = sum
-            case TT_STAT_UNTRACKED_SOCKETS.rawValue: out.untrackedSockets = sum
-            case TT_STAT_LISTENERS_FULL.rawValue: out.listenersUntracked = sum
-            case TT_STAT_OWNERLESS_CHILDREN.rawValue: out.ownerlessChildren = sum
-            case TT_STAT_CHILD_IDS_FULL.rawValue: out.childIDsFull = sum
+            case TT_STAT_UNTRACKED_SOCKETS.rawValue: out.tables.sockets = sum
+            case TT_STAT_LISTENERS_FULL.rawValue: out.tables.listeners = sum
+            case TT_STAT_OWNERLESS_CHILDREN.rawValue: out.tables.acceptedWithoutOwner = sum
+            case TT_STAT_CHILD_IDS_FULL.rawValue: out.tables.childIDs = sum
             case (TT_STAT_LOST_BY_TYPE.rawValue + 1)...(TT_STAT_LOST_BY_TYPE.rawValue + 5):
                 if let kind = KernelEventKind(rawValue: UInt8(index - TT_STAT_LOST_BY_TYPE.rawValue)) { out.lostByKind[kind] = sum }
             default: break
             }
         }
         out.ringBufferFull = out.lost
-        out.seedsNotWritten = seedFailures
-        out.listenersUntracked += listenerSeedFailures
+        out.tables.ownerSeeds = seedFailures
+        out.tables.listeners += listenerSeedFailures
         addRecursionMisses(to: &out)
         return out
     }
@@ -332,25 +332,8 @@ public struct KernelStats: Sendable, Equatable {
     /// Events the second copy handled because the kernel skipped the first,
     /// by tracepoint ("sock:inet_sock_set_state").
     public var rescued: [String: UInt64] = [:]
-    /// Sockets whose first event found the connection table full: traced
-    /// without owner, previous state or saved endpoints.
-    public var untrackedSockets: UInt64 = 0
-    /// Events of such sockets (each also carries `untracked`).
-    public var untrackedEvents: UInt64 = 0
-    /// Listeners the full listener table could not take.
-    public var listenersUntracked: UInt64 = 0
-    /// Accepted sockets whose listener was not in the table (user space may
-    /// still name their owner; see `OwnerFallback`).
-    public var ownerlessChildren: UInt64 = 0
-    /// Accepted sockets that kept their listener's cookie for want of room
-    /// in child_ids (Linux 6.1 only; their events may merge with another's).
-    public var childIDsFull: UInt64 = 0
-    /// Owners of sockets open at start that did not fit owner_seeds.
-    public var seedsNotWritten: UInt64 = 0
-    /// Whether any table filled.
-    public var tablesFull: Bool {
-        untrackedEvents > 0 || listenersUntracked > 0 || ownerlessChildren > 0 || childIDsFull > 0 || seedsNotWritten > 0
-    }
+    /// What full tables kept from the record (`acceptedNamed` is user space's to fill).
+    public var tables = TableGaps()
     /// Events the in-kernel filters dropped.
     public var filtered: UInt64 = 0
     /// Events written to the ring buffer.

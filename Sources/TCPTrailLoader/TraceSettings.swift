@@ -57,8 +57,8 @@ public struct TraceSettings: Sendable, Equatable {
 
 /// The sizes of the kernel side's tables (BPF maps), set before load.
 ///
-/// A table that fills is a counted gap (`KernelStats.untrackedSockets`,
-/// `listenersUntracked`, ...), never a silent eviction, so the defaults grow
+/// A table that fills is a counted gap (`KernelStats.tables`), never a
+/// silent eviction, so the defaults grow
 /// with the host: four times what is open at start, if that is more.
 public struct TableSizes: Sendable, Equatable {
     /// Sockets tracked at once (`conns`); accepted children with ids of their own (`child_ids`) as many.

@@ -185,13 +185,7 @@ enum Diagnostics {
 extension TableGaps {
     /// The kernel side's table counters, with the accepted sockets user space named.
     init(_ stats: KernelStats, named: UInt64) {
-        self.init()
-        sockets = stats.untrackedSockets
-        events = stats.untrackedEvents
-        listeners = stats.listenersUntracked
-        acceptedWithoutOwner = stats.ownerlessChildren
-        acceptedNamed = min(named, stats.ownerlessChildren)
-        childIDs = stats.childIDsFull
-        ownerSeeds = stats.seedsNotWritten
+        self = stats.tables
+        acceptedNamed = min(named, acceptedWithoutOwner)
     }
 }

@@ -56,7 +56,7 @@ struct FullTableTests {
 
     @Test func aFullConnectionTableIsACountedGapNamedBySummaryAndReplay() throws {
         let ns = try NetworkNamespace(prefix: "ttfull")
-        let dir = try TempDirectory()
+        let dir = try EventLogTests.PrivateDirectory()
         let log = dir.path + "/full.jsonl"
         let table = 64, pairs = 150
         let tracer = try Tracer(["--output", log, "--netns", "\(try ns.inode)", "--max-connections", "\(table)"])
@@ -105,7 +105,7 @@ struct FullTableTests {
 
     @Test func acceptedSocketsOfListenersBeyondTheTableStillNameTheirOwner() throws {
         let ns = try NetworkNamespace(prefix: "ttlsn")
-        let dir = try TempDirectory()
+        let dir = try EventLogTests.PrivateDirectory()
         let log = dir.path + "/listeners.jsonl"
         let table = 16, listeners = 100
         let base = Int(Unique.port()) % 50_000 + 10_000
@@ -144,7 +144,7 @@ struct FullTableTests {
         ["replay", "--since", "1600-01-01T00:00:00Z", "x.jsonl"], ["replay", "--until", "9999-12-31T23:59:59Z", "x.jsonl"],
     ])
     func aBadValueIsOneUsageLine(_ args: [String]) throws {
-        let dir = try TempDirectory()
+        let dir = try EventLogTests.PrivateDirectory()
         let out = dir.path + "/never.jsonl"
         let extra = args[0] == "trace" ? ["--output", out] : []
         let r = try run([Products.tcptrail] + args + extra, check: false, timeout: 30)
@@ -156,22 +156,12 @@ struct FullTableTests {
     }
 }
 
-/// A private directory under /tmp, removed on deinit.
-final class TempDirectory {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("tt-dir-\(getpid())-\(Unique.next())").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// `trace --json > FILE` on a full filesystem: whole lines only, the loss on
 /// stderr and status 79, not a cut line and status 0.
 @Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
 struct StandardOutputTests {
     @Test func aFullDiskUnderStandardOutputIsReportedNotSilent() throws {
-        let dir = try TempDirectory()
+        let dir = try EventLogTests.PrivateDirectory()
         let mount = dir.path + "/small"
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
         try run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mount])
@@ -213,7 +203,7 @@ struct CapabilityTests {
         let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "1", "--name", "tt-capsrv"])
         try server.background.waitFor("listening")
         // The binary as nobody can reach it: a copy in a directory it may read.
-        let dir = try TempDirectory()
+        let dir = try EventLogTests.PrivateDirectory()
         chmod(dir.path, 0o755)
         let binary = dir.path + "/tcptrail"
         try FileManager.default.copyItem(atPath: Products.tcptrail, toPath: binary)
@@ -262,7 +252,7 @@ struct CapabilityTests {
 /// header's hostname and kernel, a file name, in replay's report and on stderr.
 @Suite struct TerminalEscapeTests {
     @Test func replayShowsHostileHeaderFieldsAndFileNamesEscaped() throws {
-        let dir = try TempDirectory()
+        let dir = try EventLogTests.PrivateDirectory()
         let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J"
         let path = dir.path + "/log\(evil).jsonl"
         let header = #"{"v":1,"seq":1,"type":"header","time":"2026-11-21T06:30:00.000000000Z","mono_ns":1000,"format_version":1,"tcptrail_version":"t","hostname":"h\u001b[31mred","kernel":"6.1\u001b]0;x\u0007","started":"2026-11-21T06:30:00.000000000Z","boot_offset_ns":1795242600000000000,"filters":{},"thresholds":{"close_wait_s":60,"data_retransmits":3,"fin_wait_2_s":60,"time_wait_sockets":1000}}"#
