@@ -259,9 +259,39 @@ let minute: UInt64 = 60_000_000_000
     @Test func closeWithoutCauseIsAbortedAfterTheWindow() {
         let s = Script(14)
         let events = s.t(.close, .synSent).t(.synSent, .established).t(.established, .close).events
-        let run = Run(events, advanceTo: s.mono + HandshakeEngine.closeCauseWindow)
+        var engine = HandshakeEngine()
+        var closes = 0
+        for e in events { engine.process(e) { if case .change(let c) = $0, c.to == .closed { closes += 1 } } }
+        engine.advance(to: s.mono + HandshakeEngine.abortCauseWindow - 1) { if case .change(let c) = $0, c.to == .closed { closes += 1 } }
+        #expect(closes == 0, "an abort from ESTABLISHED waits for its RST")
+        let run = Run(events, advanceTo: s.mono + HandshakeEngine.abortCauseWindow)
         #expect(run.steps == [.synSent, .established, .aborted])
         #expect(run.anomalies.isEmpty)
+        // From SYN_SENT no RST can follow: the short window applies.
+        let t = Script(16)
+        let connecting = t.t(.close, .synSent).t(.synSent, .close).events
+        let short = Run(connecting, advanceTo: t.mono + HandshakeEngine.closeCauseWindow)
+        #expect(short.steps == [.synSent, .aborted])
+    }
+
+    /// tcp_disconnect() sets CLOSE, then sends the RST; over veth the peer's
+    /// reset and close run inside that send and reach the ring first, 40 ms
+    /// later on a descheduled vCPU. The client's close is still a reset.
+    @Test func thePeersEventsBetweenACloseAndItsResetDoNotSettleIt() {
+        let client = Script(17)
+        let server = Script(18, lport: 8080, rport: 40000)
+        var events: [KernelEvent] = []
+        func next(_ s: Script) { if let e = s.events.last { events.append(e) } }
+        next(client.t(.close, .synSent)); next(server.t(.listen, .synRecv))
+        next(client.t(.synSent, .established)); next(server.t(.synRecv, .established))
+        next(client.t(.established, .close))
+        let stall: UInt64 = 40
+        next(server.reset(.received, in: .established, after: stall)); next(server.t(.established, .close))
+        next(client.reset(.sent, in: .close, after: stall + 1))
+        let run = Run(events)
+        #expect(run.steps(ConnectionID(cookie: 17).description) == [.synSent, .established, .reset])
+        #expect(run.steps(ConnectionID(cookie: 18).description) == [.synReceived, .established, .reset])
+        #expect(run.kinds.sorted { $0.rawValue < $1.rawValue } == [.resetReceived, .resetSent])
     }
 
     @Test func closeWaitAndFinWait2Stalls() {

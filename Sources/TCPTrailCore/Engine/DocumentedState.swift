@@ -47,6 +47,15 @@ public enum TCPState: String, Sendable, CaseIterable {
         }
     }
 
+    /// States in which an abort (SO_LINGER 0, close with unread data) sends
+    /// an RST: the kernel's tcp_need_reset().
+    public var abortSendsReset: Bool {
+        switch self {
+        case .established, .closeWait, .finWait1, .finWait2, .synReceived: true
+        default: false
+        }
+    }
+
     /// Synchronized states: an RST here aborts an established exchange.
     public var isSynchronized: Bool {
         switch self {

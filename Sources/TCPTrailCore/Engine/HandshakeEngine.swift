@@ -24,6 +24,18 @@ public struct HandshakeEngine: Sendable {
     /// How long a -> CLOSE waits for the reset or error that explains it
     /// (the kernel reports a sent RST right after the transition).
     public static let closeCauseWindow: UInt64 = 5_000_000
+    /// The wait from a state whose abort sends an RST (`tcp_need_reset()`):
+    /// tcp_disconnect() and tcp_close() with unread data set CLOSE first and
+    /// send the RST after, and in between the peer's own events (the RST
+    /// arriving over veth runs in the same call) and a descheduled vCPU can
+    /// put far more than 5 ms. Seen in the emulated 6.1 guest: a SO_LINGER 0
+    /// close called "aborted" because the server's events came first.
+    public static let abortCauseWindow: UInt64 = 1_000_000_000
+
+    /// How long a close from `state` waits for its cause.
+    static func causeWindow(from state: TCPState) -> UInt64 {
+        state.abortSendsReset ? abortCauseWindow : closeCauseWindow
+    }
 
     public var thresholds: AnomalyThresholds
     private var connections: [ConnectionID: ConnectionRecord] = [:]
@@ -196,12 +208,17 @@ public struct HandshakeEngine: Sendable {
                 store(c, id)
                 return
             }
-            // Other -> CLOSE: wait briefly for the reset or error that explains it.
+            // Other -> CLOSE: wait for the reset or error that explains it,
+            // unless a reset already came (tcp_reset() reports before tcp_done()).
             c.pendingClose = e
             c.pendingCloseFrom = c.state == move.from ? c.state : move.from
             connections[id] = c
             pendingCloses.insert(id)
-            scheduleTimer(e.monoNanoseconds.addingSaturating(Self.closeCauseWindow))
+            if c.resetReceived || c.resetSent {
+                resolvePendingClose(id: id, emit: emit)
+                return
+            }
+            scheduleTimer(e.monoNanoseconds.addingSaturating(Self.causeWindow(from: c.pendingCloseFrom)))
             return
         }
 
@@ -359,7 +376,7 @@ public struct HandshakeEngine: Sendable {
         timerScratch.sort()
         for id in timerScratch {
             guard let pending = connections[id]?.pendingClose else { pendingCloses.remove(id); continue }
-            let due = pending.monoNanoseconds.addingSaturating(Self.closeCauseWindow)
+            let due = pending.monoNanoseconds.addingSaturating(Self.causeWindow(from: connections[id]?.pendingCloseFrom ?? .closed))
             if now >= due {
                 resolvePendingClose(id: id, emit: emit)
             } else {
