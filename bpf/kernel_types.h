@@ -70,6 +70,7 @@ enum {
 
 /* Only the value we test; CO-RE relocates it to the running kernel's. */
 enum skb_drop_reason {
+	SKB_DROP_REASON_NOT_SPECIFIED = 2,
 	SKB_DROP_REASON_TCP_LISTEN_OVERFLOW = 40,
 };
 
@@ -111,6 +112,23 @@ struct sock_common {
 	atomic64_t skc_cookie;   /* 0 until someone asks for the socket's cookie */
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct hlist_node {
+	struct hlist_node *next;
+	struct hlist_node **pprev; /* NULL once the timer is not pending (detach_timer) */
+};
+
+struct timer_list {
+	struct hlist_node entry;
+	unsigned long expires; /* jiffies */
+	void (*function)(struct timer_list *);
+};
+
+struct inet_timewait_sock {
+	struct sock_common __tw_common;
+	unsigned char tw_substate; /* TCP_FIN_WAIT2 or TCP_TIME_WAIT */
+	struct timer_list tw_timer;
 };
 
 struct sock {

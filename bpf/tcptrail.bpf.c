@@ -132,6 +132,40 @@ struct {
 	__type(value, __u64); /* the child's id */
 } child_ids SEC(".maps");
 
+/*
+ * Connections the kernel handed to a timewait socket, by their endpoints.
+ * An entry is made when the socket's timer starts (in tcp_time_wait(),
+ * just before the full socket's -> CLOSE, which names the connection) and
+ * removed when the timer runs out or a reset kills it. A timewait socket
+ * descheduled without a trace we can see (a namespace going away) leaves its
+ * entry behind: LRU, so such entries age out first, and the loader sizes it
+ * from the host like conns.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tcptrail_tw_key);
+	__type(value, struct tcptrail_tw);
+} timewaits SEC(".maps");
+
+/* A timewait timer cancelled before its time, per CPU: a reschedule if the
+ * same timer starts next on this CPU (mod_timer() detaches and re-adds
+ * under the timer base's lock, with interrupts off, so nothing comes
+ * between), otherwise the socket was killed (inet_twsk_deschedule_put()). */
+struct tw_cancel {
+	__u64 tw;
+	__u64 at;
+	struct tcptrail_tw_key key;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tw_cancel);
+} tw_cancels SEC(".maps");
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &which);
@@ -566,6 +600,121 @@ static __always_inline void unlist_listener(const struct sock *sk, struct conn_i
 		bpf_map_delete_elem(&listeners, &lk);
 }
 
+/* --- Timewait sockets ------------------------------------------------ */
+
+static __always_inline struct tcptrail_tw_key tw_key_of(const struct tcptrail_event *e)
+{
+	struct tcptrail_tw_key k = {
+		.netns = e->netns, .family = e->family, .lport = e->sport, .rport = e->dport,
+	};
+	__builtin_memcpy(k.laddr, e->saddr, 16);
+	__builtin_memcpy(k.raddr, e->daddr, 16);
+	return k;
+}
+
+/* The timewait socket a timer belongs to (only meaningful for tw_timer_handler's). */
+static __always_inline struct inet_timewait_sock *tw_of_timer(const struct timer_list *timer)
+{
+	return (struct inet_timewait_sock *)((__u64)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer));
+}
+
+static __always_inline bool is_tw_timer(const struct timer_list *timer)
+{
+	return tt_config.tw_timer_fn && (__u64)BPF_CORE_READ(timer, function) == tt_config.tw_timer_fn;
+}
+
+static __always_inline struct tcptrail_tw_key tw_key(const struct inet_timewait_sock *tw)
+{
+	struct tcptrail_event e = {};
+	fill_endpoints(&e, &tw->__tw_common);
+	return tw_key_of(&e);
+}
+
+/* One transition of a connection in its timewait socket. */
+static __always_inline void emit_tw(const struct tcptrail_tw *t, const struct tcptrail_tw_key *k,
+				    __u8 old, __u8 new, __u8 detail, __u32 reason, __u64 now)
+{
+	struct tcptrail_event e = {};
+	e.mono_ns = now;
+	e.cookie = t->conn;
+	e.generation = t->generation;
+	e.cpu = bpf_get_smp_processor_id();
+	e.netns = k->netns;
+	e.family = k->family;
+	e.sport = k->lport;
+	e.dport = k->rport;
+	__builtin_memcpy(e.saddr, k->laddr, 16);
+	__builtin_memcpy(e.daddr, k->raddr, 16);
+	e.type = TT_EVENT_TRANSITION;
+	e.old_state = old;
+	e.new_state = new;
+	e.detail = detail;
+	e.reason = reason;
+	if (t->owner_known) {
+		e.pid = t->pid;
+		__builtin_memcpy(e.comm, t->comm, TT_COMM_LEN);
+		e.flags |= TT_FLAG_OWNER_KNOWN;
+	}
+	if (t->since_ns && now >= t->since_ns) {
+		e.prev_state_ns = now - t->since_ns;
+		e.flags |= TT_FLAG_PREV_KNOWN;
+	}
+	emit(&e);
+}
+
+/* The peer's FIN reached a timewait socket in FIN_WAIT2:
+ * tcp_timewait_state_process() set TIME_WAIT and rescheduled the timer. */
+static __always_inline void tw_substate_check(struct tcptrail_tw *t, const struct tcptrail_tw_key *k,
+					      const struct inet_timewait_sock *tw, __u8 detail, __u64 now)
+{
+	__u8 sub = BPF_CORE_READ(tw, tw_substate);
+	if (t->linked && t->substate == TCP_FIN_WAIT2 && sub == TCP_TIME_WAIT) {
+		emit_tw(t, k, TCP_FIN_WAIT2, TCP_TIME_WAIT, detail, 0, now);
+		t->since_ns = now;
+	}
+	t->substate = sub;
+}
+
+/* The full socket's FIN_WAIT2/CLOSING -> CLOSE: if a timewait socket was just
+ * made for these endpoints (its timer started in tcp_time_wait() before
+ * tcp_done()), it carries this connection on. */
+static __always_inline void tw_handoff(struct tcptrail_event *e, const struct conn_info *ci, __u64 now)
+{
+	if (!tt_config.tw_timer_fn)
+		return;
+	struct tcptrail_tw_key k = tw_key_of(e);
+	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &k);
+	if (!t || t->linked)
+		return;
+	t->conn = e->cookie;
+	t->generation = e->generation;
+	t->since_ns = now;
+	if (e->flags & TT_FLAG_OWNER_KNOWN) {
+		t->pid = e->pid;
+		__builtin_memcpy(t->comm, e->comm, TT_COMM_LEN);
+		t->owner_known = 1;
+	}
+	t->linked = 1;
+	e->detail = TT_TW_HANDOFF;
+}
+
+/* A timewait timer cancelled earlier on this CPU and not restarted: killed. */
+static __always_inline void tw_settle_cancel(struct tw_cancel *c, const struct timer_list *next)
+{
+	if (!c->tw)
+		return;
+	__u64 tw = c->tw;
+	c->tw = 0;
+	if (next && (__u64)tw_of_timer(next) == tw)
+		return; /* mod_timer(): a reschedule */
+	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &c->key);
+	if (!t || (t->tw && t->tw != tw))
+		return;
+	if (t->linked)
+		emit_tw(t, &c->key, t->substate, TCP_CLOSE, TT_TW_KILLED, 0, c->at);
+	bpf_map_delete_elem(&timewaits, &c->key);
+}
+
 static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, struct sock *sk, int oldstate, int newstate)
 {
 	if (!take(ctx, copy, TT_HOOK_SET_STATE, (__u64)sk, (__u64)oldstate << 32 | (__u32)newstate) ||
@@ -662,6 +811,8 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 
 	if (newstate == TCP_LISTEN && ci && ci->owner_known)
 		list_listener(sk, ci);
+	if (newstate == TCP_CLOSE && (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING))
+		tw_handoff(&e, ci, now);
 	emit(&e);
 	return 0;
 }
@@ -951,14 +1102,75 @@ int BPF_PROG(tt_destroy_b, struct sock *sk)
 	return on_destroy_sock(ctx, TT_COPY_B, sk);
 }
 
+/*
+ * A segment a timewait socket consumed: tcp_v4_rcv()/tcp_v6_rcv() free every
+ * segment that reaches one with reason NOT_SPECIFIED after
+ * tcp_timewait_state_process(). With Linux 6.11's rx_sk that is the timewait
+ * socket itself; before, the segment's endpoints find it in the map (and the
+ * namespace comes from the device). The peer's FIN in FIN_WAIT2 shows as the
+ * substate turned TIME_WAIT; a reset (the peer's, or ours for a segment out
+ * of window) as the timer no longer pending. Only copy a looks: this is
+ * not an event the copies account for, and a nested run misses at worst a
+ * substate change the timer's expiry still shows.
+ */
+static __always_inline void tw_segment(struct sk_buff *skb, struct sock *rx_sk, bool has_rx_sk)
+{
+	struct tcptrail_event seg = {};
+	__u64 twp = 0;
+	if (has_rx_sk) {
+		if (!rx_sk)
+			return;
+		if (BPF_CORE_READ(rx_sk, __sk_common.skc_state) != TCP_TIME_WAIT)
+			return;
+		twp = (__u64)rx_sk;
+		fill_endpoints(&seg, &rx_sk->__sk_common);
+	} else {
+		if (!fill_from_segment(&seg, skb))
+			return;
+		/* fill_from_segment names the segment's destination as sport. */
+		seg.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	}
+	struct tcptrail_tw_key k = tw_key_of(&seg);
+	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &k);
+	if (!t)
+		return;
+	if (!twp)
+		twp = t->tw;
+	if (!twp || (t->tw && t->tw != twp))
+		return;
+	t->tw = twp;
+	const struct inet_timewait_sock *tw = (const struct inet_timewait_sock *)twp;
+	__u64 now = bpf_ktime_get_ns();
+	tw_substate_check(t, &k, tw, TT_TW_TIME_WAIT, now);
+	if (BPF_CORE_READ(tw, tw_timer.entry.pprev))
+		return;
+	/* Descheduled: a reset killed it. */
+	__u32 zero = 0;
+	struct tw_cancel *c = bpf_map_lookup_elem(&tw_cancels, &zero);
+	if (c && c->tw == twp)
+		c->tw = 0;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 flags = 0;
+	bpf_probe_read_kernel(&flags, 1, head + th + 13);
+	if (t->linked)
+		emit_tw(t, &k, t->substate, TCP_CLOSE, TT_TW_RESET, (flags & 0x04) ? TT_RESET_RECEIVED : TT_RESET_SENT, now);
+	bpf_map_delete_elem(&timewaits, &k);
+}
+
 /* A segment dropped because a listener's queue was full. The reason is
  * tested before the copies' hand-over: nearly every hit is another drop.
  * rx_sk, the socket that received it, came with Linux 6.11 ("net: add rx_sk
  * to trace_kfree_skb"); before, the namespace comes from the device the
  * segment arrived on, and the listener's cookie is not known. */
 static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, struct sk_buff *skb, void *location,
-					enum skb_drop_reason reason, struct sock *rx_sk)
+					enum skb_drop_reason reason, struct sock *rx_sk, bool has_rx_sk)
 {
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED)) {
+		if (tt_config.tw_timer_fn && skb && copy == TT_COPY_A)
+			tw_segment(skb, rx_sk, has_rx_sk);
+		return 0;
+	}
 	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW) ||
 	    !take(ctx, copy, TT_HOOK_KFREE_SKB, (__u64)skb, (__u64)location))
 		return 0;
@@ -991,23 +1203,118 @@ static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, stru
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tt_kfree_a, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
-	return on_kfree_skb(ctx, TT_COPY_A, skb, location, reason, rx_sk);
+	return on_kfree_skb(ctx, TT_COPY_A, skb, location, reason, rx_sk, true);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tt_kfree_b, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
-	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, rx_sk);
+	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, rx_sk, true);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tt_kfree_old_a, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return on_kfree_skb(ctx, TT_COPY_A, skb, location, reason, 0);
+	return on_kfree_skb(ctx, TT_COPY_A, skb, location, reason, 0, false);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tt_kfree_old_b, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, 0);
+	return on_kfree_skb(ctx, TT_COPY_B, skb, location, reason, 0, false);
+}
+
+/*
+ * The timewait socket's timer (tw_timer_handler, found in /proc/kallsyms by
+ * the loader; every other timer returns at the first test). timer_start at
+ * creation (and at a reschedule into another wheel bucket: one that stays
+ * in its bucket fires nothing), timer_cancel when it is detached (expiry,
+ * reschedule or kill), timer_expire_entry when it runs out. They fire under
+ * the timer base's lock with interrupts off, or in the timer softirq, so a
+ * program never nests in itself: one copy each.
+ */
+SEC("tp_btf/timer_start")
+int BPF_PROG(tt_tw_start, struct timer_list *timer)
+{
+	__u32 zero = 0;
+	struct tw_cancel *c = bpf_map_lookup_elem(&tw_cancels, &zero);
+	bool resched = false;
+	if (c && c->tw) {
+		resched = (__u64)tw_of_timer(timer) == c->tw;
+		tw_settle_cancel(c, timer);
+	}
+	if (!is_tw_timer(timer))
+		return 0;
+	struct inet_timewait_sock *tw = tw_of_timer(timer);
+	struct tcptrail_tw_key k = tw_key(tw);
+	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &k);
+	__u64 now = bpf_ktime_get_ns();
+	if (t && resched && (!t->tw || t->tw == (__u64)tw)) {
+		t->tw = (__u64)tw;
+		tw_substate_check(t, &k, tw, TT_TW_TIME_WAIT, now);
+		return 0;
+	}
+	/* A new timewait socket: the full socket's -> CLOSE right after names it. */
+	struct tcptrail_tw fresh = { .tw = (__u64)tw, .since_ns = now };
+	fresh.substate = BPF_CORE_READ(tw, tw_substate);
+	bpf_map_update_elem(&timewaits, &k, &fresh, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/timer_cancel")
+int BPF_PROG(tt_tw_cancel, struct timer_list *timer)
+{
+	if (!is_tw_timer(timer))
+		return 0;
+	/* Run out: timer_expire_entry follows (interrupts may come between). */
+	unsigned long expires = BPF_CORE_READ(timer, expires);
+	if ((long)(bpf_jiffies64() - expires) >= 0)
+		return 0;
+	__u32 zero = 0;
+	struct tw_cancel *c = bpf_map_lookup_elem(&tw_cancels, &zero);
+	if (!c)
+		return 0;
+	tw_settle_cancel(c, 0);
+	struct inet_timewait_sock *tw = tw_of_timer(timer);
+	c->key = tw_key(tw);
+	c->at = bpf_ktime_get_ns();
+	c->tw = (__u64)tw;
+	return 0;
+}
+
+/*
+ * The timer ran out: 2MSL in TIME_WAIT, tcp_fin_timeout in FIN_WAIT2. A
+ * FIN_WAIT2 socket that reads TIME_WAIT here took the peer's FIN unseen: a
+ * reschedule in the same bucket fires no timer_start, and before Linux
+ * 6.11 kfree_skb has no rx_sk (then the segment's endpoints must find it).
+ */
+SEC("tp_btf/timer_expire_entry")
+int BPF_PROG(tt_tw_expire, struct timer_list *timer)
+{
+	if (!is_tw_timer(timer))
+		return 0;
+	struct inet_timewait_sock *tw = tw_of_timer(timer);
+	struct tcptrail_tw_key k = tw_key(tw);
+	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &k);
+	if (!t || (t->tw && t->tw != (__u64)tw))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (t->linked) {
+		tw_substate_check(t, &k, tw, TT_TW_LATE, now);
+		emit_tw(t, &k, t->substate, TCP_CLOSE, TT_TW_EXPIRED, 0, now);
+	}
+	bpf_map_delete_elem(&timewaits, &k);
+	return 0;
+}
+
+/* Before TCP_LISTEN_OVERFLOW was an enumerator (Debian 12's 6.1 has drop
+ * reasons but not that one), kfree_skb still shows the segments timewait
+ * sockets consume: this program does only that. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tt_kfree_tw, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED) &&
+	    tt_config.tw_timer_fn && skb)
+		tw_segment(skb, 0, false);
+	return 0;
 }

@@ -36,6 +36,21 @@ enum tcptrail_reset_direction {
 	TT_RESET_RECEIVED = 2,
 };
 
+/*
+ * tcptrail_event.detail for transitions: 0 for a full socket's own; the
+ * others follow a connection the kernel handed to a timewait socket
+ * (tcp_time_wait()), which keeps the cookie and lives on in FIN_WAIT2 or
+ * TIME_WAIT ("substate") until its timer runs out or something kills it.
+ */
+enum tcptrail_timewait {
+	TT_TW_HANDOFF = 1,   /* the full socket's FIN_WAIT2/CLOSING -> CLOSE: a timewait socket carries on */
+	TT_TW_TIME_WAIT = 2, /* FIN_WAIT2 -> TIME_WAIT in the timewait socket: the peer's FIN came */
+	TT_TW_LATE = 3,      /* the same, first seen when the timer ran out (see tt_tw_expire) */
+	TT_TW_EXPIRED = 4,   /* -> CLOSE: the timer ran out (2MSL, or tcp_fin_timeout in FIN_WAIT2) */
+	TT_TW_RESET = 5,     /* -> CLOSE: killed by a reset; reason is TT_RESET_SENT or _RECEIVED */
+	TT_TW_KILLED = 6,    /* -> CLOSE: descheduled without a reset (a new connection reused the pair) */
+};
+
 /* tcptrail_event.flags bits. */
 enum tcptrail_event_flags {
 	TT_FLAG_OWNER_KNOWN = 1 << 0,   /* pid/comm come from the socket's owner */
@@ -94,6 +109,7 @@ struct tcptrail_config {
 	__u16 family;                 /* 0: both */
 	__u16 pad;
 	__u64 wakeup_bytes;           /* wake user space once this much is queued */
+	__u64 tw_timer_fn;            /* address of tw_timer_handler (/proc/kallsyms); 0: timewait sockets not followed */
 };
 
 /* Key and value of the "listeners" map: accepted children inherit the owner
@@ -114,6 +130,33 @@ struct tcptrail_owner {
 struct tcptrail_listener {
 	struct tcptrail_owner owner;
 	__u32 refs;    /* listening sockets on the key (SO_REUSEPORT shares one) */
+};
+
+/* Key of the "timewaits" map: a timewait socket by its connection, as
+ * fill_endpoints() gives it (v4-mapped pairs as IPv4). User space seeds it
+ * with the timewait sockets sock_diag lists at start. */
+struct tcptrail_tw_key {
+	__u32 netns;
+	__u16 family;
+	__u16 lport;   /* host order */
+	__u16 rport;
+	__u16 pad;
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+/* Value of the "timewaits" map. */
+struct tcptrail_tw {
+	__u64 conn;          /* the connection's id (cookie, or a child's own id) */
+	__u64 since_ns;      /* when it entered its substate */
+	__u64 tw;            /* the inet_timewait_sock's address; 0 if seeded and not yet seen */
+	__u32 generation;
+	__u32 pid;
+	char comm[TT_COMM_LEN];
+	__u8 substate;       /* TCP_FIN_WAIT2 or TCP_TIME_WAIT, as last seen */
+	__u8 owner_known;
+	__u8 linked;         /* conn is known (named at the handoff, or seeded) */
+	__u8 pad[5];
 };
 
 /* Indexes into the per-CPU "stats" array. */
@@ -154,9 +197,11 @@ _Static_assert(__builtin_offsetof(struct tcptrail_event, sport) == 72, "sport of
 _Static_assert(__builtin_offsetof(struct tcptrail_event, type) == 78, "type offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, reason) == 84, "reason offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, comm) == 88, "comm offset");
-_Static_assert(sizeof(struct tcptrail_config) == 112, "tcptrail_config size");
+_Static_assert(sizeof(struct tcptrail_config) == 120, "tcptrail_config size");
 _Static_assert(sizeof(struct tcptrail_listener_key) == 8, "tcptrail_listener_key size");
 _Static_assert(sizeof(struct tcptrail_owner) == 20, "tcptrail_owner size");
 _Static_assert(sizeof(struct tcptrail_listener) == 24, "tcptrail_listener size");
+_Static_assert(sizeof(struct tcptrail_tw_key) == 44, "tcptrail_tw_key size");
+_Static_assert(sizeof(struct tcptrail_tw) == 56, "tcptrail_tw size");
 
 #endif /* TCPTRAIL_EVENT_H */

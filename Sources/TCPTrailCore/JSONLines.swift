@@ -208,6 +208,11 @@ public struct JSONLinesWriter: Sendable {
             out.append(",\"peer_fin\":" as StaticString)
             out.append(e.peerFinReceived ? "true" as StaticString : "false")
             if e.untracked { out.append(",\"untracked\":true" as StaticString) }
+            if let tw = e.timewait {
+                out.append(",\"timewait\":\"" as StaticString)
+                out.append(tw.name)
+                out.append(UInt8(ascii: "\""))
+            }
             if let change { appendDocumented(change, to: &out) }
         case .retransmit:
             appendPrologue(type: .retransmit, mono: e.monoNanoseconds, to: &out)

@@ -53,6 +53,66 @@ public enum ResetDirection: UInt8, Sendable {
     }
 }
 
+/// What a transition says about a connection the kernel handed to a
+/// timewait socket (tcp_time_wait()), which keeps its cookie and lives on in
+/// FIN_WAIT_2 or TIME_WAIT after the full socket's -> CLOSE.
+public enum TimewaitStep: UInt8, Sendable, CaseIterable {
+    /// The full socket's FIN_WAIT2/CLOSING -> CLOSE: a timewait socket carries on.
+    case handoff = 1
+    /// FIN_WAIT2 -> TIME_WAIT in the timewait socket: the peer's FIN came.
+    case timeWait = 2
+    /// The same, first seen when the timer ran out (older kernels, or a
+    /// reschedule that moved no timer bucket).
+    case timeWaitLate = 3
+    /// -> CLOSE: the timer ran out (2MSL; tcp_fin_timeout in FIN_WAIT2).
+    case expired = 4
+    /// -> CLOSE: a reset from the peer killed it.
+    case resetReceived = 5
+    /// -> CLOSE: this host answered a segment with a reset and killed it.
+    case resetSent = 6
+    /// -> CLOSE: descheduled without a reset: a new connection took the pair.
+    case reused = 7
+
+    /// The log's `timewait` value.
+    public var name: StaticString {
+        switch self {
+        case .handoff: "handoff"
+        case .timeWait: "time_wait"
+        case .timeWaitLate: "time_wait_late"
+        case .expired: "expired"
+        case .resetReceived: "reset_received"
+        case .resetSent: "reset_sent"
+        case .reused: "reused"
+        }
+    }
+
+    /// From the kernel record's `detail` and `reason` (TT_TW_*).
+    init?(detail: UInt8, reason: UInt32) {
+        switch UInt32(detail) {
+        case TT_TW_HANDOFF.rawValue: self = .handoff
+        case TT_TW_TIME_WAIT.rawValue: self = .timeWait
+        case TT_TW_LATE.rawValue: self = .timeWaitLate
+        case TT_TW_EXPIRED.rawValue: self = .expired
+        case TT_TW_RESET.rawValue: self = reason == TT_RESET_SENT.rawValue ? .resetSent : .resetReceived
+        case TT_TW_KILLED.rawValue: self = .reused
+        default: return nil
+        }
+    }
+
+    /// The kernel record's (`detail`, `reason`).
+    var kernel: (detail: UInt8, reason: UInt32) {
+        switch self {
+        case .handoff: (UInt8(TT_TW_HANDOFF.rawValue), 0)
+        case .timeWait: (UInt8(TT_TW_TIME_WAIT.rawValue), 0)
+        case .timeWaitLate: (UInt8(TT_TW_LATE.rawValue), 0)
+        case .expired: (UInt8(TT_TW_EXPIRED.rawValue), 0)
+        case .resetReceived: (UInt8(TT_TW_RESET.rawValue), TT_RESET_RECEIVED.rawValue)
+        case .resetSent: (UInt8(TT_TW_RESET.rawValue), TT_RESET_SENT.rawValue)
+        case .reused: (UInt8(TT_TW_KILLED.rawValue), 0)
+        }
+    }
+}
+
 /// A 16-byte address as the kernel stores it, network order; IPv4 in the first 4 bytes.
 public struct RawAddress: Sendable, Equatable, Hashable {
     public var high: UInt64
@@ -170,6 +230,8 @@ public struct KernelEvent: Sendable, Equatable {
     public var newState: KernelTCPState?
     public var retransmit: RetransmitKind?
     public var reset: ResetDirection?
+    /// For transitions of a connection in a timewait socket: what happened there.
+    public var timewait: TimewaitStep?
     /// The socket error for `.error` events, the send error for retransmits.
     public var errorNumber: Int32
     public var resetReason: UInt32
@@ -183,7 +245,7 @@ public struct KernelEvent: Sendable, Equatable {
         localAddress: RawAddress = RawAddress(), remoteAddress: RawAddress = RawAddress(),
         localPort: UInt16 = 0, remotePort: UInt16 = 0,
         oldState: KernelTCPState? = nil, newState: KernelTCPState? = nil,
-        retransmit: RetransmitKind? = nil, reset: ResetDirection? = nil,
+        retransmit: RetransmitKind? = nil, reset: ResetDirection? = nil, timewait: TimewaitStep? = nil,
         errorNumber: Int32 = 0, resetReason: UInt32 = 0, flags: UInt8 = 0, cpu: UInt8 = 0
     ) {
         self.monoNanoseconds = monoNanoseconds
@@ -203,6 +265,7 @@ public struct KernelEvent: Sendable, Equatable {
         self.newState = newState
         self.retransmit = retransmit
         self.reset = reset
+        self.timewait = timewait
         self.errorNumber = errorNumber
         self.resetReason = resetReason
         self.flags = flags
@@ -335,6 +398,11 @@ public enum EventDecoder {
         switch kind {
         case .retransmit: event.retransmit = RetransmitKind(rawValue: raw.detail)
         case .reset: event.reset = ResetDirection(rawValue: raw.detail)
+        case .transition:
+            if raw.detail != 0 {
+                event.timewait = TimewaitStep(detail: raw.detail, reason: raw.reason)
+                event.resetReason = 0
+            }
         default: break
         }
         return .success(event)
@@ -361,10 +429,10 @@ public enum EventDecoder {
         raw.type = event.kind.rawValue
         raw.old_state = event.oldState?.rawValue ?? 0
         raw.new_state = event.newState?.rawValue ?? 0
-        raw.detail = event.retransmit?.rawValue ?? event.reset?.rawValue ?? 0
+        raw.detail = event.retransmit?.rawValue ?? event.reset?.rawValue ?? event.timewait?.kernel.detail ?? 0
         raw.flags = event.flags | (event.previousStateNanoseconds != nil ? UInt8(TT_FLAG_PREV_KNOWN.rawValue) : 0)
         raw.cpu = event.cpu
-        raw.reason = event.resetReason
+        raw.reason = event.timewait?.kernel.reason ?? event.resetReason
         withUnsafeMutableBytes(of: &raw.saddr) { $0.storeBytes(of: event.localAddress, as: RawAddress.self) }
         withUnsafeMutableBytes(of: &raw.daddr) { $0.storeBytes(of: event.remoteAddress, as: RawAddress.self) }
         withUnsafeMutableBytes(of: &raw.comm) { $0.storeBytes(of: event.comm, as: ProcessName.self) }

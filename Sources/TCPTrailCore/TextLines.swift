@@ -117,10 +117,17 @@ public struct TextLinesWriter: Sendable {
             out.append("-> " as StaticString)
             appendState(e.newState, to: &out)
             out.pad(from: start, to: 14)
+            start = out.count
             if let prev = e.previousStateNanoseconds {
                 appendMilliseconds(prev, to: &out)
             } else {
                 out.append(UInt8(ascii: "-"))
+            }
+            // The application closed; the kernel keeps the connection in a
+            // timewait socket, still in FIN_WAIT_2.
+            if documented, e.timewait == .handoff {
+                out.pad(from: start, to: 10)
+                out.append("closed by the application; the kernel holds FIN_WAIT_2 in a timewait socket" as StaticString)
             }
         case .retransmit:
             appendState(e.newState, to: &out)

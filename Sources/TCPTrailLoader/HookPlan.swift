@@ -31,6 +31,14 @@ public enum KernelFeature: String, CaseIterable, Sendable {
     case listenDrops = "listen_drops"
     /// The listener socket of each such drop (kfree_skb's `rx_sk`, Linux 6.11).
     case listenDropSocket = "listen_drop_socket"
+    /// Connections handed to a timewait socket followed to their end: its
+    /// timer's start, cancel and expiry (timer:timer_*, for the timer whose
+    /// function is tw_timer_handler, found in /proc/kallsyms).
+    case timewaitSockets = "timewait_sockets"
+    /// The peer's FIN and resets reaching a timewait socket as they happen
+    /// (skb:kfree_skb with reason NOT_SPECIFIED); without it FIN_WAIT_2 ->
+    /// TIME_WAIT shows when the timer is moved to another bucket or runs out.
+    case timewaitSegments = "timewait_segments"
 
     /// Whether tracing cannot work without it.
     public var isRequired: Bool { self == .transitions }
@@ -49,6 +57,8 @@ public enum KernelFeature: String, CaseIterable, Sendable {
         case .socketDestroy: return "the kernel's socket table is freed only when it fills"
         case .listenDrops: return "listen overflows come from the kernel's counters only (once a second, per listener)"
         case .listenDropSocket: return "listen drops name the listener by namespace and port only"
+        case .timewaitSockets: return "after close() a connection's FIN_WAIT_2 and TIME_WAIT are inferred (TIME_WAIT ends 60 s later, an orphan's FIN_WAIT_2 is not followed)"
+        case .timewaitSegments: return "FIN_WAIT_2 -> TIME_WAIT of a closed socket shows when its timer moves or runs out, and a reset into TIME_WAIT as a kill"
         }
     }
 }
@@ -91,6 +101,9 @@ public struct HookVariant: Sendable, Equatable {
     public var provides: [KernelFeature]
     /// Why a kernel may lack what this variant needs (where it came from).
     public var since: String
+    /// A kernel function whose address the programs compare with (from
+    /// /proc/kallsyms, which shows addresses to root or CAP_SYSLOG only).
+    public var symbol: String? = nil
 
     /// The tracepoint's event name ("tcp_send_reset"), as BTF's `btf_trace_<event>` spells it.
     public var event: String { String(tracepoint.split(separator: ":").last ?? "") }
@@ -135,11 +148,25 @@ public struct HookVariant: Sendable, Equatable {
         // read once a second besides.)
         pair("skb:kfree_skb", "tt_kfree_a", "tt_kfree_b", hook: TT_HOOK_KFREE_SKB, kind: nil,
              arguments: 4, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW"),
-             provides: [.listenDrops, .listenDropSocket], since: "its rx_sk argument came with Linux 6.11"),
+             provides: [.listenDrops, .listenDropSocket, .timewaitSegments], since: "its rx_sk argument came with Linux 6.11"),
         pair("skb:kfree_skb", "tt_kfree_old_a", "tt_kfree_old_b", hook: TT_HOOK_KFREE_SKB, kind: nil,
              arguments: 3, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW"),
-             provides: [.listenDrops], since: "drop reasons came with Linux 5.17, TCP_LISTEN_OVERFLOW later"),
+             provides: [.listenDrops, .timewaitSegments], since: "drop reasons came with Linux 5.17, TCP_LISTEN_OVERFLOW later"),
+        HookVariant(tracepoint: "skb:kfree_skb", programs: [("tt_kfree_tw", .only)], hook: nil, kind: nil,
+                    arguments: 3, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_NOT_SPECIFIED"),
+                    provides: [.timewaitSegments], since: "drop reasons came with Linux 5.17", symbol: twTimer),
+        // The timewait socket's timer: never nested in itself (they fire
+        // under the timer base's lock, or in the timer softirq), one copy each.
+        HookVariant(tracepoint: "timer:timer_start", programs: [("tt_tw_start", .only)], hook: nil, kind: nil,
+                    arguments: 1, enumerator: nil, provides: [.timewaitSockets], since: "Linux 2.6.30", symbol: twTimer),
+        HookVariant(tracepoint: "timer:timer_cancel", programs: [("tt_tw_cancel", .only)], hook: nil, kind: nil,
+                    arguments: 1, enumerator: nil, provides: [.timewaitSockets], since: "Linux 2.6.30", symbol: twTimer),
+        HookVariant(tracepoint: "timer:timer_expire_entry", programs: [("tt_tw_expire", .only)], hook: nil, kind: nil,
+                    arguments: 1, enumerator: nil, provides: [.timewaitSockets], since: "Linux 2.6.30", symbol: twTimer),
     ]
+
+    /// The timewait socket's timer function.
+    public static let twTimer = "tw_timer_handler"
 
     /// The variant a program belongs to.
     public static func of(program name: String) -> HookVariant? {
@@ -157,11 +184,15 @@ public struct KernelFacts: Sendable, Equatable {
     public var tracepointArguments: [String: Int]
     /// Enumerators present, as "enum_type.ENUMERATOR", of the enums the variants relocate.
     public var enumerators: Set<String>
+    /// Addresses of the kernel functions the variants compare with, by name
+    /// (a name is absent when /proc/kallsyms hides or lacks it).
+    public var symbols: [String: UInt64]
 
-    public init(release: String, tracepointArguments: [String: Int], enumerators: Set<String>) {
+    public init(release: String, tracepointArguments: [String: Int], enumerators: Set<String>, symbols: [String: UInt64] = [:]) {
         self.release = release
         self.tracepointArguments = tracepointArguments
         self.enumerators = enumerators
+        self.symbols = symbols
     }
 }
 
@@ -200,11 +231,22 @@ public struct HookPlan: Sendable, Equatable {
             if chosen.contains(where: { $0.tracepoint == v.tracepoint }) { continue }
             if let why = refused[v.programs[0].name] ?? misfit(v, facts) { rejected.append((v, why)) } else { chosen.append(v) }
         }
+        // A feature is in force when every tracepoint that can provide it has
+        // a chosen variant that does (the timewait timer needs all three).
         var missing: [KernelFeature: String] = [:]
-        let provided = Set(chosen.flatMap(\.provides))
-        for f in KernelFeature.allCases where !provided.contains(f) {
-            missing[f] = rejected.last { $0.0.provides.contains(f) }?.1 ?? "no program provides it"
+        for f in KernelFeature.allCases {
+            let needed = Set(all.filter { $0.provides.contains(f) }.map(\.tracepoint))
+            let have = Set(chosen.filter { $0.provides.contains(f) }.map(\.tracepoint))
+            guard needed.isEmpty || !needed.isSubset(of: have) else { continue }
+            missing[f] = rejected.last { $0.0.provides.contains(f) && !have.contains($0.0.tracepoint) }?.1 ?? "no program provides it"
         }
+        // Segments into timewait sockets mean nothing without their entries.
+        if let why = missing[.timewaitSockets], missing[.timewaitSegments] == nil {
+            missing[.timewaitSegments] = "timewait_sockets is unavailable: \(why)"
+        }
+        // Programs whose feature is missing anyway would only cost: the
+        // timer hooks run for every timer on the host.
+        chosen.removeAll { v in !v.provides.isEmpty && v.provides.allSatisfy { missing[$0] != nil } }
         return HookPlan(variants: chosen, missing: missing)
     }
 
@@ -218,6 +260,9 @@ public struct HookPlan: Sendable, Equatable {
         }
         if let e = v.enumerator, !facts.enumerators.contains("\(e.type).\(e.name)") {
             return "enum \(e.type) has no \(e.name) on this kernel (\(v.since))"
+        }
+        if let symbol = v.symbol, facts.symbols[symbol] == nil {
+            return "/proc/kallsyms shows no address for \(symbol) (it does to root or CAP_SYSLOG, with kernel.kptr_restrict below 2)"
         }
         return nil
     }

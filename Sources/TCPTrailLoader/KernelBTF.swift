@@ -7,7 +7,8 @@ import TCPTrailCore
 extension KernelFacts {
     /// Reads what the hook variants need from the running kernel's BTF
     /// (/sys/kernel/btf/vmlinux): each tracepoint's prototype, the enumerators
-    /// they relocate. Needs no privileges and no tracefs.
+    /// they relocate; and the addresses they compare with from /proc/kallsyms
+    /// (shown to root or CAP_SYSLOG). Needs no tracefs.
     public static func read() throws(LoaderError) -> KernelFacts {
         guard let btf = btf__load_vmlinux_btf() else { throw .noKernelBTF }
         defer { btf__free(btf) }
@@ -51,6 +52,38 @@ extension KernelFacts {
                 if let cName = btf__name_by_offset(btf, offset) { enumerators.insert("\(name).\(String(cString: cName))") }
             }
         }
-        return KernelFacts(release: release, tracepointArguments: arguments, enumerators: enumerators)
+        return KernelFacts(release: release, tracepointArguments: arguments, enumerators: enumerators,
+                           symbols: KernelSymbols.addresses(of: Set(HookVariant.all.compactMap(\.symbol))))
+    }
+}
+
+/// Kernel function addresses from /proc/kallsyms.
+public enum KernelSymbols {
+    /// The addresses of `names` (text symbols, "ADDR t NAME"); a name is
+    /// left out when the file lacks it or shows it as 0 (kptr_restrict, or
+    /// a reader without CAP_SYSLOG).
+    public static func addresses(of names: Set<String>, path: String = "/proc/kallsyms") -> [String: UInt64] {
+        guard !names.isEmpty, let f = fopen(path, "r") else { return [:] }
+        defer { fclose(f) }
+        var found: [String: UInt64] = [:]
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        let wanted = names.map { (name: $0, bytes: Array($0.utf8)) }
+        while getline(&line, &capacity, f) > 0, let l = line {
+            // Only lines ending in one of the names are turned into Strings.
+            let n = strlen(l)
+            for w in wanted where n > w.bytes.count + 19 {
+                let tail = n - 1 - w.bytes.count
+                guard l[n - 1] == 0x0A, l[tail - 1] == 0x20,
+                      w.bytes.withUnsafeBufferPointer({ b in b.baseAddress.map { memcmp(l + tail, $0, b.count) == 0 } ?? false }) else { continue }
+                let fields = String(cString: l).split(separator: " ")
+                if fields.count >= 3, fields[1] == "t" || fields[1] == "T", let a = UInt64(fields[0], radix: 16), a != 0 {
+                    found[w.name] = a
+                }
+            }
+            if found.count == names.count { break }
+        }
+        return found
     }
 }

@@ -74,7 +74,8 @@ public final class TraceProgram {
         let rc = bpf_map__set_max_entries(events, bytes)
         if rc != 0 { throw .configureFailed("ring buffer size \(bytes): \(errnoText(-rc))") }
         let t = settings.tables
-        for (name, entries) in [("conns", t.connections), ("child_ids", t.connections), ("listeners", t.listeners), ("owner_seeds", t.ownerSeeds)] {
+        for (name, entries) in [("conns", t.connections), ("child_ids", t.connections), ("listeners", t.listeners), ("owner_seeds", t.ownerSeeds),
+                                ("timewaits", t.connections)] {
             guard let m = map(named: name) else { throw .configureFailed("no \(name) map") }
             let rc = bpf_map__set_max_entries(m, UInt32(clamping: entries))
             if rc != 0 { throw .configureFailed("\(name) size \(entries): \(errnoText(-rc))") }
@@ -131,8 +132,11 @@ public final class TraceProgram {
         }
         while true {
             let program = try open()
-            try program.configure(settings)
-            program.choose(HookPlan.choose(for: facts, refused: refused))
+            let plan = HookPlan.choose(for: facts, refused: refused)
+            var configured = settings
+            configured.timewaitTimer = plan.missing[.timewaitSockets] == nil ? facts.symbols[HookVariant.twTimer] ?? 0 : 0
+            try program.configure(configured)
+            program.choose(plan)
             do throws(LoaderError) {
                 try program.load()
                 return program
@@ -187,7 +191,9 @@ public final class TraceProgram {
                     }
                     var degraded = plan
                     degraded.variants.removeAll { $0 == variant }
-                    for f in variant.provides where !degraded.variants.contains(where: { $0.provides.contains(f) }) {
+                    // One variant per tracepoint: what it provided is gone
+                    // (the timewait timer's feature needs all three of its).
+                    for f in variant.provides {
                         degraded.missing[f] = "cannot attach to \(variant.tracepoint): \(errnoText(err))"
                     }
                     plan = degraded

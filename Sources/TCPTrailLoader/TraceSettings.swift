@@ -24,6 +24,8 @@ public struct TraceSettings: Sendable, Equatable {
     public var turnedOff: [KernelFeature: String] = [:]
     /// How many entries the kernel side's tables hold.
     public var tables = TableSizes()
+    /// tw_timer_handler's address, when the timewait timer is followed (0: not).
+    public var timewaitTimer: UInt64 = 0
 
     /// How many values each filter list takes.
     public static let maxFilterValues = Int(TT_MAX_FILTER)
@@ -51,6 +53,7 @@ public struct TraceSettings: Sendable, Equatable {
         c.netns = netns ?? 0
         c.family = family == 4 ? 2 : family == 6 ? 10 : 0
         c.wakeup_bytes = wakeupBytes ?? UInt64(ringBufferBytes / 4)
+        c.tw_timer_fn = timewaitTimer
         return c
     }
 }
@@ -61,7 +64,8 @@ public struct TraceSettings: Sendable, Equatable {
 /// silent eviction, so the defaults grow
 /// with the host: four times what is open at start, if that is more.
 public struct TableSizes: Sendable, Equatable {
-    /// Sockets tracked at once (`conns`); accepted children with ids of their own (`child_ids`) as many.
+    /// Sockets tracked at once (`conns`); accepted children with ids of their
+    /// own (`child_ids`) and connections in timewait sockets (`timewaits`) as many.
     public var connections = 65_536
     /// Listeners whose owner accepted sockets inherit (`listeners`).
     public var listeners = 8_192

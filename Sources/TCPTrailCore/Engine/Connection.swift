@@ -98,4 +98,7 @@ struct ConnectionRecord {
     var pendingClose: KernelEvent?
     var pendingCloseFrom: TCPState = .closed
     var lastMono: UInt64
+    /// The kernel handed it to a timewait socket it follows (TT_TW_HANDOFF):
+    /// its FIN_WAIT_2 and TIME_WAIT end by the kernel's word.
+    var inTimewaitSocket = false
 }

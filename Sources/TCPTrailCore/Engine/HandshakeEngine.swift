@@ -21,6 +21,10 @@ public enum EngineOutput: Sendable, Equatable {
 public struct HandshakeEngine: Sendable {
     /// Linux's TCP_TIMEWAIT_LEN: TIME_WAIT lasts 60 s (not a sysctl).
     public static let timeWaitNanoseconds: UInt64 = 60_000_000_000
+    /// How much longer than 2MSL a TIME_WAIT the kernel side follows waits
+    /// for the kernel's own end before the engine ends it (a lost event; a
+    /// FIN retransmitted into TIME_WAIT restarts the kernel's 60 s).
+    public static let followedTimeWaitGrace: UInt64 = 5_000_000_000
     /// How long a -> CLOSE waits for the reset or error that explains it
     /// (the kernel reports a sent RST right after the transition).
     public static let closeCauseWindow: UInt64 = 5_000_000
@@ -170,6 +174,10 @@ public struct HandshakeEngine: Sendable {
             }
             return
         }
+        if let step = e.timewait, step != .handoff {
+            timewaitTransition(e, step: step, id: id, emit: emit)
+            return
+        }
         let identity = ConnectionIdentity(e, conn: id)
         var known = connections[id]
         // A new transition settles a held close of the same connection first.
@@ -195,8 +203,16 @@ public struct HandshakeEngine: Sendable {
             // FIN_WAIT2 -> CLOSE: the hand-over to TIME_WAIT if the peer's FIN came.
             if kfrom == .finWait2 {
                 let change: StateChange
+                let followed = e.timewait == .handoff
+                if followed { c.inTimewaitSocket = true }
                 if e.peerFinReceived {
-                    change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .timeWait, step: .timeWait, inferred: true, kernel: e)
+                    change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .timeWait, step: .timeWait, inferred: !followed, kernel: e)
+                } else if followed {
+                    // The orphan lives on in a FIN_WAIT2 timewait socket whose
+                    // end the kernel side reports: the state goes on.
+                    emit(.event(e))
+                    store(c, id)
+                    return
                 } else {
                     // No peer FIN: the application closed and the kernel handed the
                     // orphan to a FIN_WAIT_2 timewait sock (tcp_time_wait(sk,
@@ -223,8 +239,11 @@ public struct HandshakeEngine: Sendable {
         }
 
         if move.step == .synSent || move.step == .synReceived { timeWaitReused(by: identity, at: e.monoNanoseconds, emit: emit) }
-        // CLOSING -> CLOSE is the hand-over to TIME_WAIT: the state is inferred.
-        let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: move.from, to: move.to, step: move.step, inferred: move.to == .timeWait, kernel: e)
+        // CLOSING -> CLOSE is the hand-over to TIME_WAIT: the state is
+        // inferred unless the kernel side follows the timewait socket.
+        let followed = e.timewait == .handoff
+        if followed { c.inTimewaitSocket = true }
+        let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: move.from, to: move.to, step: move.step, inferred: move.to == .timeWait && !followed, kernel: e)
         if move.step == .synReceived { c.passive = true }
         apply(change, to: &c, id: id, emit: emit)
         store(c, id)
@@ -249,7 +268,8 @@ public struct HandshakeEngine: Sendable {
         }
         switch change.to {
         case .timeWait:
-            beginTimeWait(c.identity, ends: change.monoNanoseconds.addingSaturating(Self.timeWaitNanoseconds), emit: emit)
+            let grace = c.inTimewaitSocket ? Self.followedTimeWaitGrace : 0
+            beginTimeWait(c.identity, ends: change.monoNanoseconds.addingSaturating(Self.timeWaitNanoseconds + grace), emit: emit)
             if c.passive {
                 report(.serverTimeWait, .warning, "The server side of \(c.identity.endpoints) closed first and now holds TIME_WAIT for 60 s; servers should let clients close first, or TIME_WAIT sockets pile up on the listening port.", change.monoNanoseconds, c.identity, emit: emit)
             }
@@ -456,10 +476,52 @@ public struct HandshakeEngine: Sendable {
         closeTimeWait(identity, at: mono, leftOnEndpoint: left, reason: reason, emit: emit)
     }
 
-    private mutating func closeTimeWait(_ identity: ConnectionIdentity, at mono: UInt64, leftOnEndpoint: Int, reason: String, emit: (EngineOutput) -> Void) {
+    private mutating func closeTimeWait(_ identity: ConnectionIdentity, at mono: UInt64, leftOnEndpoint: Int, reason: String,
+                                        step: Step = .closed, kernel: KernelEvent? = nil, emit: (EngineOutput) -> Void) {
         leaveTimeWait(identity, leftOnEndpoint: leftOnEndpoint)
-        emit(.change(StateChange(connection: identity, monoNanoseconds: mono, from: .timeWait, to: .closed, step: .closed, inferred: true, kernel: nil, reason: reason)))
+        emit(.change(StateChange(connection: identity, monoNanoseconds: mono, from: .timeWait, to: .closed, step: step, inferred: kernel == nil, kernel: kernel, reason: reason)))
         finalStates[.closed, default: 0] += 1
+    }
+
+    // MARK: - Timewait sockets
+
+    /// A transition the kernel side saw in a timewait socket: the peer's FIN
+    /// (FIN_WAIT_2 -> TIME_WAIT), or its end (timer, reset, reuse). One that
+    /// finds the connection elsewhere (its TIME_WAIT already ended by the
+    /// engine, a connection never seen) is passed on as a bare event.
+    private mutating func timewaitTransition(_ e: KernelEvent, step: TimewaitStep, id: ConnectionID, emit: (EngineOutput) -> Void) {
+        switch step {
+        case .timeWait, .timeWaitLate:
+            guard var c = connections[id], c.state == .finWait2 else { emit(.event(e)); return }
+            // Seen only when the timer ran out: the FIN came 2MSL before.
+            let at = step == .timeWaitLate
+                ? max(c.since, e.monoNanoseconds.subtractingSaturating(Self.timeWaitNanoseconds)) : e.monoNanoseconds
+            c.inTimewaitSocket = true
+            c.lastMono = e.monoNanoseconds
+            let change = StateChange(connection: c.identity, monoNanoseconds: at, from: .finWait2, to: .timeWait, step: .timeWait,
+                                     inferred: step == .timeWaitLate, kernel: e, reason: step == .timeWaitLate ? "seen_at_expiry" : nil)
+            apply(change, to: &c, id: id, emit: emit)
+            store(c, id)
+        case .expired, .resetReceived, .resetSent, .reused:
+            let isReset = step == .resetReceived || step == .resetSent
+            let closing: Step = isReset ? .reset : .closed
+            if timeWaits.contains(id) {
+                let reason = step == .expired ? "2msl_expired" : isReset ? "reset" : "time_wait_reused"
+                guard let (identity, left) = timeWaits.remove(id) else { return }
+                closeTimeWait(identity, at: e.monoNanoseconds, leftOnEndpoint: left, reason: reason, step: closing, kernel: e, emit: emit)
+            } else if var c = connections[id], c.state == .finWait2 {
+                let reason = step == .expired ? "fin_wait_2_timeout" : isReset ? "reset" : "time_wait_reused"
+                c.lastMono = e.monoNanoseconds
+                let change = StateChange(connection: c.identity, monoNanoseconds: e.monoNanoseconds, from: .finWait2, to: .closed,
+                                         step: closing, inferred: false, kernel: e, reason: reason)
+                apply(change, to: &c, id: id, emit: emit)
+                store(c, id)
+            } else {
+                emit(.event(e))
+            }
+        case .handoff:
+            break
+        }
     }
 
     // MARK: - TIME_WAIT accounting

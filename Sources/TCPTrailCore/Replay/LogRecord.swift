@@ -182,6 +182,7 @@ public struct LogRecordParser {
         case timeWaitSockets = "time_wait_sockets"
         case dataRetransmits = "data_retransmits"
         case untracked = "untracked"
+        case timewait = "timewait"
     }
 
     /// Finds a member name's `Field` with one hash and (nearly always) one
@@ -313,7 +314,7 @@ public struct LogRecordParser {
         var conn: JSONValue?, laddr: JSONValue?, raddr: JSONValue?, family: UInt64?
         var lport: UInt64?, rport: UInt64?
         var kernelFrom: JSONValue?, kernelTo: JSONValue?, kernelState: JSONValue?
-        var what: JSONValue?, direction: JSONValue?, errnoValue: Int64?, reason: JSONValue?
+        var what: JSONValue?, direction: JSONValue?, errnoValue: Int64?, reason: JSONValue?, timewait: JSONValue?
         var ownerKnown = false, peerFin = false, noSocket = false, untrackedFlag = false
         var depth: UInt64?, limit: UInt64?
         var thresholds: JSONValue?, totalByType: JSONValue?, untracked: JSONValue?, time: JSONValue?
@@ -373,6 +374,7 @@ public struct LogRecordParser {
             case .peerFin?: peerFin = try flag(v, "peer_fin")
             case .noSocket?: noSocket = try flag(v, "no_socket")
             case .what?: what = v
+            case .timewait?: timewait = v
             case .step?: r.hasDocumentedStep = true
             case .direction?: direction = v
             case .reason?: reason = v
@@ -472,6 +474,12 @@ public struct LogRecordParser {
                 r.event.oldState = try state(p, kernelFrom, "kernel_from")
                 r.event.newState = try state(p, kernelTo, "kernel_to")
                 r.isKernelTransition = true
+            }
+            if let timewait {
+                guard let step = TimewaitStep.allCases.first(where: { JSONStrings.equals(p, timewait, $0.name) }) else {
+                    throw Self.fail("\"timewait\" must be one of " + TimewaitStep.allCases.map { $0.name.description }.joined(separator: ", "))
+                }
+                r.event.timewait = step
             }
         case .retransmit:
             r.event.kind = .retransmit

@@ -87,6 +87,16 @@ struct WriterLayoutParser {
             guard skip(",\"peer_fin\":"), let peerFin = bool() else { return false }
             if peerFin { flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
             if skip(",\"untracked\":true") { flags |= UInt8(TT_FLAG_UNTRACKED.rawValue) }
+            if skip(",\"timewait\":\"") {
+                var found: TimewaitStep?
+                let start = i
+                for step in TimewaitStep.allCases {
+                    if skip(step.name), skip("\"") { found = step; break }
+                    i = start
+                }
+                guard let found else { return false }
+                r.event.timewait = found
+            }
             r.event.oldState = from
             r.event.newState = to
             r.isKernelTransition = true
