@@ -366,6 +366,33 @@ extension TraceProgram {
         return written
     }
 
+    /// Hands the kernel side the orphans open at start: FIN_WAIT_2 timewait
+    /// sockets (no inode: the application has closed them), so their end
+    /// (the peer's FIN, the FIN_WAIT_2 timeout, a reset) is the kernel's word
+    /// too. TIME_WAITs are left to the snapshot's own timer value.
+    @discardableResult
+    public func seedTimewaits(_ sockets: [SocketSnapshot]) -> Int {
+        guard plan.missing[.timewaitSockets] == nil, let m = map(named: "timewaits") else { return 0 }
+        let fd = bpf_map__fd(m)
+        var written = 0
+        for s in sockets where s.state == .finWait2 && s.inode == 0 {
+            var key = tcptrail_tw_key()
+            key.netns = s.netns
+            key.family = s.family == 6 ? 10 : 2
+            key.lport = s.localPort
+            key.rport = s.remotePort
+            withUnsafeMutableBytes(of: &key.laddr) { $0.storeBytes(of: s.localAddress, as: RawAddress.self) }
+            withUnsafeMutableBytes(of: &key.raddr) { $0.storeBytes(of: s.remoteAddress, as: RawAddress.self) }
+            var value = tcptrail_tw()
+            value.conn = s.cookie
+            value.substate = KernelTCPState.finWait2.rawValue
+            value.linked = 1
+            // NOEXIST: one made since attach is already named, with its owner.
+            if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_NOEXIST)) == 0 { written += 1 }
+        }
+        return written
+    }
+
     /// Tells the kernel side who owns listeners that predate the trace
     /// (after load, before attach). Returns how many were written.
     @discardableResult

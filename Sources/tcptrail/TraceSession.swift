@@ -77,6 +77,7 @@ final class TraceSession {
         if !raw {
             let open = SocketDiag.snapshotAllNamespaces()
             program.seedOwners(open)
+            program.seedTimewaits(open)
             sink.seed(open)
         }
         // Counters are read before we say we trace, so no overflow falls between.

@@ -55,7 +55,9 @@ func recordedTransition() -> [UInt8] {
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.cpu) == 83)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.reason) == 84)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.comm) == 88)
-        #expect(MemoryLayout<tcptrail_config>.size == 112)
+        #expect(MemoryLayout<tcptrail_config>.size == 120)
+        #expect(MemoryLayout<tcptrail_tw_key>.size == 44 && MemoryLayout<tcptrail_tw>.size == 56)
+        #expect(MemoryLayout<tcptrail_tw>.offset(of: \.substate) == 48)
     }
 
     @Test func kernelStateNumbersMatchTheKernel() {

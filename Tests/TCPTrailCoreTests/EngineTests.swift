@@ -24,11 +24,13 @@ final class Script {
                     localPort: lport, remotePort: rport, flags: UInt8(TT_FLAG_OWNER_KNOWN.rawValue))
     }
 
-    @discardableResult func t(_ from: KernelTCPState, _ to: KernelTCPState, after ms: UInt64 = 1, peerFin: Bool = false) -> Self {
+    @discardableResult func t(_ from: KernelTCPState, _ to: KernelTCPState, after ms: UInt64 = 1, peerFin: Bool = false,
+                              timewait: TimewaitStep? = nil) -> Self {
         mono += ms * 1_000_000
         var e = base(.transition)
         e.oldState = from
         e.newState = to
+        e.timewait = timewait
         if peerFin { e.flags |= UInt8(TT_FLAG_PEER_FIN.rawValue) }
         events.append(e)
         return self

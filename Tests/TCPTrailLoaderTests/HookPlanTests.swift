@@ -19,8 +19,12 @@ enum RecordedKernels {
             "tcp_destroy_sock": 1,
             "sys_exit": 2,            // (regs, ret)
             "kfree_skb": 4,           // (skb, location, reason, rx_sk)
+            "timer_start": 2,         // (timer, bucket_expiry)
+            "timer_cancel": 1,
+            "timer_expire_entry": 2,  // (timer, baseclk)
         ],
-        enumerators: ["skb_drop_reason.SKB_DROP_REASON_NOT_SPECIFIED", "skb_drop_reason.SKB_DROP_REASON_TCP_LISTEN_OVERFLOW"]
+        enumerators: ["skb_drop_reason.SKB_DROP_REASON_NOT_SPECIFIED", "skb_drop_reason.SKB_DROP_REASON_TCP_LISTEN_OVERFLOW"],
+        symbols: ["tw_timer_handler": 0xffff_ffff_8206_4f30] // /proc/kallsyms, as root
     )
 
     /// Debian 12's stock kernel, 6.1.0-57-amd64, booted under qemu by scripts/test-kernels.
@@ -36,8 +40,12 @@ enum RecordedKernels {
             "tcp_destroy_sock": 1,
             "sys_exit": 2,
             "kfree_skb": 3,           // (skb, location, reason): no rx_sk before 6.11
+            "timer_start": 3,         // (timer, expires, flags)
+            "timer_cancel": 1,
+            "timer_expire_entry": 2,
         ],
-        enumerators: ["skb_drop_reason.SKB_DROP_REASON_NOT_SPECIFIED"]
+        enumerators: ["skb_drop_reason.SKB_DROP_REASON_NOT_SPECIFIED"],
+        symbols: ["tw_timer_handler": 0xffff_ffff_a068_4330]
     )
 }
 
@@ -48,6 +56,7 @@ enum RecordedKernels {
             "tt_state_a", "tt_state_b", "tt_retrans_a", "tt_retrans_b", "tt_synack_a", "tt_synack_b",
             "tt_rst_out_a", "tt_rst_out_b", "tt_rst_in_a", "tt_rst_in_b", "tt_error_a", "tt_error_b",
             "tt_destroy_a", "tt_destroy_b", "tt_sys_exit", "tt_kfree_a", "tt_kfree_b",
+            "tt_tw_start", "tt_tw_cancel", "tt_tw_expire",
         ])
         #expect(plan.missing.isEmpty, "\(plan.missing)")
         #expect(plan.features.allSatisfy { $0.available })
@@ -57,8 +66,9 @@ enum RecordedKernels {
         let plan = HookPlan.choose(for: RecordedKernels.debian12)
         #expect(plan.programNames.contains("tt_rst_out_old_a") && plan.programNames.contains("tt_rst_out_old_b"))
         #expect(!plan.programNames.contains("tt_rst_out_a"))
-        #expect(!plan.programNames.contains { $0.hasPrefix("tt_kfree") })
+        #expect(plan.programNames.filter { $0.hasPrefix("tt_kfree") } == ["tt_kfree_tw"], "the timewait segments without listen drops")
         #expect(plan.programNames.contains("tt_sys_exit"))
+        #expect(plan.programNames.suffix(3) == ["tt_tw_start", "tt_tw_cancel", "tt_tw_expire"])
         #expect(Set(plan.missing.keys) == [.resetReason, .listenDrops, .listenDropSocket])
         #expect(plan.missing[.resetReason]?.contains("tcp:tcp_send_reset has 2 arguments on this kernel, 3 needed") == true)
         #expect(plan.missing[.listenDrops]?.contains("SKB_DROP_REASON_TCP_LISTEN_OVERFLOW") == true)
@@ -71,7 +81,7 @@ enum RecordedKernels {
         var facts = RecordedKernels.linux618
         facts.tracepointArguments["kfree_skb"] = 3
         let plan = HookPlan.choose(for: facts)
-        #expect(plan.programNames.suffix(2) == ["tt_kfree_old_a", "tt_kfree_old_b"])
+        #expect(plan.programNames.filter { $0.hasPrefix("tt_kfree") } == ["tt_kfree_old_a", "tt_kfree_old_b"])
         #expect(Set(plan.missing.keys) == [.listenDropSocket])
         #expect(plan.missing[.listenDropSocket]?.contains("rx_sk") == true)
     }
@@ -81,6 +91,30 @@ enum RecordedKernels {
         let plan = HookPlan.choose(for: RecordedKernels.linux618, refused: ["tt_rst_out_a": why])
         #expect(plan.programNames.contains("tt_rst_out_old_a"))
         #expect(plan.missing == [.resetReason: why])
+    }
+
+    /// /proc/kallsyms hides tw_timer_handler (a reader without CAP_SYSLOG):
+    /// the timewait features are missing and their programs, which would run
+    /// for every timer on the host, are not loaded.
+    @Test(arguments: [RecordedKernels.linux618, RecordedKernels.debian12])
+    func withoutTheTimerFunctionNoTimerProgramLoads(kernel: KernelFacts) {
+        var facts = kernel
+        facts.symbols = [:]
+        let plan = HookPlan.choose(for: facts)
+        #expect(plan.missing[.timewaitSockets]?.contains("/proc/kallsyms shows no address for tw_timer_handler") == true)
+        #expect(plan.missing[.timewaitSegments] != nil)
+        #expect(!plan.programNames.contains { $0.hasPrefix("tt_tw_") || $0 == "tt_kfree_tw" })
+        #expect(plan.missing[.transitions] == nil)
+    }
+
+    /// One of the three timer tracepoints missing takes the whole feature.
+    @Test func theTimewaitFeatureNeedsAllThreeTimerHooks() {
+        var facts = RecordedKernels.linux618
+        facts.tracepointArguments["timer_cancel"] = nil
+        let plan = HookPlan.choose(for: facts)
+        #expect(plan.missing[.timewaitSockets] == "this kernel has no timer:timer_cancel tracepoint (Linux 2.6.30)")
+        #expect(!plan.programNames.contains { $0.hasPrefix("tt_tw_") })
+        #expect(plan.programNames.contains("tt_kfree_a"), "listen drops stay")
     }
 
     @Test func aMissingTracepointTakesOnlyItsFeatures() {

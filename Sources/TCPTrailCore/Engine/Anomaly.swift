@@ -14,6 +14,7 @@ public struct Anomaly: Sendable, Equatable {
         case dataRetransmit = "data_retransmit"
         case listenOverflow = "listen_overflow"
         case unexpectedTransition = "unexpected_transition"
+        case connectionTimeout = "connection_timeout"
     }
 
     public enum Severity: String, Sendable {

@@ -101,4 +101,9 @@ struct ConnectionRecord {
     /// The kernel handed it to a timewait socket it follows (TT_TW_HANDOFF):
     /// its FIN_WAIT_2 and TIME_WAIT end by the kernel's word.
     var inTimewaitSocket = false
+    /// The current run of data retransmits: its first and latest, and how
+    /// many (a gap above TCP_RTO_MAX, 120 s, starts a new run).
+    var retransmitRunStart: UInt64 = 0
+    var lastRetransmit: UInt64 = 0
+    var retransmitRun = 0
 }

@@ -25,6 +25,10 @@ public struct HandshakeEngine: Sendable {
     /// for the kernel's own end before the engine ends it (a lost event; a
     /// FIN retransmitted into TIME_WAIT restarts the kernel's 60 s).
     public static let followedTimeWaitGrace: UInt64 = 5_000_000_000
+    /// TCP_RTO_MAX: retransmits of one unanswered run are never further apart.
+    static let maxRetransmitTimeout: UInt64 = 120_000_000_000
+    static let etimedout: Int32 = 110
+
     /// How long a -> CLOSE waits for the reset or error that explains it
     /// (the kernel reports a sent RST right after the transition).
     public static let closeCauseWindow: UInt64 = 5_000_000
@@ -230,7 +234,8 @@ public struct HandshakeEngine: Sendable {
             c.pendingCloseFrom = c.state == move.from ? c.state : move.from
             connections[id] = c
             pendingCloses.insert(id)
-            if c.resetReceived || c.resetSent {
+            // tcp_write_err() reports ETIMEDOUT before tcp_done(), and no RST follows.
+            if c.resetReceived || c.resetSent || c.lastError == Self.etimedout {
                 resolvePendingClose(id: id, emit: emit)
                 return
             }
@@ -311,11 +316,27 @@ public struct HandshakeEngine: Sendable {
         if from == .synSent {
             if c.resetReceived || c.lastError == 111 {
                 report(.connectionRefused, .warning, "The connection to \(endpointText(identity, remote: true)) was refused: the peer answered the SYN with an RST (nothing listens on that port, or a firewall rejects it).", e.monoNanoseconds, identity, emit: emit)
-            } else if c.lastError == 110 {
+            } else if c.lastError == Self.etimedout {
                 report(.handshakeTimeout, .critical, "The connection to \(endpointText(identity, remote: true)) timed out after \(c.synRetransmits) SYN retransmissions: the peer or the path drops SYNs (host down, firewall dropping, wrong address).", e.monoNanoseconds, identity, count: c.synRetransmits, emit: emit)
             }
         }
+        if from.isSynchronized && c.lastError == Self.etimedout {
+            report(.connectionTimeout, .critical, timeoutText(c, from: from, at: e.monoNanoseconds), e.monoNanoseconds, identity,
+                   count: c.retransmitRun > 0 ? c.retransmitRun : nil, emit: emit)
+        }
         store(c, id)
+    }
+
+    /// connection_timeout's sentence: how long the peer had been silent.
+    private func timeoutText(_ c: ConnectionRecord, from: TCPState, at mono: UInt64) -> String {
+        let endpoints = "\(c.identity.endpoints) timed out in \(from.rawValue) (ETIMEDOUT)"
+        guard c.retransmitRun > 0 else {
+            return endpoints + ": its keepalive probes (or a zero-window probe) went unanswered, so the kernel gave up; the peer is gone or the path drops everything."
+        }
+        let ms = mono.subtractingSaturating(c.retransmitRunStart) / 1_000_000
+        let frac = ms % 1000
+        let fraction = frac < 10 ? "00\(frac)" : frac < 100 ? "0\(frac)" : "\(frac)"
+        return endpoints + ": \(c.retransmitRun) retransmission\(c.retransmitRun == 1 ? "" : "s") over \(ms / 1000).\(fraction) s went unanswered (tcp_retries2), so the kernel gave up; the peer is gone or the path drops everything."
     }
 
     private mutating func retransmit(_ e: KernelEvent, id: ConnectionID, emit: (EngineOutput) -> Void) {
@@ -332,6 +353,12 @@ public struct HandshakeEngine: Sendable {
         case .data:
             guard var c = connections[id] else { return }
             c.dataRetransmits += 1
+            if c.lastRetransmit == 0 || e.monoNanoseconds.subtractingSaturating(c.lastRetransmit) > Self.maxRetransmitTimeout {
+                c.retransmitRunStart = e.monoNanoseconds
+                c.retransmitRun = 0
+            }
+            c.retransmitRun += 1
+            c.lastRetransmit = e.monoNanoseconds
             if c.dataRetransmits > thresholds.dataRetransmits && !c.dataRetransmitReported {
                 c.dataRetransmitReported = true
                 report(.dataRetransmit, .warning, "\(identity.endpoints) retransmitted \(c.dataRetransmits) segments: packets are being lost on the path or the peer is overloaded.", e.monoNanoseconds, identity, count: c.dataRetransmits, emit: emit)
