@@ -34,6 +34,9 @@ struct LiveOptions: ParsableArguments {
     @Flag(help: "Do not hook every syscall's return (about 0.1 µs per syscall, bench/syscall-cost): a connect's or listen's first event then waits for the socket's next one.")
     var noSyscallHook = false
 
+    @Flag(help: "Do not hook the kernel's timers (timer_start, timer_cancel, timer_expire_entry; each returns at once unless the timer is a timewait socket's): connections after close() are then inferred, TIME_WAIT ending 60 s after it began and an orphan's FIN_WAIT_2 not followed.")
+    var noTimerHooks = false
+
     @Flag(help: "Show libbpf's log, including the verifier log when the kernel rejects the program.")
     var verbose = false
 
@@ -85,7 +88,8 @@ struct LiveOptions: ParsableArguments {
         s.family = filters.ipv4Only ? 4 : filters.ipv6Only ? 6 : nil
         s.netns = filters.netns
         s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 16 << 20)
-        if noSyscallHook { s.turnedOff = [.syscallReturns: "turned off by --no-syscall-hook"] }
+        if noSyscallHook { s.turnedOff[.syscallReturns] = "turned off by --no-syscall-hook" }
+        if noTimerHooks { s.turnedOff[.timewaitSockets] = "turned off by --no-timer-hooks" }
         return s
     }
 }

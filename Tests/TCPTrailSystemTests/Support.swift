@@ -302,13 +302,19 @@ extension Dictionary where Key == String, Value == Any {
 }
 
 /// The transitions of each connection id, in record order.
-func transitionsByConnection(_ records: [[String: Any]]) -> [String: [[String: Any]]] {
+/// Each connection's sock:inet_sock_set_state transitions (with `timewait`
+/// true: those of its timewait socket instead).
+func transitionsByConnection(_ records: [[String: Any]], timewait: Bool = false) -> [String: [[String: Any]]] {
     var out: [String: [[String: Any]]] = [:]
     for r in records where r.str("type") == "transition" {
-        out[r.str("conn"), default: []].append(r)
+        let fromTimewaitSocket = !r.str("timewait").isEmpty && r.str("timewait") != "handoff"
+        if fromTimewaitSocket == timewait { out[r.str("conn"), default: []].append(r) }
     }
     return out
 }
+
+/// What a timewait socket can add after its connection's handoff.
+let timewaitTails: Set<[String]> = [[], ["FIN_WAIT2->TIME_WAIT"], ["TIME_WAIT->CLOSE"], ["FIN_WAIT2->CLOSE"], ["FIN_WAIT2->TIME_WAIT", "TIME_WAIT->CLOSE"]]
 
 let activeOpenAndClose = ["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"]
 let passiveOpenAndClose = ["LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"]
