@@ -152,8 +152,29 @@ struct sk_buff {
 	__u16 network_header;
 };
 
+struct file {
+	void *private_data; /* a socket file's struct socket */
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct socket {
+	struct file *file;
+	struct sock *sk;
+};
+
 struct task_struct {
 	void *stack; /* lowest address of the task's kernel stack */
+	struct files_struct *files;
+	struct task_struct *group_leader;
+	char comm[16];
 };
 
 /* The registers a syscall returns with: only the syscall's number. */
@@ -172,9 +193,13 @@ struct pt_regs {
 #if defined(__TARGET_ARCH_arm64)
 #define TT_NR_CONNECT 203
 #define TT_NR_LISTEN 201
+#define TT_NR_ACCEPT 202
+#define TT_NR_ACCEPT4 242
 #else
 #define TT_NR_CONNECT 42
 #define TT_NR_LISTEN 50
+#define TT_NR_ACCEPT 43
+#define TT_NR_ACCEPT4 288
 #endif
 
 #endif /* TCPTRAIL_KERNEL_TYPES_H */

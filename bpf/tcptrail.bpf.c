@@ -57,7 +57,8 @@ struct conn_info {
 	__u8 owner_known;
 	__u8 prev_known;
 	__u8 listed;           /* counted in its key's listeners entry */
-	__u8 pad[3];
+	__u8 awaiting;         /* an accepted socket not yet accept()ed: its owner is the listener's */
+	__u8 pad[2];
 	/* Last complete endpoints: the kernel clears the local port (and may
 	 * clear addresses) before the -> CLOSE transition fires. */
 	__u8 saddr[16];
@@ -346,7 +347,10 @@ static __always_inline bool wanted(const struct tcptrail_event *e)
 		return false;
 	if (tt_config.netns && e->netns != tt_config.netns)
 		return false;
-	if (tt_config.n_pids) {
+	/* An accepted socket before accept() carries its listener's owner, and
+	 * the accept event its acceptor's: user space filters those by pid
+	 * once accept() has named the holder. */
+	if (tt_config.n_pids && !(e->flags & TT_FLAG_AWAITING_ACCEPT) && e->type != TT_EVENT_ACCEPT) {
 		bool hit = false;
 		for (int i = 0; i < TT_MAX_FILTER; i++) {
 			if (i >= tt_config.n_pids)
@@ -471,6 +475,8 @@ static __always_inline void fill_owner(struct tcptrail_event *e, const struct co
 		__builtin_memcpy(e->comm, ci->comm, TT_COMM_LEN);
 		e->flags |= TT_FLAG_OWNER_KNOWN;
 	}
+	if (ci && ci->awaiting)
+		e->flags |= TT_FLAG_AWAITING_ACCEPT;
 }
 
 /* Completes endpoints the kernel already cleared from what the socket had,
@@ -528,12 +534,17 @@ static __always_inline void flush_pending(const struct sock *sk, __u64 cookie, s
 	emit(&e);
 }
 
-/* Records the current task as the socket's owner. */
+/* Records the current process as the socket's owner: its tgid, and the
+ * thread group leader's name, which /proc/PID/comm and `ss -p` show (a
+ * worker thread's own name, "NIO-SGLTN-1-#2", is not the process's). */
 static __always_inline void take_owner(struct conn_info *ci)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	ci->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(ci->comm, sizeof(ci->comm));
+	if (BPF_CORE_READ_INTO(&ci->comm, task, group_leader, comm))
+		bpf_get_current_comm(ci->comm, sizeof(ci->comm));
 	ci->owner_known = 1;
+	ci->awaiting = 0;
 }
 
 /* Transitions that only run in the calling process: connect, listen, close, shutdown. */
@@ -746,6 +757,9 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 		}
 		if (in_owner_context(oldstate, newstate))
 			take_owner(ci);
+		/* An accepted child: its listener's owner until accept() names its own. */
+		if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
+			ci->awaiting = 1;
 		/* Accepted children, and listeners older than the trace. */
 		if (oldstate == TCP_LISTEN && !ci->owner_known) {
 			struct tcptrail_listener_key lk = listener_key(sk);
@@ -859,6 +873,59 @@ static __always_inline int flush_after_syscall(void)
  * regs->syscallno, on x86-64 in regs->orig_ax (32-bit compat syscalls have
  * other numbers: their held events wait for the socket's next event).
  */
+/*
+ * accept() or accept4() returned a descriptor: the socket behind it now
+ * belongs to the process that accepted it (an nginx worker, not the master
+ * that called listen()), and every later event says so. The descriptor is
+ * looked up in the caller's table; a file whose private_data is a socket
+ * pointing back at that file is a socket.
+ */
+static __always_inline int owner_at_accept(long fd)
+{
+	if (fd < 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	if (!so || BPF_CORE_READ(so, file) != f)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(so, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	/* A pointer read from memory, not one the verifier trusts: no
+	 * bpf_get_socket_cookie(). The socket's first event made its cookie. */
+	__u64 cookie = 0;
+	if (tt_inherited_cookies) {
+		__u64 key = (__u64)sk;
+		__u64 *id = bpf_map_lookup_elem(&child_ids, &key);
+		if (id)
+			cookie = *id;
+	}
+	if (!cookie)
+		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	struct conn_info *ci = conn_lookup(cookie);
+	if (!ci)
+		return 0;
+	bool awaited = ci->awaiting;
+	take_owner(ci);
+	/* User space holds the socket's first events until this names the holder. */
+	if (awaited) {
+		struct tcptrail_event e = {};
+		fill_common(&e, sk, cookie, ci, bpf_ktime_get_ns());
+		e.type = TT_EVENT_ACCEPT;
+		e.new_state = e.old_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		emit(&e);
+	}
+	return 0;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tt_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -867,6 +934,8 @@ int BPF_PROG(tt_sys_exit, struct pt_regs *regs, long ret)
 #else
 	long nr = regs->orig_ax;
 #endif
+	if (nr == TT_NR_ACCEPT || nr == TT_NR_ACCEPT4)
+		return owner_at_accept(ret);
 	if (nr != TT_NR_CONNECT && nr != TT_NR_LISTEN)
 		return 0;
 	return flush_after_syscall();

@@ -21,6 +21,7 @@ enum tcptrail_event_type {
 	TT_EVENT_RESET = 3,      /* tcp:tcp_send_reset, tcp:tcp_receive_reset */
 	TT_EVENT_ERROR = 4,      /* sock:inet_sk_error_report */
 	TT_EVENT_LISTEN_DROP = 5, /* skb:kfree_skb, reason TCP_LISTEN_OVERFLOW */
+	TT_EVENT_ACCEPT = 6,     /* accept()/accept4() returned the socket: pid/comm are the acceptor's */
 };
 
 /* tcptrail_event.detail for TT_EVENT_RETRANSMIT. */
@@ -60,6 +61,7 @@ enum tcptrail_event_flags {
 	TT_FLAG_NO_SOCKET = 1 << 4,     /* reset sent with no socket (e.g. SYN to a closed port) */
 	TT_FLAG_REQUEST_SOCK = 1 << 5,  /* conn is a request sock (SYN-ACK retransmit) */
 	TT_FLAG_UNTRACKED = 1 << 6,     /* the connection table was full: no owner, previous state or saved endpoints */
+	TT_FLAG_AWAITING_ACCEPT = 1 << 7, /* an accepted socket before accept(): pid/comm are its listener's */
 };
 
 #define TT_COMM_LEN 16
@@ -165,12 +167,12 @@ enum tcptrail_stat {
 	TT_STAT_TRACK_FULL = 1,  /* events sent of sockets the full connection table could not take */
 	TT_STAT_FILTERED = 2,    /* events dropped by the in-kernel filters */
 	TT_STAT_SUBMITTED = 3,   /* events written to the ring buffer */
-	TT_STAT_LOST_BY_TYPE = 4, /* + event type (1..5): TT_STAT_LOST split by type */
-	TT_STAT_UNTRACKED_SOCKETS = 10, /* sockets sent whose first event found the connection table full */
-	TT_STAT_LISTENERS_FULL = 11,    /* listeners the full listener table could not take */
-	TT_STAT_OWNERLESS_CHILDREN = 12, /* accepted sockets sent without owner (listener not in the table) */
-	TT_STAT_CHILD_IDS_FULL = 13,    /* accepted sockets left with their listener's cookie (table full) */
-	TT_STAT_MAX = 14,
+	TT_STAT_LOST_BY_TYPE = 4, /* + event type (1..6): TT_STAT_LOST split by type */
+	TT_STAT_UNTRACKED_SOCKETS = 11, /* sockets sent whose first event found the connection table full */
+	TT_STAT_LISTENERS_FULL = 12,    /* listeners the full listener table could not take */
+	TT_STAT_OWNERLESS_CHILDREN = 13, /* accepted sockets sent without owner (listener not in the table) */
+	TT_STAT_CHILD_IDS_FULL = 14,    /* accepted sockets left with their listener's cookie (table full) */
+	TT_STAT_MAX = 15,
 };
 
 /* The tracepoints that have two program copies (see "Two copies of each

@@ -1,6 +1,8 @@
 /// The `type` of a record in the v1 contract.
 public enum LogRecordType: Int, Sendable, CaseIterable {
     case transition, retransmit, reset, error, listenDrop, anomaly, snapshot, lost, header, summary, untracked
+    /// An accept() the kernel side saw: named in `lost` records' `total_by_type`, never written.
+    case accept
     /// A type this version does not know (v1 may add types); read, never written.
     case other
 
@@ -18,6 +20,7 @@ public enum LogRecordType: Int, Sendable, CaseIterable {
         case .header: "header"
         case .summary: "summary"
         case .untracked: "untracked"
+        case .accept: "accept"
         case .other: "other"
         }
     }
@@ -233,6 +236,8 @@ public struct JSONLinesWriter: Sendable {
                 out.append(decimal: UInt64(e.resetReason))
             }
             if e.noSocket { out.append(",\"no_socket\":true" as StaticString) }
+        case .accept:
+            return  // consumed by the live tracer (AcceptHold), never a record
         case .listenDrop:
             appendPrologue(type: .listenDrop, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
@@ -332,7 +337,7 @@ public struct JSONLinesWriter: Sendable {
         out.append(decimal: total)
         out.append(",\"total_by_type\":{" as StaticString)
         var first = true
-        for kind in [KernelEventKind.transition, .retransmit, .reset, .error, .listenDrop] {
+        for kind in [KernelEventKind.transition, .retransmit, .reset, .error, .listenDrop, .accept] {
             guard let n = byKind[kind], n > 0 else { continue }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false

@@ -12,6 +12,9 @@ public enum KernelEventKind: UInt8, Sendable {
     case error = 4
     /// A segment dropped because a listener's queue was full (`skb:kfree_skb`).
     case listenDrop = 5
+    /// accept() returned the socket: `pid`/`comm` are the acceptor's. The
+    /// live tracer consumes it (`AcceptHold`); it is never a record.
+    case accept = 6
 
     /// The record's `type` in the JSON contract.
     public var recordType: LogRecordType {
@@ -21,6 +24,7 @@ public enum KernelEventKind: UInt8, Sendable {
         case .reset: .reset
         case .error: .error
         case .listenDrop: .listenDrop
+        case .accept: .accept
         }
     }
 }
@@ -282,6 +286,8 @@ public struct KernelEvent: Sendable, Equatable {
     public var requestSock: Bool { flags & UInt8(TT_FLAG_REQUEST_SOCK.rawValue) != 0 }
     /// The kernel side's connection table was full: no owner, previous state or saved endpoints.
     public var untracked: Bool { flags & UInt8(TT_FLAG_UNTRACKED.rawValue) != 0 }
+    /// An accepted socket before accept(): the owner is its listener's.
+    public var awaitingAccept: Bool { flags & UInt8(TT_FLAG_AWAITING_ACCEPT.rawValue) != 0 }
 
     /// The connection id: the socket cookie, with `.generation` when one
     /// socket carried more than one connection. `.none` for socket-less resets.

@@ -26,6 +26,15 @@ public struct SocketSnapshot: Sendable, Equatable {
     public var comm = ProcessName()
 }
 
+extension SocketSnapshot {
+    /// The listener a CLOSE -> LISTEN event opened, with its owner.
+    public init(listener e: KernelEvent) {
+        self.init(cookie: e.cookie, state: .listen, family: e.family, localAddress: e.localAddress, localPort: e.localPort,
+                  remoteAddress: RawAddress(), remotePort: 0, inode: 0, netns: e.netns, expiresMilliseconds: 0,
+                  pid: e.pid, comm: e.comm)
+    }
+}
+
 /// Reads every TCP socket of every network namespace through netlink
 /// sock_diag, as `ss` does, TIME_WAIT included.
 public enum SocketDiag {
@@ -153,11 +162,75 @@ public struct ListenQueueMonitor {
     /// The listeners last seen full, per namespace: drops counted after a
     /// listener closed still belong to it.
     private var lastFull: [UInt32: [SocketSnapshot]] = [:]
+    /// Listeners the trace saw open, per namespace: they name the drops of a
+    /// listener gone before sock_diag could see its full queue.
+    private var listenersSeen: [UInt32: [SocketSnapshot]] = [:]
     private let procRoot: String
 
-    public init(procRoot: String = "/proc") {
+    public init(procRoot: String = "/proc", netnsDir: String = "/run/netns") {
         self.procRoot = procRoot
         refreshNamespaces()
+        // Namespaces `ip netns` keeps with no process in them yet.
+        for name in Self.entries(netnsDir) {
+            let fd = open("\(netnsDir)/\(name)", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            adopt(fd, counting: true)
+        }
+    }
+
+    /// A directory's names but . and ..
+    static func entries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
+    }
+
+    /// Whether a namespace is watched.
+    public func follows(_ netns: UInt32) -> Bool { namespaces[netns] != nil }
+
+    /// Starts watching the namespace `pid` is in, first seen in an event
+    /// (`netns`): one made after the start, whose counter began at 0, so
+    /// every overflow in it is counted even if its listener lived only
+    /// between two checks. (A namespace that predates the trace was found
+    /// at start, by /proc or /run/netns.)
+    public mutating func follow(netns: UInt32, pid: UInt32) {
+        guard netns != 0, namespaces[netns] == nil, pid != 0 else { return }
+        let fd = open("\(procRoot)/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        var st = stat()
+        guard fstat(fd, &st) == 0, UInt32(truncatingIfNeeded: st.st_ino) == netns else {
+            _ = Glibc.close(fd)
+            return
+        }
+        namespaces[netns] = fd
+        lastCount[netns] = 0
+    }
+
+    /// A listener the trace saw open (its CLOSE -> LISTEN), with its owner.
+    public mutating func learn(_ listener: SocketSnapshot) {
+        var list = listenersSeen[listener.netns] ?? []
+        list.removeAll { $0.family == listener.family && $0.localPort == listener.localPort && $0.localAddress == listener.localAddress }
+        list.append(listener)
+        // Bounded: the most recent listeners of each namespace.
+        if list.count > 64 { list.removeFirst(list.count - 64) }
+        listenersSeen[listener.netns] = list
+    }
+
+    /// Watches the namespace open at `fd` (taking the descriptor), counting from now.
+    private mutating func adopt(_ fd: Int32, counting: Bool) {
+        var st = stat()
+        let netns = fstat(fd, &st) == 0 ? UInt32(truncatingIfNeeded: st.st_ino) : 0
+        guard netns != 0, namespaces[netns] == nil else {
+            _ = Glibc.close(fd)
+            return
+        }
+        namespaces[netns] = fd
+        lastCount[netns] = SocketDiag.inNamespace(fd) { Self.listenOverflows(path: "/proc/thread-self/net/netstat") } ?? nil
     }
 
     /// Closes the namespace handles.
@@ -191,7 +264,8 @@ public struct ListenQueueMonitor {
                 }
                 lastFull[netns] = full
             } else {
-                full = lastFull[netns] ?? []
+                // Gone before this check: the last seen full, or those the trace saw open there.
+                full = lastFull[netns] ?? listenersSeen[netns] ?? []
             }
             // Split the count over the full listeners; the first takes the remainder.
             let drops = now - before

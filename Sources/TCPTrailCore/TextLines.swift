@@ -107,6 +107,7 @@ public struct TextLinesWriter: Sendable {
     }
 
     public mutating func append(_ e: KernelEvent, to out: inout OutputBuffer) {
+        if e.kind == .accept { return }  // consumed by the live tracer, never a line
         appendPrefix(mono: e.monoNanoseconds, pid: e.pid, comm: e.comm, ownerKnown: e.ownerKnown, family: e.family,
                      local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
         var start = out.count
@@ -144,6 +145,8 @@ public struct TextLinesWriter: Sendable {
             appendState(e.newState, to: &out)
             out.pad(from: start, to: 11)
             out.append("!! dropped: listen queue full" as StaticString)
+        case .accept:
+            break
         case .error:
             appendState(e.newState, to: &out)
             out.pad(from: start, to: 11)

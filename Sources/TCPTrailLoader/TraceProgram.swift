@@ -245,7 +245,7 @@ public final class TraceProgram {
             case TT_STAT_LISTENERS_FULL.rawValue: out.tables.listeners = sum
             case TT_STAT_OWNERLESS_CHILDREN.rawValue: out.tables.acceptedWithoutOwner = sum
             case TT_STAT_CHILD_IDS_FULL.rawValue: out.tables.childIDs = sum
-            case (TT_STAT_LOST_BY_TYPE.rawValue + 1)...(TT_STAT_LOST_BY_TYPE.rawValue + 5):
+            case (TT_STAT_LOST_BY_TYPE.rawValue + 1)...(TT_STAT_LOST_BY_TYPE.rawValue + 6):
                 if let kind = KernelEventKind(rawValue: UInt8(index - TT_STAT_LOST_BY_TYPE.rawValue)) { out.lostByKind[kind] = sum }
             default: break
             }

@@ -114,14 +114,30 @@ final class EventPrinter: RingBufferConsumer {
             return true
         }
         owners.fill(&event, rescan: rescanListeners)
+        if event.kind == .transition { noteNamespace(event) }
+        if event.kind == .accept || event.awaitingAccept || acceptHold.count > 0 {
+            acceptHold.take(event) { process($0) }
+        } else {
+            process(event)
+        }
+        if event.kind != .accept { events += 1 }  // accept events are never records
+        if out.count >= 1 << 19 { flush() }
+        return !finished
+    }
+
+    /// Accepted sockets' first events, until accept() names their holder.
+    private var acceptHold = AcceptHold()
+
+    /// One event, owner settled, into the engine (or out, with --raw).
+    private func process(_ event: KernelEvent) {
+        // The kernel lets an accepted socket's events before accept() pass its
+        // pid filter; they are filtered here, by the holder accept() named.
+        if !filter.pids.isEmpty && !(event.ownerKnown && filter.pids.contains(event.pid)) { return }
         if engine != nil {
             engine!.process(event) { write($0) }
         } else {
             write(.event(event))
         }
-        events += 1
-        if out.count >= 1 << 19 { flush() }
-        return !finished
     }
 
     private func write(_ output: EngineOutput) {
@@ -132,6 +148,29 @@ final class EventPrinter: RingBufferConsumer {
         case .none: break
         }
         observer?(output)
+    }
+
+    /// Namespaces first seen in an event, with a process in each; and the
+    /// listeners seen opening. TraceSession hands them to the listen-queue
+    /// monitor, so a namespace made during the trace is watched from its
+    /// first listener on.
+    private(set) var newNamespaces: [(netns: UInt32, pid: UInt32)] = []
+    private(set) var newListeners: [SocketSnapshot] = []
+    private var namespacesSeen: Set<UInt32> = []
+
+    private func noteNamespace(_ e: KernelEvent) {
+        // Owner context only: a softirq's pid is whatever task it interrupted.
+        guard e.ownerKnown, e.netns != 0 else { return }
+        if e.newState == .listen, e.oldState == .close {
+            newListeners.append(SocketSnapshot(listener: e))
+        }
+        if namespacesSeen.insert(e.netns).inserted { newNamespaces.append((e.netns, e.pid)) }
+    }
+
+    /// What `noteNamespace` gathered since the last call.
+    func takeNewNamespaces() -> (namespaces: [(netns: UInt32, pid: UInt32)], listeners: [SocketSnapshot]) {
+        defer { newNamespaces.removeAll(); newListeners.removeAll() }
+        return (newNamespaces, newListeners)
     }
 
     /// The listeners open now, at most once a second (it walks /proc).
@@ -166,12 +205,14 @@ final class EventPrinter: RingBufferConsumer {
 
     /// Runs the engine's timers up to `mono` (TIME_WAIT expiry, stalls).
     func tick(to mono: UInt64) {
+        if acceptHold.count > 0 { acceptHold.expire(now: mono) { process($0) } }
         guard engine != nil else { return }
         engine!.advance(to: mono) { write($0) }
     }
 
     /// Settles what the engine still holds at the end of the run.
     func finish() {
+        acceptHold.releaseAll { process($0) }
         guard engine != nil else { return }
         engine!.finish { write($0) }
     }

@@ -94,6 +94,7 @@ final class TraceSession {
         // Timers run a little behind the clock: events still in the ring may explain a close.
         sink.tick(to: WallClock.monotonicNow() &- 200_000_000)
         if tt_take_hangup() != 0 { sink.reopenLog() }
+        followNewNamespaces()
         if queues != nil, WallClock.monotonicNow() >= nextQueueCheck {
             // Once a second; new namespaces every 10 s (that walks /proc).
             checks += 1
@@ -102,6 +103,16 @@ final class TraceSession {
             nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
         }
         sink.flush()
+    }
+
+    /// Watches the namespaces events showed first, at once: its processes
+    /// (and `ip netns del`) may be gone by the next check, and the handle
+    /// keeps the namespace's counters readable.
+    private func followNewNamespaces() {
+        guard queues != nil else { return }
+        let (namespaces, listeners) = sink.takeNewNamespaces()
+        for n in namespaces { queues!.follow(netns: n.netns, pid: n.pid) }
+        for l in listeners { queues!.learn(l) }
     }
 
     /// What full kernel tables kept from the record, from `stats`.
@@ -120,6 +131,7 @@ final class TraceSession {
             program.detach()
             if !sink.finished { reader?.drain() }
             loss?.check()
+            followNewNamespaces()
             if queues != nil {
                 sink.listenOverflows(queues!.check())
                 queues!.close()

@@ -97,7 +97,7 @@ func drain(_ fd: Int32) {
 
 let args = CommandLine.arguments
 guard args.count >= 5, let port = UInt16(args[3]), let count = Int(args[4]) else {
-    fail("usage: tt-peer server|client ADDR PORT COUNT [--name N] [--close-first] [--linger0]")
+    fail("usage: tt-peer server|client ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--reuseport]")
 }
 let mode = args[1]
 guard let endpoint = Endpoint(args[2], port) else { fail("bad address \(args[2])") }
@@ -114,6 +114,8 @@ case "server":
     let listener = socket(endpoint.family, Int32(SOCK_STREAM.rawValue), 0)
     var one: Int32 = 1
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    // Several servers on one port: the kernel spreads connections over them.
+    if flags.contains("--reuseport") { setsockopt(listener, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) }
     guard endpoint.withSockaddr({ bind(listener, $0, $1) }) == 0 else { fail("bind: \(String(cString: strerror(errno)))") }
     let backlog = args.firstIndex(of: "--backlog").flatMap { $0 + 1 < args.count ? Int32(args[$0 + 1]) : nil } ?? 4096
     guard listen(listener, backlog) == 0 else { fail("listen failed") }

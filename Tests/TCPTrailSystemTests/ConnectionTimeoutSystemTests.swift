@@ -7,10 +7,11 @@ import Testing
 @Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
 struct ConnectionTimeoutSystemTests {
     static let client = """
-    import errno, socket, sys, time
+    import errno, os, socket, sys, time
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
     print("conn", s.getsockname()[1], flush=True)
-    time.sleep(1.5)
+    while not os.path.exists(sys.argv[3]):  # the test has made the peer vanish
+        time.sleep(0.05)
     s.sendall(b"x" * 1000)
     try:
         s.recv(1)
@@ -27,9 +28,12 @@ struct ConnectionTimeoutSystemTests {
         let tracer = try Tracer(["--port", "\(port)"])
         let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-server", "--close-first", "--hold", "60"])
         try server.background.waitFor("listening")
-        let client = try Background(net.client.command(["python3", "-c", Self.client, net.serverV4, "\(port)"]))
+        let dir = try EventLogTests.PrivateDirectory()
+        let go = dir.path + "/dropped"
+        let client = try Background(net.client.command(["python3", "-c", Self.client, net.serverV4, "\(port)", go]))
         try client.waitFor("conn ")
         try run(net.server.command(["nft", "add table inet tttimeout; add chain inet tttimeout in { type filter hook input priority 0; }; add rule inet tttimeout in tcp dport \(port) drop"]))
+        #expect(FileManager.default.createFile(atPath: go, contents: nil))
         try client.waitFor("error ", timeout: 60)
         _ = try client.wait(timeout: 10)
         usleep(300_000)

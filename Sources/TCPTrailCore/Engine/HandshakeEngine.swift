@@ -154,6 +154,8 @@ public struct HandshakeEngine: Sendable {
         case .listenDrop:
             emit(.event(e))
             listenDrop(e, emit: emit)
+        case .accept:
+            break  // AcceptHold's: the owner it names is already in the events
         case .error:
             emit(.event(e))
             // errno 0: tcp_disconnect() reporting after a failed connect() has

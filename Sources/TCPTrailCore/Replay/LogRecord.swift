@@ -440,7 +440,7 @@ public struct LogRecordParser {
         case .untracked, .summary:
             if let untracked { r.untracked = try parseTableGaps(p, untracked) }
             return
-        case .other:
+        case .other, .accept:
             return
         default:
             break
@@ -656,6 +656,7 @@ public struct LogRecordParser {
             case .reset: result[.reset] = n
             case .error: result[.error] = n
             case .listenDrop: result[.listenDrop] = n
+            case .accept: result[.accept] = n
             default: break
             }
         }

@@ -108,7 +108,7 @@ public struct ReplayRun {
         case .untracked:
             if let u = r.untracked { untracked = u }
             lost(r)
-        case .other:
+        case .other, .accept:
             unknownTypes += 1
         }
     }

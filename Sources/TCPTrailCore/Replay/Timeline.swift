@@ -107,6 +107,7 @@ public struct TimelineWriter {
         var newState: KernelTCPState?
         var reset: ResetDirection?
         var retransmit: RetransmitKind?
+        var timewait: TimewaitStep?
         var errorNumber: Int32
 
         init(_ e: KernelEvent) {
@@ -115,6 +116,7 @@ public struct TimelineWriter {
             newState = e.newState
             reset = e.reset
             retransmit = e.retransmit
+            timewait = e.timewait
             errorNumber = e.errorNumber
         }
     }
@@ -378,7 +380,16 @@ public struct TimelineWriter {
                 case .listenDrop:
                     out.append("segment dropped: accept queue full" as StaticString)
                 case .transition:
-                    out.append("close() called; the kernel keeps it in its state" as StaticString)
+                    if e.timewait == .handoff {
+                        out.append("closed by the application; the kernel holds it in a timewait socket" as StaticString)
+                    } else if let tw = e.timewait {
+                        out.append("timewait socket: " as StaticString)
+                        out.append(tw.name)
+                    } else {
+                        out.append("close() called; the kernel keeps it in its state" as StaticString)
+                    }
+                case .accept:
+                    out.append("accepted" as StaticString)
                 }
                 if let s = e.newState {
                     out.append(" (kernel state " as StaticString)

@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+/// Issue 15, part 2: the owner of an accepted socket is the process that
+/// accepted it, from its first record on. nginx from Debian (a master that
+/// daemonizes after listen(), two workers, keepalive_timeout 0) serves curl;
+/// each worker's own access log (`$pid $remote_port`) is the truth.
+@Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
+struct AcceptorTests {
+    @Test func nginxWorkersOwnTheSocketsTheyAccept() throws {
+        let net = try VethPair()
+        let port = Unique.port()
+        let dir = try EventLogTests.PrivateDirectory()
+        let conf = dir.path + "/nginx.conf"
+        try """
+        user root;
+        worker_processes 2;
+        pid \(dir.path)/nginx.pid;
+        error_log \(dir.path)/error.log;
+        events { worker_connections 64; }
+        http {
+            log_format t '$pid $remote_port';
+            access_log \(dir.path)/access.log t;
+            keepalive_timeout 0;
+            client_body_temp_path \(dir.path)/body;
+            proxy_temp_path \(dir.path)/proxy;
+            fastcgi_temp_path \(dir.path)/fastcgi;
+            server {
+                listen \(net.serverV4):\(port);
+                location / { return 200 "ok\\n"; }
+            }
+        }
+        """.write(toFile: conf, atomically: true, encoding: .utf8)
+        let tracer = try Tracer(["--port", "\(port)", "--close-wait-threshold", "5"])
+        // nginx daemonizes: the process that called listen() exits, the
+        // master it forked lives on (its pid file says which).
+        let starter = try Background(net.server.command(["nginx", "-c", conf]))
+        defer { _ = try? run(net.server.command(["nginx", "-c", conf, "-s", "stop"]), check: false) }
+        var pidText = ""
+        for _ in 0..<Int(200 * Timing.scale) where pidText.isEmpty {
+            pidText = ((try? String(contentsOfFile: dir.path + "/nginx.pid", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            usleep(50_000)
+        }
+        let master = try #require(Int(pidText), "nginx wrote no pid file: \(starter.stderr)")
+        var workers: [Int] = []
+        for _ in 0..<100 where workers.count < 2 {
+            workers = try run(["pgrep", "-P", "\(master)"], check: false).stdout.split(separator: "\n").compactMap { Int($0) }
+            usleep(50_000)
+        }
+        #expect(workers.count == 2, "nginx workers: \(workers)")
+        let worker = try #require(workers.first)
+        let byWorker = try Tracer(["--port", "\(port)", "--pid", "\(worker)"])
+        let byMaster = try Tracer(["--port", "\(port)", "--pid", "\(master)"])
+        for _ in 0..<20 {
+            try run(net.client.command(["curl", "-s", "-o", "/dev/null", "--max-time", "10", "http://\(net.serverV4):\(port)/"]))
+        }
+        usleep(1_500_000)
+        // Which of nginx's sockets hold TIME_WAIT (nginx closed first; with
+        // keepalive_timeout 0 curl sometimes closes first, or both at once).
+        let inTimeWait = Set(try run(net.server.command(["ss", "-tanH", "state", "time-wait"])).stdout.split(separator: "\n").compactMap { line -> Int? in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 4, f[2].hasSuffix(":\(port)") else { return nil }
+            return f[3].split(separator: ":").last.flatMap { Int($0) }
+        })
+        let (records, status, stderr) = try tracer.stop()
+        let (workerRecords, _, _) = try byWorker.stop()
+        let (masterRecords, _, _) = try byMaster.stop()
+        #expect(status == 0, "\(stderr)")
+
+        // The workers' own account: which pid served which client port.
+        let served = try String(contentsOfFile: dir.path + "/access.log", encoding: .utf8).split(separator: "\n").reduce(into: [Int: Int]()) { m, line in
+            let f = line.split(separator: " ")
+            if f.count == 2, let pid = Int(f[0]), let rport = Int(f[1]) { m[rport] = pid }
+        }
+        #expect(served.count == 20, "access log: \(served)")
+        #expect(Set(served.values).isSubset(of: Set(workers)))
+
+        func accepted(_ rs: [[String: Any]]) -> [Int: [[String: Any]]] {
+            rs.filter { $0.str("type") == "transition" && $0.int("lport") == Int(port) && $0.int("rport") != 0 }
+                .reduce(into: [:]) { $0[$1.int("rport"), default: []].append($1) }
+        }
+        let all = accepted(records)
+        #expect(Set(all.keys) == Set(served.keys), "accepted sockets traced vs the access log")
+        for (rport, rs) in all {
+            let steps = rs.compactMap { $0["step"] as? String }
+            #expect(steps.first == "syn_received" && steps.contains("established"), "\(rport): \(steps)")
+            #expect(rs.allSatisfy { $0.int("pid") == served[rport] && $0["owner_known"] as? Bool == true && $0.str("comm") == "nginx" },
+                    "\(rport), served by \(served[rport] ?? -1): \(rs.map { "\($0.str("kernel_from"))>\($0.str("kernel_to")) \($0.int("pid"))" })")
+        }
+        let timeWaits = records.filter { $0.str("anomaly") == "server_time_wait" }
+        #expect(!inTimeWait.isEmpty, "ss shows no TIME-WAIT on nginx's side; the scenario proves nothing")
+        #expect(Set(timeWaits.map { $0.int("rport") }) == inTimeWait && timeWaits.count == inTimeWait.count,
+                "server_time_wait for \(timeWaits.map { $0.int("rport") }.sorted()), ss TIME-WAIT \(inTimeWait.sorted())")
+        #expect(timeWaits.allSatisfy { $0.int("pid") == served[$0.int("rport")] })
+        #expect(!records.contains { $0.str("anomaly") == "close_wait_stall" })
+
+        // --pid WORKER: all of that worker's sockets, each from its first record;
+        // --pid MASTER: none of them.
+        let mine = Set(served.filter { $0.value == worker }.keys)
+        let seen = accepted(workerRecords)
+        #expect(Set(seen.keys) == mine, "--pid \(worker): \(seen.keys.sorted()) vs served \(mine.sorted())")
+        #expect(seen.values.allSatisfy { $0.first?.str("step") == "syn_received" })
+        #expect(accepted(masterRecords).isEmpty, "--pid \(master) (the master): \(accepted(masterRecords).keys.sorted())")
+    }
+}
+
+extension AcceptorTests {
+    /// Two processes share a port with SO_REUSEPORT; the kernel spreads the
+    /// connections over them. Each server's own list of what it accepted is
+    /// the truth: every record of a socket carries the server that accepted it.
+    @Test func soReuseportServersEachOwnWhatTheyAccept() throws {
+        let net = try VethPair()
+        let port = Unique.port()
+        let tracer = try Tracer(["--port", "\(port)"])
+        let servers = try (0..<2).map { i in
+            try Peer(net.server, ["server", net.serverV4, "\(port)", "1000", "--name", "tt-server\(i)", "--reuseport"])
+        }
+        for s in servers { try s.background.waitFor("listening") }
+        let client = try Peer(net.client, ["client", net.serverV4, "\(port)", "24", "--name", "tt-client"])
+        #expect(try client.background.wait(timeout: 60) == 0)
+        usleep(1_500_000)
+        let (records, status, stderr) = try tracer.stop()
+        #expect(status == 0, "\(stderr)")
+        var acceptedBy: [Int: Int] = [:]
+        for s in servers {
+            let pid = try s.pid
+            for c in s.connections { acceptedBy[c.3] = pid }
+        }
+        #expect(acceptedBy.count == 24, "the servers accepted \(acceptedBy.count)")
+        #expect(Set(acceptedBy.values).count == 2, "SO_REUSEPORT gave every connection to one server: \(acceptedBy)")
+        let accepted = records.filter { $0.str("type") == "transition" && $0.int("lport") == Int(port) && $0.int("rport") != 0 }
+        #expect(Set(accepted.map { $0.int("rport") }) == Set(acceptedBy.keys))
+        let wrong = accepted.filter { $0.int("pid") != acceptedBy[$0.int("rport")] || $0["owner_known"] as? Bool != true }
+        #expect(wrong.isEmpty, "\(wrong.count) records name another process: \(wrong.prefix(4).map { "\($0.int("rport")) \($0.str("kernel_from"))>\($0.str("kernel_to")) pid \($0.int("pid"))" })")
+    }
+}
