@@ -407,7 +407,7 @@ static __always_inline void emit(const struct tcptrail_event *e)
 	struct tcptrail_event *out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
 	if (!out) {
 		count(TT_STAT_LOST);
-		if (e->type >= TT_EVENT_TRANSITION && e->type <= TT_EVENT_LISTEN_DROP)
+		if (e->type >= TT_EVENT_TRANSITION && e->type <= TT_EVENT_ACCEPT)
 			count(TT_STAT_LOST_BY_TYPE + e->type);
 		return;
 	}
@@ -939,6 +939,43 @@ int BPF_PROG(tt_sys_exit, struct pt_regs *regs, long ret)
 	if (nr != TT_NR_CONNECT && nr != TT_NR_LISTEN)
 		return 0;
 	return flush_after_syscall();
+}
+
+/*
+ * A process reading the socket (tcp_recvmsg() runs tcp_rcv_space_adjust() in
+ * the reader's context): a socket handed to another process (fork, then the
+ * parent closes its copy; SCM_RIGHTS) follows the one that reads it. Every
+ * recvmsg() on the host comes here, so the same socket read again by the
+ * same process returns at the per-CPU memo, before any table lookup.
+ */
+struct reader_memo {
+	__u64 sk;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct reader_memo);
+} readers SEC(".maps");
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(tt_reader, struct sock *sk)
+{
+	__u32 zero = 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct reader_memo *m = bpf_map_lookup_elem(&readers, &zero);
+	if (!m || (m->sk == (__u64)sk && m->tgid == tgid))
+		return 0;
+	m->sk = (__u64)sk;
+	m->tgid = tgid;
+	__u64 cookie = cookie_of(sk);
+	struct conn_info *ci = conn_lookup(cookie);
+	if (ci && ci->owner_known && !ci->awaiting && ci->pid != tgid)
+		take_owner(ci);
+	return 0;
 }
 
 /* An event about a socket we may track: flushes what it holds, fills owner. */

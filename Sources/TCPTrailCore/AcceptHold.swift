@@ -48,6 +48,8 @@ public struct AcceptHold: Sendable {
 
     /// Sockets waiting for accept() now.
     public var count: Int { held.count }
+    /// Accepted sockets whose listener's owner was unknown, named by accept().
+    public private(set) var namedWithoutListener: UInt64 = 0
 
     /// Takes one event from the kernel side: holds it, or lets it (and what
     /// an accept event names) go through `release`, in order.
@@ -55,6 +57,7 @@ public struct AcceptHold: Sendable {
         let id = e.connectionID
         if e.kind == .accept {
             guard let h = held.removeValue(forKey: id) else { return }
+            if !h.first.ownerKnown { namedWithoutListener += 1 }
             h.each { x in
                 var named = x
                 named.pid = e.pid

@@ -35,6 +35,9 @@ public enum KernelFeature: String, CaseIterable, Sendable {
     /// timer's start, cancel and expiry (timer:timer_*, for the timer whose
     /// function is tw_timer_handler, found in /proc/kallsyms).
     case timewaitSockets = "timewait_sockets"
+    /// A socket passed to another process (fork, SCM_RIGHTS) names the one
+    /// that reads it (tcp:tcp_rcv_space_adjust, in recvmsg()).
+    case holderChanges = "holder_changes"
     /// The peer's FIN and resets reaching a timewait socket as they happen
     /// (skb:kfree_skb with reason NOT_SPECIFIED); without it FIN_WAIT_2 ->
     /// TIME_WAIT shows when the timer is moved to another bucket or runs out.
@@ -57,6 +60,7 @@ public enum KernelFeature: String, CaseIterable, Sendable {
         case .socketDestroy: return "the kernel's socket table is freed only when it fills"
         case .listenDrops: return "listen overflows come from the kernel's counters only (once a second, per listener)"
         case .listenDropSocket: return "listen drops name the listener by namespace and port only"
+        case .holderChanges: return "a socket passed to another process keeps the owner that accepted, connected or last closed it"
         case .timewaitSockets: return "after close() a connection's FIN_WAIT_2 and TIME_WAIT are inferred (TIME_WAIT ends 60 s later, an orphan's FIN_WAIT_2 is not followed)"
         case .timewaitSegments: return "FIN_WAIT_2 -> TIME_WAIT of a closed socket shows when its timer moves or runs out, and a reset into TIME_WAIT as a kill"
         }
@@ -155,6 +159,9 @@ public struct HookVariant: Sendable, Equatable {
         HookVariant(tracepoint: "skb:kfree_skb", programs: [("tt_kfree_tw", .only)], hook: nil, kind: nil,
                     arguments: 3, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_NOT_SPECIFIED"),
                     provides: [.timewaitSegments], since: "drop reasons came with Linux 5.17", symbol: twTimer),
+        // One copy: recvmsg() runs in a task, never nested in itself.
+        HookVariant(tracepoint: "tcp:tcp_rcv_space_adjust", programs: [("tt_reader", .only)], hook: nil, kind: nil,
+                    arguments: 1, enumerator: nil, provides: [.holderChanges], since: "Linux 4.16"),
         // The timewait socket's timer: never nested in itself (they fire
         // under the timer base's lock, or in the timer softirq), one copy each.
         HookVariant(tracepoint: "timer:timer_start", programs: [("tt_tw_start", .only)], hook: nil, kind: nil,

@@ -128,6 +128,10 @@ final class EventPrinter: RingBufferConsumer {
     /// Accepted sockets' first events, until accept() names their holder.
     private var acceptHold = AcceptHold()
 
+    /// Accepted sockets the kernel side sent without owner that user space
+    /// named: from its listener table, or at accept().
+    var acceptedNamed: UInt64 { owners.named + acceptHold.namedWithoutListener }
+
     /// One event, owner settled, into the engine (or out, with --raw).
     private func process(_ event: KernelEvent) {
         // The kernel lets an accepted socket's events before accept() pass its

@@ -117,7 +117,7 @@ final class TraceSession {
 
     /// What full kernel tables kept from the record, from `stats`.
     func gaps(_ stats: KernelStats) -> TableGaps {
-        TableGaps(stats, named: sink?.owners.named ?? 0)
+        TableGaps(stats, named: sink?.acceptedNamed ?? 0)
     }
 
     /// Events the kernel could not queue so far.

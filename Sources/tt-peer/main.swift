@@ -97,7 +97,7 @@ func drain(_ fd: Int32) {
 
 let args = CommandLine.arguments
 guard args.count >= 5, let port = UInt16(args[3]), let count = Int(args[4]) else {
-    fail("usage: tt-peer server|client ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--reuseport]")
+    fail("usage: tt-peer server|client ADDR PORT COUNT [--name N] [--close-first] [--linger0] [--reuseport] [--fork] [--send N] [--hold S]")
 }
 let mode = args[1]
 guard let endpoint = Endpoint(args[2], port) else { fail("bad address \(args[2])") }
@@ -128,6 +128,20 @@ case "server":
         let fd = accept(listener, nil, nil)
         if fd < 0 { fail("accept: \(String(cString: strerror(errno)))") }
         say("conn \(describe(fd, peer: false)) \(describe(fd, peer: true))")
+        if flags.contains("--fork") {
+            // The socket handed to a child, which reads it and closes it.
+            let child = fork()
+            if child == 0 {
+                close(listener)
+                say("child \(getpid()) \(describe(fd, peer: true))")
+                drain(fd)
+                holdBeforeClose()
+                close(fd)
+                exit(0)
+            }
+            close(fd)
+            continue
+        }
         if linger0 {
             setLinger0(fd)
         } else if !closeFirst {
@@ -145,6 +159,10 @@ case "client":
         let fd = socket(endpoint.family, Int32(SOCK_STREAM.rawValue), 0)
         guard endpoint.withSockaddr({ connect(fd, $0, $1) }) == 0 else { fail("connect: \(String(cString: strerror(errno)))") }
         say("conn \(describe(fd, peer: false)) \(describe(fd, peer: true))")
+        if let i = args.firstIndex(of: "--send"), i + 1 < args.count, let n = Int(args[i + 1]) {
+            let data = [UInt8](repeating: 0x78, count: n)
+            _ = data.withUnsafeBytes { write(fd, $0.baseAddress, n) }
+        }
         if linger0 {
             setLinger0(fd)
         } else if closeFirst {

@@ -19,6 +19,7 @@ enum RecordedKernels {
             "tcp_destroy_sock": 1,
             "sys_exit": 2,            // (regs, ret)
             "kfree_skb": 4,           // (skb, location, reason, rx_sk)
+            "tcp_rcv_space_adjust": 1,
             "timer_start": 2,         // (timer, bucket_expiry)
             "timer_cancel": 1,
             "timer_expire_entry": 2,  // (timer, baseclk)
@@ -40,6 +41,7 @@ enum RecordedKernels {
             "tcp_destroy_sock": 1,
             "sys_exit": 2,
             "kfree_skb": 3,           // (skb, location, reason): no rx_sk before 6.11
+            "tcp_rcv_space_adjust": 1,
             "timer_start": 3,         // (timer, expires, flags)
             "timer_cancel": 1,
             "timer_expire_entry": 2,
@@ -56,7 +58,7 @@ enum RecordedKernels {
             "tt_state_a", "tt_state_b", "tt_retrans_a", "tt_retrans_b", "tt_synack_a", "tt_synack_b",
             "tt_rst_out_a", "tt_rst_out_b", "tt_rst_in_a", "tt_rst_in_b", "tt_error_a", "tt_error_b",
             "tt_destroy_a", "tt_destroy_b", "tt_sys_exit", "tt_kfree_a", "tt_kfree_b",
-            "tt_tw_start", "tt_tw_cancel", "tt_tw_expire",
+            "tt_reader", "tt_tw_start", "tt_tw_cancel", "tt_tw_expire",
         ])
         #expect(plan.missing.isEmpty, "\(plan.missing)")
         #expect(plan.features.allSatisfy { $0.available })

@@ -133,4 +133,35 @@ extension AcceptorTests {
         let wrong = accepted.filter { $0.int("pid") != acceptedBy[$0.int("rport")] || $0["owner_known"] as? Bool != true }
         #expect(wrong.isEmpty, "\(wrong.count) records name another process: \(wrong.prefix(4).map { "\($0.int("rport")) \($0.str("kernel_from"))>\($0.str("kernel_to")) pid \($0.int("pid"))" })")
     }
+
+    /// A server that accepts, forks, and leaves the socket to its child,
+    /// which reads the client's data and closes: the records before the fork
+    /// carry the parent (it held the socket then), those after the child.
+    @Test func aSocketHandedToAChildAfterForkFollowsTheChild() throws {
+        let net = try VethPair()
+        let port = Unique.port()
+        let tracer = try Tracer(["--port", "\(port)"])
+        let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "4", "--name", "tt-server", "--fork"])
+        try server.background.waitFor("listening")
+        let client = try Peer(net.client, ["client", net.serverV4, "\(port)", "4", "--name", "tt-client", "--send", "100", "--hold", "0.5"])
+        #expect(try client.background.wait(timeout: 60) == 0)
+        _ = try server.background.wait(timeout: 60)
+        usleep(1_000_000)
+        let (records, status, stderr) = try tracer.stop()
+        #expect(status == 0, "\(stderr)")
+        let parent = try server.pid
+        // "child PID RADDR RPORT": each child's own account.
+        let children = server.background.stdout.split(separator: "\n").reduce(into: [Int: Int]()) { m, line in
+            let f = line.split(separator: " ")
+            if f.count == 4, f[0] == "child", let pid = Int(f[1]), let rport = Int(f[3]) { m[rport] = pid }
+        }
+        #expect(children.count == 4, "\(server.background.stdout)")
+        for (rport, child) in children {
+            let rs = records.filter { $0.str("type") == "transition" && $0.int("lport") == Int(port) && $0.int("rport") == rport && $0["step"] != nil }
+            let owners = rs.map { "\($0.str("step"))=\($0.int("pid"))" }
+            #expect(rs.map { $0.str("step") } == ["syn_received", "established", "fin_received", "fin_sent", "fin_acked"], "\(rport): \(owners)")
+            #expect(rs.prefix(2).allSatisfy { $0.int("pid") == parent }, "before the fork, the acceptor: \(owners)")
+            #expect(rs.dropFirst(2).allSatisfy { $0.int("pid") == child && $0["owner_known"] as? Bool == true }, "after, the child \(child): \(owners)")
+        }
+    }
 }

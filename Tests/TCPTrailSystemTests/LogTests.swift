@@ -85,7 +85,7 @@ struct EventLogTests {
         #expect(features["transitions"] == true)
         #expect(features["syscall_returns"] == !noSyscallHook)
         #expect(features["timewait_sockets"] == !noTimerHooks && features["timewait_segments"] == !noTimerHooks)
-        #expect(Set(features.keys).count == 13, "\(features)")
+        #expect(Set(features.keys).count == 14, "\(features)")
         #expect(tracer.stderr.contains("tracing without syscall_returns") == noSyscallHook, "\(tracer.stderr)")
         #expect(tracer.stderr.contains("timewait_sockets") == noTimerHooks, "\(tracer.stderr)")
         try validate([path])
