@@ -709,6 +709,10 @@ static __always_inline void tw_handoff(struct tcptrail_event *e, const struct co
 	e->detail = TT_TW_HANDOFF;
 }
 
+/* Cancels stashed in tw_cancels on any CPU: every timer_start on the host
+ * looks at its CPU's slot only while this is not 0 (bench/hook-cost). */
+__u32 tt_tw_cancels = 0;
+
 /* A timewait timer cancelled earlier on this CPU and not restarted: killed. */
 static __always_inline void tw_settle_cancel(struct tw_cancel *c, const struct timer_list *next)
 {
@@ -716,6 +720,7 @@ static __always_inline void tw_settle_cancel(struct tw_cancel *c, const struct t
 		return;
 	__u64 tw = c->tw;
 	c->tw = 0;
+	__sync_fetch_and_add(&tt_tw_cancels, -1);
 	if (next && (__u64)tw_of_timer(next) == tw)
 		return; /* mod_timer(): a reschedule */
 	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &c->key);
@@ -1253,8 +1258,10 @@ static __always_inline void tw_segment(struct sk_buff *skb, struct sock *rx_sk, 
 	/* Descheduled: a reset killed it. */
 	__u32 zero = 0;
 	struct tw_cancel *c = bpf_map_lookup_elem(&tw_cancels, &zero);
-	if (c && c->tw == twp)
+	if (c && c->tw == twp) {
 		c->tw = 0;
+		__sync_fetch_and_add(&tt_tw_cancels, -1);
+	}
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 th = BPF_CORE_READ(skb, transport_header);
 	__u8 flags = 0;
@@ -1342,12 +1349,14 @@ int BPF_PROG(tt_kfree_old_b, struct sk_buff *skb, void *location, enum skb_drop_
 SEC("tp_btf/timer_start")
 int BPF_PROG(tt_tw_start, struct timer_list *timer)
 {
-	__u32 zero = 0;
-	struct tw_cancel *c = bpf_map_lookup_elem(&tw_cancels, &zero);
 	bool resched = false;
-	if (c && c->tw) {
-		resched = (__u64)tw_of_timer(timer) == c->tw;
-		tw_settle_cancel(c, timer);
+	if (tt_tw_cancels) {
+		__u32 zero = 0;
+		struct tw_cancel *c = bpf_map_lookup_elem(&tw_cancels, &zero);
+		if (c && c->tw) {
+			resched = (__u64)tw_of_timer(timer) == c->tw;
+			tw_settle_cancel(c, timer);
+		}
 	}
 	if (!is_tw_timer(timer))
 		return 0;
@@ -1385,6 +1394,7 @@ int BPF_PROG(tt_tw_cancel, struct timer_list *timer)
 	c->key = tw_key(tw);
 	c->at = bpf_ktime_get_ns();
 	c->tw = (__u64)tw;
+	__sync_fetch_and_add(&tt_tw_cancels, 1);
 	return 0;
 }
 
