@@ -13,13 +13,14 @@ struct ListenOverflowTests {
         // Made now, after the tracer's start and its /proc walk.
         let net = try VethPair()
         let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-server", "--backlog", "\(backlog)",
-                                           "--no-accept", "--hold", "3"])
+                                           "--no-accept", "--hold", Timing.hold(3)])
         try server.background.waitFor("listening")
         var clients: [Peer] = []
         for _ in 0..<8 {
             clients.append(try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--half-close", "--no-drain", "--hold", "2"]))
         }
-        _ = try server.background.wait(timeout: 60)
+        // (3 s here; scaled where starting the clients takes seconds, as in the emulated guest.)
+        _ = try server.background.wait(timeout: 30 * Timing.scale)
         // The listener is gone; the monitor's next check (once a second) still counts it.
         usleep(2_500_000)
         let overflows = try net.server.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0

@@ -90,9 +90,16 @@ final class Background {
         FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = args
-        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
-        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        let out = try FileHandle(forWritingTo: stdoutURL), err = try FileHandle(forWritingTo: stderrURL)
+        process.standardOutput = out
+        process.standardError = err
         process.standardInput = FileHandle.nullDevice
+        // The child has its own copies: ours would stay open for the whole
+        // test run (one suite opens hundreds of these; the 6.1 guest's limit is 1024).
+        defer {
+            try? out.close()
+            try? err.close()
+        }
         // Children inherit this thread's signal mask, and test threads block
         // most signals: unblock them so SIGINT and SIGTERM reach the child.
         var all = sigset_t(), saved = sigset_t()
