@@ -107,9 +107,9 @@ struct LogSafetyTests {
 
         let before = try records(moved), after = try records(path)
         #expect(before.first?.str("type") == "header" && after.first?.str("type") == "header")
-        #expect(before.filter { $0.str("type") == "transition" }.count == 32)
+        #expect(before.filter(\.isSetState).count == 32)
         // The second batch's records were not written; the third's were.
-        let transitions = after.filter { $0.str("type") == "transition" }.count
+        let transitions = after.filter(\.isSetState).count
         #expect(transitions >= 32)
         let summary = try #require(after.last)
         #expect(summary.str("type") == "summary")

@@ -306,6 +306,10 @@ extension Dictionary where Key == String, Value == Any {
     func str(_ key: String) -> String { (self[key] as? String) ?? "" }
     /// "FROM->TO" of a transition record.
     var transition: String { "\(str("kernel_from"))->\(str("kernel_to"))" }
+    /// A transition sock:inet_sock_set_state reported, not a connection's
+    /// timewait socket: how many there are does not depend on whether the
+    /// peer's FIN beat the application's close().
+    var isSetState: Bool { str("type") == "transition" && (str("timewait").isEmpty || str("timewait") == "handoff") }
 }
 
 /// The transitions of each connection id, in record order.

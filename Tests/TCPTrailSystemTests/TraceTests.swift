@@ -167,12 +167,11 @@ struct TraceTests {
         let port = try byPort.stop().records
         #expect(port.allSatisfy { $0.int("lport") == Int(p4) || $0.int("rport") == Int(p4) })
         // sock:inet_sock_set_state's: not those of the clients' timewait sockets.
-        func setState(_ r: [String: Any]) -> Bool { r.str("type") == "transition" && (r.str("timewait").isEmpty || r.str("timewait") == "handoff") }
-        #expect(port.filter(setState).count == 10 * n + 1)  // + the listener's close
+        #expect(port.filter(\.isSetState).count == 10 * n + 1)  // + the listener's close
 
         let rport = try byRemotePort.stop().records
         #expect(rport.allSatisfy { $0.int("rport") == Int(p4) })
-        #expect(rport.filter(setState).count == 5 * n)
+        #expect(rport.filter(\.isSetState).count == 5 * n)
 
         let pid = try byPid.stop().records
         #expect(pid.allSatisfy { $0.int("pid") == pid4 && $0.str("comm") == "tt-srv4" })
@@ -180,11 +179,11 @@ struct TraceTests {
 
         let v6 = try v6InNamespace.stop().records
         #expect(v6.allSatisfy { $0.int("family") == 6 && $0.int("netns") == Int(inode) })
-        #expect(v6.filter(setState).count == 10 * n + 1)
+        #expect(v6.filter(\.isSetState).count == 10 * n + 1)
 
         let addr = try byAddress.stop().records
         #expect(addr.allSatisfy { $0.str("laddr") == "::1" || $0.str("raddr") == "::1" })
-        #expect(addr.filter(setState).count == 10 * n + 1)
+        #expect(addr.filter(\.isSetState).count == 10 * n + 1)
     }
 
     // Test 6: a stopped consumer and a tiny buffer: lost + delivered = tracepoint hits.
