@@ -49,8 +49,7 @@ struct conn_info {
 	__u64 last_ns;         /* time of the last transition */
 	__u64 pending_ns;      /* held-back transition, if pending_new != 0 */
 	__u32 generation;
-	__u32 pid;
-	char comm[TT_COMM_LEN];
+	struct tcptrail_owner owner;
 	__u32 pending_new;     /* held-back transition's new state, 0 if none; taken with xchg */
 	__u8 state;            /* the kernel state after the last transition */
 	__u8 pending_old;
@@ -468,13 +467,19 @@ static __always_inline void fill_endpoints(struct tcptrail_event *e, const struc
 	}
 }
 
+/* An event names its socket's holder. */
+static __always_inline void owner_to_event(struct tcptrail_event *e, const struct tcptrail_owner *o)
+{
+	e->pid = o->pid;
+	__builtin_memcpy(e->comm, o->comm, TT_COMM_LEN);
+	__builtin_memcpy(e->thread, o->thread, TT_COMM_LEN);
+	e->flags |= TT_FLAG_OWNER_KNOWN;
+}
+
 static __always_inline void fill_owner(struct tcptrail_event *e, const struct conn_info *ci)
 {
-	if (ci && ci->owner_known) {
-		e->pid = ci->pid;
-		__builtin_memcpy(e->comm, ci->comm, TT_COMM_LEN);
-		e->flags |= TT_FLAG_OWNER_KNOWN;
-	}
+	if (ci && ci->owner_known)
+		owner_to_event(e, &ci->owner);
 	if (ci && ci->awaiting)
 		e->flags |= TT_FLAG_AWAITING_ACCEPT;
 }
@@ -536,13 +541,15 @@ static __always_inline void flush_pending(const struct sock *sk, __u64 cookie, s
 
 /* Records the current process as the socket's owner: its tgid, and the
  * thread group leader's name, which /proc/PID/comm and `ss -p` show (a
- * worker thread's own name, "NIO-SGLTN-1-#2", is not the process's). */
+ * worker thread's own name, "NIO-SGLTN-1-#2", is not the process's: it is
+ * kept as the thread's). */
 static __always_inline void take_owner(struct conn_info *ci)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	ci->pid = bpf_get_current_pid_tgid() >> 32;
-	if (BPF_CORE_READ_INTO(&ci->comm, task, group_leader, comm))
-		bpf_get_current_comm(ci->comm, sizeof(ci->comm));
+	ci->owner.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(ci->owner.thread, sizeof(ci->owner.thread));
+	if (BPF_CORE_READ_INTO(&ci->owner.comm, task, group_leader, comm))
+		__builtin_memcpy(ci->owner.comm, ci->owner.thread, TT_COMM_LEN);
 	ci->owner_known = 1;
 	ci->awaiting = 0;
 }
@@ -579,14 +586,12 @@ static __always_inline void list_listener(const struct sock *sk, struct conn_inf
 	struct tcptrail_listener_key lk = listener_key(sk);
 	struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
 	if (l) {
-		l->owner.pid = ci->pid;
-		__builtin_memcpy(l->owner.comm, ci->comm, TT_COMM_LEN);
+		l->owner = ci->owner;
 		__sync_fetch_and_add(&l->refs, 1);
 		ci->listed = 1;
 		return;
 	}
-	struct tcptrail_listener fresh = { .owner.pid = ci->pid, .refs = 1 };
-	__builtin_memcpy(fresh.owner.comm, ci->comm, TT_COMM_LEN);
+	struct tcptrail_listener fresh = { .owner = ci->owner, .refs = 1 };
 	if (bpf_map_update_elem(&listeners, &lk, &fresh, BPF_NOEXIST) == 0) {
 		ci->listed = 1;
 		return;
@@ -661,11 +666,8 @@ static __always_inline void emit_tw(const struct tcptrail_tw *t, const struct tc
 	e.new_state = new;
 	e.detail = detail;
 	e.reason = reason;
-	if (t->owner_known) {
-		e.pid = t->pid;
-		__builtin_memcpy(e.comm, t->comm, TT_COMM_LEN);
-		e.flags |= TT_FLAG_OWNER_KNOWN;
-	}
+	if (t->owner_known)
+		owner_to_event(&e, &t->owner);
 	if (t->since_ns && now >= t->since_ns) {
 		e.prev_state_ns = now - t->since_ns;
 		e.flags |= TT_FLAG_PREV_KNOWN;
@@ -701,8 +703,9 @@ static __always_inline void tw_handoff(struct tcptrail_event *e, const struct co
 	t->generation = e->generation;
 	t->since_ns = now;
 	if (e->flags & TT_FLAG_OWNER_KNOWN) {
-		t->pid = e->pid;
-		__builtin_memcpy(t->comm, e->comm, TT_COMM_LEN);
+		t->owner.pid = e->pid;
+		__builtin_memcpy(t->owner.comm, e->comm, TT_COMM_LEN);
+		__builtin_memcpy(t->owner.thread, e->thread, TT_COMM_LEN);
 		t->owner_known = 1;
 	}
 	t->linked = 1;
@@ -744,8 +747,7 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 		struct conn_info fresh = {};
 		struct tcptrail_owner *seed = bpf_map_lookup_elem(&owner_seeds, &cookie);
 		if (seed) {
-			fresh.pid = seed->pid;
-			__builtin_memcpy(fresh.comm, seed->comm, TT_COMM_LEN);
+			fresh.owner = *seed;
 			fresh.owner_known = 1;
 		}
 		/* A full table: the event goes out marked TT_FLAG_UNTRACKED,
@@ -770,8 +772,7 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 			struct tcptrail_listener_key lk = listener_key(sk);
 			struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
 			if (l) {
-				ci->pid = l->owner.pid;
-				__builtin_memcpy(ci->comm, l->owner.comm, TT_COMM_LEN);
+				ci->owner = l->owner;
 				ci->owner_known = 1;
 			}
 		}
@@ -792,11 +793,8 @@ static __always_inline int on_set_state(const void *ctx, enum tt_copy copy, stru
 		if (oldstate == TCP_LISTEN) {
 			struct tcptrail_listener_key lk = listener_key(sk);
 			struct tcptrail_listener *l = bpf_map_lookup_elem(&listeners, &lk);
-			if (l) {
-				e.pid = l->owner.pid;
-				__builtin_memcpy(e.comm, l->owner.comm, TT_COMM_LEN);
-				e.flags |= TT_FLAG_OWNER_KNOWN;
-			}
+			if (l)
+				owner_to_event(&e, &l->owner);
 		}
 	}
 	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE))
@@ -978,7 +976,7 @@ int BPF_PROG(tt_reader, struct sock *sk)
 	m->tgid = tgid;
 	__u64 cookie = cookie_of(sk);
 	struct conn_info *ci = conn_lookup(cookie);
-	if (ci && ci->owner_known && !ci->awaiting && ci->pid != tgid)
+	if (ci && ci->owner_known && !ci->awaiting && ci->owner.pid != tgid)
 		take_owner(ci);
 	return 0;
 }
@@ -993,11 +991,8 @@ static __always_inline void prepare_sock_event(struct tcptrail_event *e, struct 
 	fill_common(e, sk, cookie, ci, bpf_ktime_get_ns());
 	if (!ci) {
 		struct tcptrail_owner *seed = bpf_map_lookup_elem(&owner_seeds, &cookie);
-		if (seed) {
-			e->pid = seed->pid;
-			__builtin_memcpy(e->comm, seed->comm, TT_COMM_LEN);
-			e->flags |= TT_FLAG_OWNER_KNOWN;
-		}
+		if (seed)
+			owner_to_event(e, seed);
 	}
 	e->type = type;
 	e->new_state = BPF_CORE_READ(sk, __sk_common.skc_state);
@@ -1303,11 +1298,8 @@ static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, stru
 	if (e.netns) {
 		struct tcptrail_listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };
 		struct tcptrail_owner *o = bpf_map_lookup_elem(&listeners, &lk);
-		if (o) {
-			e.pid = o->pid;
-			__builtin_memcpy(e.comm, o->comm, TT_COMM_LEN);
-			e.flags |= TT_FLAG_OWNER_KNOWN;
-		}
+		if (o)
+			owner_to_event(&e, o);
 	}
 	emit(&e);
 	return 0;

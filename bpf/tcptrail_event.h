@@ -91,10 +91,11 @@ struct tcptrail_event {
 	__u8 flags;           /* enum tcptrail_event_flags */
 	__u8 cpu;             /* CPU that saw the event */
 	__u32 reason;         /* tcp_send_reset reason (enum sk_rst_reason) */
-	char comm[TT_COMM_LEN];
+	char comm[TT_COMM_LEN];   /* the owner's process name (its thread group leader's) */
+	char thread[TT_COMM_LEN]; /* the owner's thread that took the socket; "" if unknown */
 };
 
-#define TT_EVENT_SIZE 104
+#define TT_EVENT_SIZE 120
 
 /* Settings written into .rodata before load (const volatile in the program). */
 #define TT_MAX_FILTER 8
@@ -124,9 +125,12 @@ struct tcptrail_listener_key {
 	__u16 port;    /* host order */
 };
 
+/* Who holds a socket: the process (tgid, leader's name) and the thread of
+ * it that took the socket (accept, connect, listen, read), "" if unknown. */
 struct tcptrail_owner {
 	__u32 pid;
 	char comm[TT_COMM_LEN];
+	char thread[TT_COMM_LEN];
 };
 
 struct tcptrail_listener {
@@ -153,8 +157,7 @@ struct tcptrail_tw {
 	__u64 since_ns;      /* when it entered its substate */
 	__u64 tw;            /* the inet_timewait_sock's address; 0 if seeded and not yet seen */
 	__u32 generation;
-	__u32 pid;
-	char comm[TT_COMM_LEN];
+	struct tcptrail_owner owner;
 	__u8 substate;       /* TCP_FIN_WAIT2 or TCP_TIME_WAIT, as last seen */
 	__u8 owner_known;
 	__u8 linked;         /* conn is known (named at the handoff, or seeded) */
@@ -199,11 +202,12 @@ _Static_assert(__builtin_offsetof(struct tcptrail_event, sport) == 72, "sport of
 _Static_assert(__builtin_offsetof(struct tcptrail_event, type) == 78, "type offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, reason) == 84, "reason offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, comm) == 88, "comm offset");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, thread) == 104, "thread offset");
 _Static_assert(sizeof(struct tcptrail_config) == 120, "tcptrail_config size");
 _Static_assert(sizeof(struct tcptrail_listener_key) == 8, "tcptrail_listener_key size");
-_Static_assert(sizeof(struct tcptrail_owner) == 20, "tcptrail_owner size");
-_Static_assert(sizeof(struct tcptrail_listener) == 24, "tcptrail_listener size");
+_Static_assert(sizeof(struct tcptrail_owner) == 36, "tcptrail_owner size");
+_Static_assert(sizeof(struct tcptrail_listener) == 40, "tcptrail_listener size");
 _Static_assert(sizeof(struct tcptrail_tw_key) == 44, "tcptrail_tw_key size");
-_Static_assert(sizeof(struct tcptrail_tw) == 56, "tcptrail_tw size");
+_Static_assert(sizeof(struct tcptrail_tw) == 72, "tcptrail_tw size");
 
 #endif /* TCPTRAIL_EVENT_H */

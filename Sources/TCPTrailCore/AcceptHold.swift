@@ -62,6 +62,7 @@ public struct AcceptHold: Sendable {
                 var named = x
                 named.pid = e.pid
                 named.comm = e.comm
+                named.thread = e.thread
                 named.flags = (named.flags | UInt8(TT_FLAG_OWNER_KNOWN.rawValue)) & ~UInt8(TT_FLAG_AWAITING_ACCEPT.rawValue)
                 release(named)
             }

@@ -78,20 +78,24 @@ public struct JSONLinesWriter: Sendable {
             }
             out.append(UInt8(ascii: "\""))
         }
-        appendOwnerAndEndpoints(pid: e.pid, comm: e.comm, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
+        appendOwnerAndEndpoints(pid: e.pid, comm: e.comm, thread: e.thread, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
                                 local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
         out.append(",\"cpu\":" as StaticString)
         out.append(decimal: UInt64(e.cpu))
     }
 
     /// The fields every connection record shares after `conn`.
-    private func appendOwnerAndEndpoints(pid: UInt32, comm: ProcessName, ownerKnown: Bool, netns: UInt32, family: UInt8,
+    private func appendOwnerAndEndpoints(pid: UInt32, comm: ProcessName, thread: ProcessName, ownerKnown: Bool, netns: UInt32, family: UInt8,
                                          local: RawAddress, localPort: UInt16, remote: RawAddress, remotePort: UInt16,
                                          to out: inout OutputBuffer) {
         out.append(",\"pid\":" as StaticString)
         out.append(decimal: UInt64(pid))
         out.append(",\"comm\":" as StaticString)
         out.appendJSONString(comm)
+        if ownerKnown && !thread.isEmpty && thread != comm {
+            out.append(",\"thread\":" as StaticString)
+            out.appendJSONString(thread)
+        }
         out.append(",\"netns\":" as StaticString)
         out.append(decimal: UInt64(netns))
         out.append(",\"family\":" as StaticString)
@@ -112,7 +116,7 @@ public struct JSONLinesWriter: Sendable {
         out.append(",\"conn\":\"" as StaticString)
         out.append(connection: id.conn)
         out.append(UInt8(ascii: "\""))
-        appendOwnerAndEndpoints(pid: id.pid, comm: id.comm, ownerKnown: id.ownerKnown, netns: id.netns, family: id.family,
+        appendOwnerAndEndpoints(pid: id.pid, comm: id.comm, thread: id.thread, ownerKnown: id.ownerKnown, netns: id.netns, family: id.family,
                                 local: id.localAddress, localPort: id.localPort, remote: id.remoteAddress, remotePort: id.remotePort, to: &out)
     }
 

@@ -174,6 +174,9 @@ public struct ProcessName: Sendable, Equatable {
         self.b = b
     }
 
+    /// No name: all 16 bytes NUL.
+    public var isEmpty: Bool { a == 0 && b == 0 }
+
     /// Builds a name from a string's UTF-8 bytes, cut at 15 bytes like the kernel.
     public init(_ string: String) {
         var value = ProcessName()
@@ -220,7 +223,11 @@ public struct KernelEvent: Sendable, Equatable {
     public var previousStateNanoseconds: UInt64?
     public var netns: UInt32
     public var pid: UInt32
+    /// The owner's process name (its thread group leader's, as `ss -p` shows).
     public var comm: ProcessName
+    /// The owner's thread that took the socket (accept, connect, listen,
+    /// read); empty when unknown (owners seeded from /proc).
+    public var thread: ProcessName
     public var kind: KernelEventKind
     /// 4 or 6.
     public var family: UInt8
@@ -245,7 +252,7 @@ public struct KernelEvent: Sendable, Equatable {
     public init(
         monoNanoseconds: UInt64, cookie: UInt64, generation: UInt32 = 0,
         previousStateNanoseconds: UInt64? = nil, netns: UInt32 = 0, pid: UInt32 = 0,
-        comm: ProcessName = ProcessName(), kind: KernelEventKind, family: UInt8 = 4,
+        comm: ProcessName = ProcessName(), thread: ProcessName = ProcessName(), kind: KernelEventKind, family: UInt8 = 4,
         localAddress: RawAddress = RawAddress(), remoteAddress: RawAddress = RawAddress(),
         localPort: UInt16 = 0, remotePort: UInt16 = 0,
         oldState: KernelTCPState? = nil, newState: KernelTCPState? = nil,
@@ -259,6 +266,7 @@ public struct KernelEvent: Sendable, Equatable {
         self.netns = netns
         self.pid = pid
         self.comm = comm
+        self.thread = thread
         self.kind = kind
         self.family = family
         self.localAddress = localAddress
@@ -401,6 +409,7 @@ public enum EventDecoder {
         withUnsafeBytes(of: raw.saddr) { event.localAddress = $0.loadUnaligned(as: RawAddress.self) }
         withUnsafeBytes(of: raw.daddr) { event.remoteAddress = $0.loadUnaligned(as: RawAddress.self) }
         withUnsafeBytes(of: raw.comm) { event.comm = $0.loadUnaligned(as: ProcessName.self) }
+        withUnsafeBytes(of: raw.thread) { event.thread = $0.loadUnaligned(as: ProcessName.self) }
         switch kind {
         case .retransmit: event.retransmit = RetransmitKind(rawValue: raw.detail)
         case .reset: event.reset = ResetDirection(rawValue: raw.detail)
@@ -442,6 +451,7 @@ public enum EventDecoder {
         withUnsafeMutableBytes(of: &raw.saddr) { $0.storeBytes(of: event.localAddress, as: RawAddress.self) }
         withUnsafeMutableBytes(of: &raw.daddr) { $0.storeBytes(of: event.remoteAddress, as: RawAddress.self) }
         withUnsafeMutableBytes(of: &raw.comm) { $0.storeBytes(of: event.comm, as: ProcessName.self) }
+        withUnsafeMutableBytes(of: &raw.thread) { $0.storeBytes(of: event.thread, as: ProcessName.self) }
         return raw
     }
 }

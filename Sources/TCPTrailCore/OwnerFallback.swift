@@ -80,6 +80,7 @@ public struct OwnerFallback {
     private func apply(_ o: ListenerOwner, to e: inout KernelEvent) {
         e.pid = o.pid
         e.comm = o.comm
+        e.thread = ProcessName()  // /proc names the process only
         e.flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
     }
 }

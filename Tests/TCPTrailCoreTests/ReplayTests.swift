@@ -248,6 +248,12 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         odd[1].localAddress = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
         odd[1].remoteAddress = RawAddress(bytes: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0xab, 0xcd])
         odd[2].previousStateNanoseconds = 123_456
+        // A thread with its own name, one named as its process, one escaped.
+        let owned = UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
+        odd[3].thread = ProcessName("NIO-SGLTN-1-#2"); odd[3].flags |= owned
+        odd[4].thread = odd[4].comm; odd[4].flags |= owned
+        odd[5].thread = ProcessName(bytes: [0x1b, 0x5d, 0x41, 0xff]); odd[5].flags |= owned
+        odd[6].thread = ProcessName("not-an-owner"); odd[6].flags &= ~owned
         for e in odd {
             var out = OutputBuffer()
             writer.append(e, to: &out)
@@ -258,7 +264,10 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
             expected.flags &= ~UInt8(TT_FLAG_PREV_KNOWN.rawValue)
             if e.kind != .transition { expected.oldState = e.newState }
             if e.kind == .transition { expected.errorNumber = 0 }
+            // Written only for an owner, and only where it differs from comm.
+            if !e.ownerKnown || e.thread == e.comm { expected.thread = ProcessName() }
             #expect(r.event == expected, "\(out.string)")
+            #expect(out.string.contains("\"thread\":") == (e.ownerKnown && !e.thread.isEmpty && e.thread != e.comm), "\(out.string)")
         }
     }
 }
@@ -514,6 +523,8 @@ func replaceNumber(in line: inout [UInt8], _ which: Int, _ pick: UInt8) {
         events[1].family = 6
         events[1].localAddress = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
         events[2].errorNumber = -5
+        events[3].thread = ProcessName("pool-worker-7"); events[3].flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
+        events[4].thread = ProcessName(bytes: [0x1b, 0x5c, 0x41]); events[4].flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
         var writer = JSONLinesWriter(clock: WallClock(bootOffsetNanoseconds: 0))
         var engine = HandshakeEngine()
         var lines: [[UInt8]] = []

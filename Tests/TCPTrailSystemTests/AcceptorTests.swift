@@ -165,3 +165,79 @@ extension AcceptorTests {
         }
     }
 }
+
+extension AcceptorTests {
+    /// A threaded server and client (Python, as operators run them): the
+    /// process's name is its leader's, as /proc/PID/comm and `ss -p` show;
+    /// the thread that listened, accepted or connected is `thread`, as
+    /// /proc/PID/task/TID/comm shows. A single-threaded peer gets no `thread`.
+    static let threaded = #"""
+import ctypes, os, socket, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+def rename(n): libc.prctl(15, n.encode(), 0, 0, 0)
+mode, addr, port, count, leader, worker = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+rename(leader)
+def proc(path): return open(path).read().strip()
+def serve():
+    rename(worker)
+    tid = threading.get_native_id()
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(16)
+    print("names", proc("/proc/self/comm"), proc(f"/proc/self/task/{tid}/comm"), os.getpid(), flush=True)
+    print("listening", flush=True)
+    for _ in range(count):
+        c, peer = s.accept()
+        print("conn", peer[1], flush=True)
+        while c.recv(100): pass
+        c.close()
+    s.close()
+def dial():
+    rename(worker)
+    tid = threading.get_native_id()
+    print("names", proc("/proc/self/comm"), proc(f"/proc/self/task/{tid}/comm"), os.getpid(), flush=True)
+    for _ in range(count):
+        c = socket.create_connection((addr, port))
+        print("conn", c.getsockname()[1], flush=True)
+        c.sendall(b"x"); c.shutdown(socket.SHUT_WR)
+        while c.recv(100): pass
+        time.sleep(0.05)
+        c.close()
+t = threading.Thread(target=serve if mode == "server" else dial); t.start(); t.join()
+"""#
+
+    @Test func theThreadThatTookASocketIsNamedBesideItsProcess() throws {
+        let net = try VethPair()
+        let port = Unique.port(), plainPort = Unique.port()
+        let tracer = try Tracer(["--port", "\(port)", "--port", "\(plainPort)"])
+        let server = try Background(net.server.command(["python3", "-c", Self.threaded, "server", net.serverV4, "\(port)", "5", "tt-pyserve", "tt-acceptor"]))
+        try server.waitFor("listening")
+        let client = try Background(net.client.command(["python3", "-c", Self.threaded, "client", net.serverV4, "\(port)", "5", "tt-pyclient", "tt-dialer"]))
+        #expect(try client.wait(timeout: 60) == 0, "\(client.stderr)")
+        #expect(try server.wait(timeout: 60) == 0, "\(server.stderr)")
+        // A single-threaded peer: the thread is the process.
+        let plainServer = try Peer(net.server, ["server", net.serverV4, "\(plainPort)", "2", "--name", "tt-plain"])
+        try plainServer.background.waitFor("listening")
+        #expect(try Peer(net.client, ["client", net.serverV4, "\(plainPort)", "2", "--name", "tt-plaincli"]).background.wait(timeout: 60) == 0)
+        _ = try plainServer.background.wait(timeout: 60)
+        usleep(1_000_000)
+        let (records, status, stderr) = try tracer.stop()
+        #expect(status == 0, "\(stderr)")
+
+        // What /proc said, from inside each process.
+        func names(_ b: Background) -> [Substring] { b.stdout.split(separator: "\n").first { $0.hasPrefix("names ") }?.split(separator: " ").dropFirst().map { $0 } ?? [] }
+        let serverNames = names(server), clientNames = names(client)
+        #expect(serverNames.prefix(2) == ["tt-pyserve", "tt-acceptor"] && clientNames.prefix(2) == ["tt-pyclient", "tt-dialer"], "\(server.stdout) \(client.stdout)")
+        let serverPid = try #require(serverNames.last.flatMap { Int($0) }), clientPid = try #require(clientNames.last.flatMap { Int($0) })
+        let transitions = records.filter { $0.str("type") == "transition" }
+        let ours = transitions.filter { $0.int("lport") == Int(port) || $0.int("rport") == Int(port) }
+        let atServer = ours.filter { $0.int("lport") == Int(port) }, atClient = ours.filter { $0.int("rport") == Int(port) }
+        #expect(atServer.count >= 5 * 5 + 2 && atClient.count >= 5 * 5, "\(ours.count) records")
+        let wrongServer = atServer.filter { $0.int("pid") != serverPid || $0.str("comm") != "tt-pyserve" || $0.str("thread") != "tt-acceptor" }
+        #expect(wrongServer.isEmpty, "\(wrongServer.prefix(3))")
+        let wrongClient = atClient.filter { $0.int("pid") != clientPid || $0.str("comm") != "tt-pyclient" || $0.str("thread") != "tt-dialer" }
+        #expect(wrongClient.isEmpty, "\(wrongClient.prefix(3))")
+        let plain = transitions.filter { $0.int("lport") == Int(plainPort) || $0.int("rport") == Int(plainPort) }
+        #expect(plain.count >= 2 * 10 && plain.allSatisfy { $0["thread"] == nil && $0["owner_known"] as? Bool == true }, "\(plain.filter { $0["thread"] != nil }.prefix(2))")
+        print("THREAD-FIGURES server \(atServer.count) records (tt-pyserve/tt-acceptor), client \(atClient.count) (tt-pyclient/tt-dialer), single-threaded \(plain.count) without thread")
+    }
+}

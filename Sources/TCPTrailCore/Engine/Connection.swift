@@ -3,6 +3,8 @@ public struct ConnectionIdentity: Sendable, Equatable {
     public var conn: ConnectionID
     public var pid: UInt32
     public var comm: ProcessName
+    /// The owner's thread that took the socket, where known.
+    public var thread: ProcessName
     public var ownerKnown: Bool
     public var netns: UInt32
     public var family: UInt8
@@ -19,6 +21,7 @@ public struct ConnectionIdentity: Sendable, Equatable {
         self.conn = conn
         pid = e.pid
         comm = e.comm
+        thread = e.thread
         ownerKnown = e.ownerKnown
         netns = e.netns
         family = e.family
@@ -33,6 +36,7 @@ public struct ConnectionIdentity: Sendable, Equatable {
         conn = ConnectionID(cookie: cookie)
         pid = s.pid
         comm = s.comm
+        thread = ProcessName()
         ownerKnown = s.pid != 0
         netns = s.netns
         family = s.family

@@ -142,6 +142,7 @@ public struct LogRecordParser {
         case conn = "conn"
         case pid = "pid"
         case comm = "comm"
+        case thread = "thread"
         case netns = "netns"
         case family = "family"
         case laddr = "laddr"
@@ -329,6 +330,12 @@ public struct LogRecordParser {
             guard v.kind == .bool else { throw Self.fail("\"\(name)\" must be true or false") }
             return v.boolValue
         }
+        func name(_ v: JSONValue, _ key: String) throws -> ProcessName {
+            guard v.kind == .string else { throw Self.fail("\"\(key)\" must be a string") }
+            guard v.escaped else { return ProcessName(bytes: UnsafeBufferPointer(start: p + v.start, count: v.end - v.start)) }
+            JSONStrings.decode(p, v, latin1: true, into: &scratch)
+            return ProcessName(bytes: scratch)
+        }
 
         // Records of one type list their members in one order: the slot seen
         // at each position on the last line is tried first.
@@ -351,14 +358,8 @@ public struct LogRecordParser {
             case .monoNs?: mono = try number(v, "mono_ns", max: UInt64(Int64.max))
             case .conn?: conn = v
             case .pid?: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
-            case .comm?:
-                guard v.kind == .string else { throw Self.fail("\"comm\" must be a string") }
-                if v.escaped {
-                    JSONStrings.decode(p, v, latin1: true, into: &scratch)
-                    r.event.comm = ProcessName(bytes: scratch)
-                } else {
-                    r.event.comm = ProcessName(bytes: UnsafeBufferPointer(start: p + v.start, count: v.end - v.start))
-                }
+            case .comm?: r.event.comm = try name(v, "comm")
+            case .thread?: r.event.thread = try name(v, "thread")
             case .netns?: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
             case .family?: family = try number(v, "family", max: 255)
             case .laddr?: laddr = v

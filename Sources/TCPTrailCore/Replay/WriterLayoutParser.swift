@@ -30,6 +30,14 @@ struct WriterLayoutParser {
 
     // MARK: - The record
 
+    /// `"thread"`, written after `comm` where the owner's thread has its own name.
+    private mutating func optionalThread(_ r: inout LogRecord) -> Bool {
+        guard skip(",\"thread\":") else { return true }
+        guard let thread = plainString() else { return false }
+        r.event.thread = ProcessName(p + thread.start, count: thread.end - thread.start)
+        return true
+    }
+
     private mutating func record(_ r: inout LogRecord) -> Bool {
         r = LogRecord()
         guard skip("{\"v\":1,\"seq\":"), let seq = unsigned(),
@@ -40,6 +48,7 @@ struct WriterLayoutParser {
               (try? LogRecordParser.parseConn(p, conn, into: &r.event)) != nil,
               skip(",\"pid\":"), let pid = unsigned(max: UInt64(UInt32.max)),
               skip(",\"comm\":"), let comm = plainString(),
+              optionalThread(&r),
               skip(",\"netns\":"), let netns = unsigned(max: UInt64(UInt32.max)),
               skip(",\"family\":"), let family = unsigned(max: 255), family == 4 || family == 6,
               skip(",\"laddr\":"), let laddr = plainString(),

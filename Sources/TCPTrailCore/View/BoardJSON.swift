@@ -81,6 +81,11 @@ public struct BoardJSON: Sendable {
         if id.ownerKnown { out.append(decimal: UInt64(id.pid)) } else { out.append("null" as StaticString) }
         out.append(",\"comm\":" as StaticString)
         appendComm(id, to: &out)
+        // The thread that took the socket, where its name is not the process's.
+        if id.ownerKnown && !id.thread.isEmpty && id.thread != id.comm {
+            out.append(",\"thread\":" as StaticString)
+            out.appendJSONString(id.thread.escaped)
+        }
         out.append(",\"local\":\"" as StaticString)
         ConnectionBoard.appendEndpoint(id, remote: false, to: &out)
         out.append("\",\"remote\":\"" as StaticString)

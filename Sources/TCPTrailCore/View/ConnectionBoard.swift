@@ -133,6 +133,7 @@ public struct ConnectionBoard: Sendable {
             if !e.noSocket, var row = rows[e.connectionID], e.ownerKnown {
                 row.identity.pid = e.pid
                 row.identity.comm = e.comm
+                row.identity.thread = e.thread
                 row.identity.ownerKnown = true
                 rows[e.connectionID] = row
             }
