@@ -112,13 +112,14 @@ struct {
 } in_syscall SEC(".maps");
 
 /*
- * Accepted children with their listener's cookie. On Linux 6.1 (seen in the
- * Debian 12 guest of scripts/test-kernels) sk_clone_lock() copies
- * sock_common whole, skc_cookie with it, so every child accepted after the
- * listener's cookie was made reads that same cookie; 6.18 gives each child a
- * cookie of its own. A child whose cookie is already set at its first event
- * (LISTEN -> SYN_RECV, fired from the clone path before anything else can
- * ask for one) gets an id of its own here, by socket address, until the
+ * Accepted children whose cookie at their first event is not their own.
+ * On Linux 6.1 (seen in the Debian 12 guest of scripts/test-kernels)
+ * sk_clone_lock() copies sock_common whole, skc_cookie with it, and the
+ * child's LISTEN -> SYN_RECV fires before the request's cookie replaces it
+ * (see first_event_cookie()); 6.18 gives each child a cookie of its own
+ * before that event. A child whose cookie is already set at its first event
+ * (fired from the clone path before anything else can ask for one), or that
+ * fires it before its ports are set, gets an id of its own here, by socket address, until the
  * socket is destroyed or the address starts a new socket. Ids have the top
  * bit set, which cookies (a counter from 1) never reach, and the time in the
  * rest, so they do not repeat across runs either.
@@ -192,14 +193,21 @@ static __always_inline __u64 cookie_of(struct sock *sk)
 	return bpf_get_socket_cookie(sk);
 }
 
-/* At a socket's first event: a child that carries its listener's cookie gets
+/* At a socket's first event: a child whose cookie is not yet its own gets
  * an id of its own; a new socket at the address of a destroyed one drops
- * that one's id. */
+ * that one's id.
+ *
+ * Seen on 6.1 (Debian 12): inet_csk_clone_lock() fires LISTEN -> SYN_RECV
+ * right after sk_clone_lock(), before it copies the request's ports,
+ * addresses and ir_cookie into the child, so the child still reads its
+ * listener's cookie, or 0 if the listener had none, and a cookie made
+ * then is overwritten a moment later. 6.18 fires it last, with the ports
+ * set. The remote port, still the listener's 0, tells the two apart. */
 static __always_inline __u64 first_event_cookie(struct sock *sk, int oldstate, int newstate)
 {
 	__u64 key = (__u64)sk;
 	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV &&
-	    BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != 0) {
+	    (BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != 0 || BPF_CORE_READ(sk, __sk_common.skc_dport) == 0)) {
 		__u64 id = TT_CHILD_ID_BIT | ((bpf_ktime_get_ns() & ~0xffULL) & ~TT_CHILD_ID_BIT) |
 			   (__sync_fetch_and_add(&tt_children, 1) & 0xff);
 		tt_inherited_cookies = 1;

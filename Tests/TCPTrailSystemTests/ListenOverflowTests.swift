@@ -6,6 +6,17 @@ import Testing
 /// that namespace is the truth, and tcptrail's listen_overflow counts sum to it.
 @Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason)"))
 struct ListenOverflowTests {
+    /// Opens N non-blocking connects at once, says "sent", holds them S seconds.
+    static let connects = """
+import socket, sys, time
+addr, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks = []
+for _ in range(n):
+    s = socket.socket(); s.setblocking(False); s.connect_ex((addr, port)); socks.append(s)
+print("sent", flush=True)
+time.sleep(hold)
+"""
+
     @Test(arguments: [0, 1])
     func overflowsInANamespaceMadeDuringTheTraceAreAllCounted(backlog: Int) throws {
         let port = Unique.port()
@@ -13,14 +24,17 @@ struct ListenOverflowTests {
         // Made now, after the tracer's start and its /proc walk.
         let net = try VethPair()
         let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-server", "--backlog", "\(backlog)",
-                                           "--no-accept", "--hold", Timing.hold(3)])
+                                           "--no-accept", "--hold", "600"])
         try server.background.waitFor("listening")
-        var clients: [Peer] = []
-        for _ in 0..<8 {
-            clients.append(try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--half-close", "--no-drain", "--hold", "2"]))
-        }
-        // (3 s here; scaled where starting the clients takes seconds, as in the emulated guest.)
-        _ = try server.background.wait(timeout: 30 * Timing.scale)
+        // Eight connects at once from one process (starting eight processes
+        // takes seconds in the emulated guest); their SYN retransmissions
+        // overflow the queue again while the listener lives.
+        let clients = try Background(net.client.command(["python3", "-c", Self.connects, net.serverV4, "\(port)", "8", "5"]))
+        try clients.waitFor("sent")
+        // The listener lives 3 s from the clients' first SYNs, then its process is killed.
+        usleep(3_000_000)
+        server.background.signal(SIGKILL)
+        _ = try? server.background.wait(timeout: 30)
         // The listener is gone; the monitor's next check (once a second) still counts it.
         usleep(2_500_000)
         let overflows = try net.server.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0
