@@ -49,8 +49,10 @@ struct AcceptorTests {
         }
         #expect(workers.count == 2, "nginx workers: \(workers)")
         let worker = try #require(workers.first)
-        let byWorker = try Tracer(["--port", "\(port)", "--pid", "\(worker)"])
-        let byMaster = try Tracer(["--port", "\(port)", "--pid", "\(master)"])
+        let byWorker = try Tracer(["--port", "\(port)", "--pid", "\(worker)"], started: false)
+        let byMaster = try Tracer(["--port", "\(port)", "--pid", "\(master)"], started: false)
+        try byWorker.waitUntilTracing()
+        try byMaster.waitUntilTracing()
         for _ in 0..<20 {
             try run(net.client.command(["curl", "-s", "-o", "/dev/null", "--max-time", "10", "http://\(net.serverV4):\(port)/"]))
         }

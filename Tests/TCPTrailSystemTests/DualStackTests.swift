@@ -11,9 +11,10 @@ struct DualStackTests {
         let net = try VethPair()
         let port = Unique.port()
         let inode = try net.server.inode
-        let v4 = try Tracer(["-4", "--netns", "\(inode)"])
-        let addr = try Tracer(["--addr", "198.18.0.0/15", "--netns", "\(inode)"])
-        let v6 = try Tracer(["-6", "--netns", "\(inode)"])
+        let v4 = try Tracer(["-4", "--netns", "\(inode)"], started: false)
+        let addr = try Tracer(["--addr", "198.18.0.0/15", "--netns", "\(inode)"], started: false)
+        let v6 = try Tracer(["-6", "--netns", "\(inode)"], started: false)
+        for t in [v4, addr, v6] { try t.waitUntilTracing() }
         let server = try Peer(net.server, ["server", "::", "\(port)", "1"])
         try server.background.waitFor("listening")
         let client = try Peer(net.client, ["client", net.serverV4, "\(port)", "1"])

@@ -177,8 +177,14 @@ final class Tracer {
 
     /// `prefix` runs the tracer under another command that execs it (so
     /// SIGINT still reaches the tracer), e.g. `unshare -m`.
-    init(_ extra: [String], prefix: [String] = []) throws {
+    /// `started: false` returns before the tracer has attached (loading takes
+    /// tens of seconds in the emulated guest): start several, then `waitUntilTracing()`.
+    init(_ extra: [String], prefix: [String] = [], started: Bool = true) throws {
         background = try Background(prefix + [Products.tcptrail, "trace", "--json"] + extra)
+        if started { try waitUntilTracing() }
+    }
+
+    func waitUntilTracing() throws {
         try background.waitFor("tracing TCP events", inStderr: true)
     }
 
