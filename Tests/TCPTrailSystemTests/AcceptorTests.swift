@@ -103,6 +103,8 @@ struct AcceptorTests {
         #expect(Set(seen.keys) == mine, "--pid \(worker): \(seen.keys.sorted()) vs served \(mine.sorted())")
         #expect(seen.values.allSatisfy { $0.first?.str("step") == "syn_received" })
         #expect(accepted(masterRecords).isEmpty, "--pid \(master) (the master): \(accepted(masterRecords).keys.sorted())")
+        let byWorkerCount = Dictionary(grouping: served.values) { $0 }.mapValues(\.count)
+        print("NGINX-FIGURES access log: \(served.count) requests, by worker \(byWorkerCount.sorted { $0.key < $1.key }); traced accepted sockets \(all.count), records with the access log's worker \(all.values.joined().filter { $0.int("pid") == served[$0.int("rport")] }.count) of \(all.values.joined().count); ss TIME-WAIT on nginx's side \(inTimeWait.count), server_time_wait \(timeWaits.count); --pid \(worker): \(seen.count) sockets (served \(mine.count)); --pid master: \(accepted(masterRecords).count)")
     }
 }
 
@@ -134,6 +136,7 @@ extension AcceptorTests {
         #expect(Set(accepted.map { $0.int("rport") }) == Set(acceptedBy.keys))
         let wrong = accepted.filter { $0.int("pid") != acceptedBy[$0.int("rport")] || $0["owner_known"] as? Bool != true }
         #expect(wrong.isEmpty, "\(wrong.count) records name another process: \(wrong.prefix(4).map { "\($0.int("rport")) \($0.str("kernel_from"))>\($0.str("kernel_to")) pid \($0.int("pid"))" })")
+        print("REUSEPORT-FIGURES accepted by the two servers: \(Dictionary(grouping: acceptedBy.values) { $0 }.mapValues(\.count).values.sorted()); records \(accepted.count), naming another process \(wrong.count)")
     }
 
     /// A server that accepts, forks, and leaves the socket to its child,

@@ -57,5 +57,6 @@ struct ConnectionTimeoutSystemTests {
         #expect(timeouts.first?.str("detail").contains("went unanswered") == true)
         let retransmits = records.filter { $0.str("type") == "retransmit" && $0.str("conn") == conn && $0.str("what") == "data" }
         #expect(retransmits.count == dataSegments - 1)
+        print("TIMEOUT-FIGURES client: \(client.stdout.split(separator: "\n").last ?? ""); tcpdump data segments \(dataSegments); tcptrail: \(clientSide.map { $0.str("step") }.joined(separator: " > ")) (\(clientSide.last?.str("reason") ?? "")), retransmits \(retransmits.count), connection_timeout count \(timeouts.first?.int("count") ?? -1): \(timeouts.first?.str("detail") ?? "")")
     }
 }

@@ -46,5 +46,6 @@ time.sleep(hold)
                 "tcptrail reported \(anomalies.map { $0.int("count") }), nstat counted \(overflows)")
         #expect(anomalies.allSatisfy { $0.int("lport") == Int(port) && $0.str("comm") == "tt-server" && $0.str("severity") == "critical" },
                 "\(anomalies)")
+        print("OVERFLOW-FIGURES backlog \(backlog): nstat TcpExtListenOverflows \(overflows), tcptrail listen_overflow counts \(anomalies.map { $0.int("count") }) = \(anomalies.map { $0.int("count") }.reduce(0, +))")
     }
 }

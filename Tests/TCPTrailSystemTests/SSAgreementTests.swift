@@ -96,6 +96,8 @@ struct SSAgreementTests {
             #expect(disagree.isEmpty, "\(name): \(disagree.count) of \(look.ss.count) disagree: \(disagree.prefix(6))")
             #expect(unseen.isEmpty, "\(name): sockets tcptrail has no record of: \(unseen.prefix(6))")
             #expect(steady.count * 10 >= look.ss.count * 9, "\(name): most sockets hold still while ss looks")
+            let byState = Dictionary(grouping: look.ss.values) { $0 }.mapValues(\.count).sorted { $0.key < $1.key }
+            print("SS-FIGURES \(name) look: ss \(look.ss.count) sockets \(byState.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); steady \(steady.count); disagree \(disagree.count); unseen \(unseen.count)")
         }
         // The first look has the three kinds of end side by side.
         let states = Set(first.ss.values)
