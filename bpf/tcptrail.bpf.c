@@ -1364,6 +1364,12 @@ int BPF_PROG(tt_tw_start, struct timer_list *timer)
 	struct tcptrail_tw_key k = tw_key(tw);
 	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &k);
 	__u64 now = bpf_ktime_get_ns();
+	/* The same timewait socket restarted: a reschedule, also when its
+	 * cancel was not stashed (a timer past its expiry that the wheel had
+	 * not run yet: the peer's FIN within a bucket's lateness, up to 2 s at
+	 * HZ=250 for the 60 s FIN_WAIT2 timer, looks like a run-out there). */
+	if (t && t->tw == (__u64)tw)
+		resched = true;
 	if (t && resched && (!t->tw || t->tw == (__u64)tw)) {
 		t->tw = (__u64)tw;
 		tw_substate_check(t, &k, tw, TT_TW_TIME_WAIT, now);
