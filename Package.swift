@@ -32,11 +32,18 @@ let package = Package(
         .systemLibrary(name: "CNCurses", providers: [.apt(["libncurses-dev"])]),
         // Signal and process helpers that need C (async-signal-safe flags, prctl, setns).
         .target(name: "CTCPTrailSys"),
-        // Pure Swift core: decoding, names, formatting. Never imports libbpf.
+        // The pure core: events, decoding, the handshake engine, view models,
+        // formatting. No syscalls, no file or socket I/O; tested without privileges.
         .target(
             name: "TCPTrailCore",
-            dependencies: ["CTCPTrailEvent", "CTCPTrailSys", "CZlib", .product(name: "Histogram", package: "hdrhistogram-swift")]
+            dependencies: ["CTCPTrailEvent", .product(name: "Histogram", package: "hdrhistogram-swift")]
         ),
+        // The host's state: netlink sock_diag, /proc, setns and namespace handles,
+        // clocks, writes to file descriptors.
+        .target(name: "TCPTrailHost", dependencies: ["TCPTrailCore", "CTCPTrailSys"]),
+        // The v1 event log: its schema, the writer, its writer thread and rotation,
+        // the readers (plain, .gz, stdin), both parsers and the replay driver.
+        .target(name: "TCPTrailLog", dependencies: ["TCPTrailCore", "TCPTrailHost", "CTCPTrailEvent", "CTCPTrailSys", "CZlib"]),
         // Compiles bpf/*.bpf.c at build time and embeds the object as Swift source.
         .executableTarget(name: "bpf-embed"),
         .plugin(
@@ -47,13 +54,19 @@ let package = Package(
         // The thin layer around libbpf: open, configure, load, attach, ring buffer.
         .target(
             name: "TCPTrailLoader",
-            dependencies: ["CLibBPF", "CTCPTrailEvent", "TCPTrailCore"],
+            dependencies: ["CLibBPF", "CTCPTrailEvent", "TCPTrailCore", "TCPTrailHost"],
             plugins: ["BPFObjectPlugin"]
         ),
+        // The live tracer: the session around the loader, loss reporting, the pipeline into the sinks.
+        .target(
+            name: "TCPTrailLive",
+            dependencies: ["TCPTrailCore", "TCPTrailHost", "TCPTrailLog", "TCPTrailLoader", "CTCPTrailSys"]
+        ),
+        // The command line: argument parsing and wiring; `top` (ncurses) and `serve` (HTTP).
         .executableTarget(
             name: "tcptrail",
             dependencies: [
-                "TCPTrailCore", "TCPTrailLoader", "CTCPTrailSys", "CNCurses",
+                "TCPTrailCore", "TCPTrailHost", "TCPTrailLog", "TCPTrailLive", "TCPTrailLoader", "CTCPTrailSys", "CNCurses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -66,20 +79,22 @@ let package = Package(
         // Test peer: a TCP client or server with a chosen process name.
         .executableTarget(name: "tt-peer", dependencies: ["CTCPTrailSys"]),
         // libFuzzer target over replay (scripts/fuzz-replay); built plainly, it reruns saved inputs.
-        .executableTarget(name: "tcptrail-fuzz", dependencies: ["TCPTrailCore"]),
+        .executableTarget(name: "tcptrail-fuzz", dependencies: ["TCPTrailCore", "TCPTrailLog"]),
         .testTarget(
             name: "TCPTrailCoreTests",
-            dependencies: ["TCPTrailCore", "CTCPTrailEvent", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: ["TCPTrailCore", "TCPTrailLog", "CTCPTrailEvent", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         // The loader's pure parts: which program variants a kernel's BTF facts choose.
         .testTarget(name: "TCPTrailLoaderTests", dependencies: ["TCPTrailLoader"]),
+        // The host and log modules' I/O against files and namespaces the tests make (no root needed).
+        .testTarget(name: "TCPTrailHostTests", dependencies: ["TCPTrailHost", "TCPTrailLog", "TCPTrailCore"]),
         .testTarget(
             name: "TCPTrailSystemTests",
-            dependencies: ["TCPTrailCore", "tcptrail", "tt-peer"]
+            dependencies: ["TCPTrailCore", "TCPTrailHost", "TCPTrailLog", "tcptrail", "tt-peer"]
         ),
-            .executableTarget(
+        .executableTarget(
             name: "TCPTrailMicro",
-            dependencies: ["TCPTrailCore", "CTCPTrailEvent", .product(name: "Benchmark", package: "benchmark")],
+            dependencies: ["TCPTrailCore", "TCPTrailLog", "CTCPTrailEvent", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/TCPTrailMicro",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),

@@ -6,6 +6,7 @@
 import Benchmark
 import CTCPTrailEvent
 import TCPTrailCore
+import TCPTrailLog
 
 /// The kernel records of loopback churn: per connection, a client and a
 /// server socket, 5 transitions each, 10 µs apart, as the ring buffer delivers

@@ -272,32 +272,4 @@ public struct OutputBuffer {
             }
         }
     }
-
-    // MARK: - Output
-
-    /// Writes everything to `fd` and empties the buffer.
-    /// Returns the errno of a failed write (EPIPE for a closed reader), or 0.
-    @discardableResult
-    public mutating func flush(to fd: Int32) -> Int32 {
-        let failure = withUnsafeBytes { Self.writeAll(fd, $0).error }
-        count = 0
-        return failure
-    }
-
-    /// Writes all of `raw` to `fd` (retrying short writes and EINTR): how many
-    /// bytes went out, and the errno that stopped it (0 when all did).
-    public static func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer) -> (written: Int, error: Int32) {
-        guard let base = raw.baseAddress else { return (0, 0) }
-        var written = 0
-        while written < raw.count {
-            let n = write(fd, base + written, raw.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return (written, errno)
-            }
-            if n == 0 { return (written, EIO) }
-            written += n
-        }
-        return (written, 0)
-    }
 }

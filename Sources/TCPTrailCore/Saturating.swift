@@ -5,14 +5,14 @@
 extension UInt64 {
     /// `self + x`, or `.max` when that does not fit.
     @inline(__always)
-    func addingSaturating(_ x: UInt64) -> UInt64 {
+    public func addingSaturating(_ x: UInt64) -> UInt64 {
         let (sum, overflow) = addingReportingOverflow(x)
         return overflow ? .max : sum
     }
 
     /// `self - x`, or 0 when `x` is larger.
     @inline(__always)
-    func subtractingSaturating(_ x: UInt64) -> UInt64 {
+    public func subtractingSaturating(_ x: UInt64) -> UInt64 {
         self >= x ? self - x : 0
     }
 }
@@ -20,14 +20,14 @@ extension UInt64 {
 extension Int64 {
     /// `self + x`, clamped to `Int64.min ... Int64.max`.
     @inline(__always)
-    func addingSaturating(_ x: Int64) -> Int64 {
+    public func addingSaturating(_ x: Int64) -> Int64 {
         let (sum, overflow) = addingReportingOverflow(x)
         return overflow ? (x > 0 ? .max : .min) : sum
     }
 
     /// `self - x`, clamped to `Int64.min ... Int64.max`.
     @inline(__always)
-    func subtractingSaturating(_ x: Int64) -> Int64 {
+    public func subtractingSaturating(_ x: Int64) -> Int64 {
         let (difference, overflow) = subtractingReportingOverflow(x)
         return overflow ? (x < 0 ? .max : .min) : difference
     }

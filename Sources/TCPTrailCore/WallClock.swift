@@ -17,24 +17,6 @@ public struct WallClock: Sendable {
         self.bootOffsetNanoseconds = bootOffsetNanoseconds
     }
 
-    /// A clock for this host now: samples both clocks back to back.
-    public static func current() -> WallClock {
-        var mono = timespec(), real = timespec(), mono2 = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &mono)
-        clock_gettime(CLOCK_REALTIME, &real)
-        clock_gettime(CLOCK_MONOTONIC, &mono2)
-        let m = (Int64(mono.tv_sec) * 1_000_000_000 + Int64(mono.tv_nsec) + Int64(mono2.tv_sec) * 1_000_000_000 + Int64(mono2.tv_nsec)) / 2
-        let r = Int64(real.tv_sec) * 1_000_000_000 + Int64(real.tv_nsec)
-        return WallClock(bootOffsetNanoseconds: r - m)
-    }
-
-    /// CLOCK_MONOTONIC now, in ns: the kernel side's time base.
-    public static func monotonicNow() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
-
     /// Unix time in ns for a monotonic timestamp, clamped to what an Int64
     /// holds (a time past 2262 shows as 2262, not wrapped to 1677).
     public func unixNanoseconds(mono: UInt64) -> Int64 {
@@ -108,7 +90,7 @@ public struct WallClock: Sendable {
     /// A log record's `time`: RFC 3339 as its section 5.6 has it (a `T`,
     /// seconds, an offset or `Z`), fraction optional; nil when it is not one
     /// or is out of range.
-    static func parseRecordTime(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int64? {
+    public static func parseRecordTime(_ p: UnsafePointer<UInt8>, _ n: Int) -> Int64? {
         parseRFC3339(p, n, strict: true)
     }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TCPTrailCore
 
 /// What went wrong while bringing the BPF side up, with enough to act on.
 ///
@@ -28,21 +29,24 @@ public enum LoaderError: Error, Equatable, Sendable {
     /// The ring buffer could not be set up for reading.
     case ringBufferFailed(errno: Int32)
 
-    /// Distinct exit status per cause (sysexits.h values where one fits).
-    public var exitStatus: Int32 {
+    /// Distinct exit status per cause.
+    public var status: ExitStatus {
         switch self {
-        case .notPrivileged: 77          // EX_NOPERM
-        case .noKernelBTF: 78            // EX_CONFIG
-        case .noRingBuffer: 69           // EX_UNAVAILABLE
-        case .tracepointMissing: 72      // EX_OSFILE
-        case .openFailed: 70             // EX_SOFTWARE
-        case .configureFailed: 70
-        case .loadFailed: 71             // EX_OSERR
-        case .programRejected: 71
-        case .attachFailed: 75           // EX_TEMPFAIL
-        case .ringBufferFailed: 74       // EX_IOERR
+        case .notPrivileged: .notPrivileged
+        case .noKernelBTF: .noKernelBTF
+        case .noRingBuffer: .noRingBuffer
+        case .tracepointMissing: .stateTracepointMissing
+        case .openFailed, .configureFailed: .damagedBuild
+        case .loadFailed, .programRejected: .programRejected
+        case .attachFailed: .attachFailed
+        case .ringBufferFailed: .ringBufferUnreadable
         }
     }
+
+    public var exitStatus: Int32 { status.rawValue }
+
+    /// The failure that ends the command.
+    public var failure: CommandFailure { CommandFailure(message, status: status) }
 
     /// One line: the cause, then the fix.
     public var message: String {

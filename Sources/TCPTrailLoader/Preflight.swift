@@ -1,6 +1,7 @@
 import CLibBPF
 import TCPTrailCore
 import Foundation
+import TCPTrailHost
 
 /// The checks `tcptrail doctor` prints and `trace` runs before loading.
 public enum Preflight {

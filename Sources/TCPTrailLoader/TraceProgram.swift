@@ -2,6 +2,7 @@ import CLibBPF
 import CTCPTrailEvent
 import TCPTrailCore
 import Foundation
+import TCPTrailHost
 
 /// The embedded BPF object through its life: open, configure, load, attach,
 /// close. Each step is its own call with its own typed error; `close()` (or

@@ -2,6 +2,7 @@ import TCPTrailCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import TCPTrailLog
 
 /// The libFuzzer target over replay: the input is a log file, read and
 /// replayed as `tcptrail replay` does (the reader's gzip sniffing and line

@@ -1,5 +1,9 @@
 import ArgumentParser
 import TCPTrailLoader
+import TCPTrailCore
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// `tcptrail doctor`: one line per thing tracing needs, and whether this host has it.
 struct Doctor: ParsableCommand {

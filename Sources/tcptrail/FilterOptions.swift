@@ -1,6 +1,9 @@
 import ArgumentParser
 import TCPTrailCore
 import TCPTrailLoader
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// The connection filters `trace` and `replay` share.
 struct FilterOptions: ParsableArguments {

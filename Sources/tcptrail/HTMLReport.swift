@@ -1,28 +1,26 @@
 import Foundation
 import TCPTrailCore
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// `replay --html FILE`: the timeline page with a run's board embedded, written
 /// to a temporary file beside FILE and renamed over it, so a failed write
 /// (a full disk) never leaves a half report, and FILE is never followed if a symlink.
 final class HTMLReport {
-    struct Failure: Error {
-        var message: String
-        var exitStatus: Int32
-    }
-
     let path: String
     private let temporary: String
     private var fd: Int32
 
     /// Creates the temporary file now: a directory that cannot take it fails before the replay.
-    init(path: String) throws(Failure) {
+    init(path: String) throws(CommandFailure) {
         self.path = path
         let dir = (path as NSString).deletingLastPathComponent
         temporary = (dir.isEmpty ? "" : dir + "/") + ".\((path as NSString).lastPathComponent).tcptrail-\(getpid()).tmp"
         fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         if fd < 0 {
             let err = String(cString: strerror(errno))
-            throw Failure(message: "cannot write the report \(path): \(err); check the directory and its permissions", exitStatus: 73)
+            throw CommandFailure("cannot write the report \(path): \(err); check the directory and its permissions", status: .cannotCreate)
         }
     }
 
@@ -33,9 +31,9 @@ final class HTMLReport {
         }
     }
 
-    func write(boardJSON: OutputBuffer) throws(Failure) {
+    func write(boardJSON: OutputBuffer) throws(CommandFailure) {
         guard let page = TimelinePage.report(boardJSON: boardJSON) else {
-            throw Failure(message: "the embedded page has no data element (a broken build)", exitStatus: 70)
+            throw CommandFailure("the embedded page has no data element (a broken build)", status: .damagedBuild)
         }
         var failure = page.withUnsafeBytes { OutputBuffer.writeAll(fd, $0).error }
         if failure == 0 && fsync(fd) != 0 { failure = errno }
@@ -44,7 +42,7 @@ final class HTMLReport {
         if failure == 0 && rename(temporary, path) != 0 { failure = errno }
         if failure != 0 {
             unlink(temporary)
-            throw Failure(message: "cannot write the report \(path): \(String(cString: strerror(failure))); nothing was written (free space, or choose another path)", exitStatus: 74)
+            throw CommandFailure("cannot write the report \(path): \(String(cString: strerror(failure))); nothing was written (free space, or choose another path)", status: .outputIncomplete)
         }
     }
 }

@@ -1,6 +1,9 @@
 import ArgumentParser
 import TCPTrailCore
 import TCPTrailLoader
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// What every live command (`trace`, `top`, `serve`) sets on the tracer and the engine.
 struct LiveOptions: ParsableArguments {
@@ -77,6 +80,17 @@ struct LiveOptions: ParsableArguments {
         t.timeWaitSockets = timeWaitThreshold
         t.dataRetransmits = retransmitThreshold
         return t
+    }
+
+    /// The session these options and filters start.
+    func session(_ filters: FilterOptions) -> SessionOptions {
+        var o = SessionOptions(settings: settings(filters))
+        o.verbose = verbose
+        o.maxConnections = maxConnections
+        o.maxListeners = maxListeners
+        o.pollInterval = pollInterval
+        o.nice = nice
+        return o
     }
 
     func settings(_ filters: FilterOptions) -> TraceSettings {

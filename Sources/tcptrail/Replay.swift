@@ -4,6 +4,9 @@ import TCPTrailCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// `tcptrail replay FILE...`: re-runs the handshake engine over recorded logs.
 struct Replay: ParsableCommand {
@@ -82,6 +85,10 @@ struct Replay: ParsableCommand {
     }
 
     func run() throws {
+        try Diagnostics.running(replay)
+    }
+
+    private func replay() throws {
         var options = ReplayOptions()
         options.filter = filters.eventFilter
         options.conn = conn.flatMap { ConnectionID($0) }
@@ -108,7 +115,7 @@ struct Replay: ParsableCommand {
         // The report file first: a path that cannot be written fails before the work.
         var report: HTMLReport?
         if let html {
-            do { report = try HTMLReport(path: html) } catch { Diagnostics.fail(error.message, status: error.exitStatus) }
+            report = try HTMLReport(path: html)
         }
         let result = replay.run()
         if let report, let board = replay.board, let clock = replay.clock {
@@ -117,16 +124,12 @@ struct Replay: ParsableCommand {
             let json = BoardJSON(clock: clock, source: "replay", host: replay.hostname ?? "", windowSeconds: 0, limit: htmlLimit)
             var out = OutputBuffer(capacity: 1 << 20)
             json.append(board, query: query, to: &out)
-            do {
-                try report.write(boardJSON: out)
-                Diagnostics.note("tcptrail: wrote \(min(board.rows.count, htmlLimit)) of \(board.rows.count) connections to \(report.path)")
-            } catch {
-                Diagnostics.fail(error.message, status: error.exitStatus)
-            }
+            try report.write(boardJSON: out)
+            Diagnostics.note("tcptrail: wrote \(min(board.rows.count, htmlLimit)) of \(board.rows.count) connections to \(report.path)")
         }
         if result.malformed > 0 && result.stop == nil {
             Diagnostics.note("tcptrail: \(result.malformed) malformed line(s) skipped; exit status 65 (use --strict to stop at the first)")
         }
-        if result.exitStatus != 0 { throw ExitCode(result.exitStatus) }
+        if result.status != .success { throw ExitCode(result.status.rawValue) }
     }
 }

@@ -8,6 +8,9 @@ import NIOCore
 import Synchronization
 import TCPTrailCore
 import TCPTrailLoader
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// `tcptrail serve`: the live timeline page and a JSON API over HTTP.
 struct Serve: ParsableCommand {
@@ -103,8 +106,12 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        try Diagnostics.running(serve)
+    }
+
+    private func serve() throws {
         guard let (host, port) = Self.parseListen(listen) else { throw ExitCode.validationFailure }
-        let session = TraceSession(options: live, filters: filters)
+        let session = try TraceSession(options: live.session(filters))
         tt_install_stop_handlers()
         if !Self.isLoopback(host) {
             Diagnostics.note("tcptrail: warning: serving on \(listen), not loopback: anyone who can reach it sees every connection on this host (no authentication)")
@@ -115,7 +122,7 @@ struct Serve: ParsableCommand {
         nonisolated(unsafe) var pending: [EngineOutput] = []
         sink.observer = { pending.append($0) }
         let state = LiveBoard(host: ProcessInfo.processInfo.hostName, windowSeconds: window)
-        session.begin(sink: sink)
+        try session.begin(sink: sink)
         state.apply(pending, lost: session.lost, now: WallClock.monotonicNow())
         pending.removeAll()
 
@@ -126,7 +133,7 @@ struct Serve: ParsableCommand {
         switch started {
         case .failure(let message):
             session.stop()
-            Diagnostics.fail(message, status: 69)
+            throw CommandFailure(message, status: .addressUnavailable)
         case .success(let address):
             Diagnostics.note("tcptrail: serving live timelines on http://\(address)/ ; Ctrl-C to stop")
         }

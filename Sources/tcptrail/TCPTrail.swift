@@ -1,4 +1,8 @@
 import ArgumentParser
+import TCPTrailCore
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 @main
 struct TCPTrail: ParsableCommand {

@@ -4,6 +4,9 @@ import CTCPTrailSys
 import Foundation
 import TCPTrailCore
 import TCPTrailLoader
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// `tcptrail top`: a full-screen, live table of the host's TCP connections.
 struct Top: ParsableCommand {
@@ -50,18 +53,21 @@ struct Top: ParsableCommand {
     }
 
     func run() throws {
+        try Diagnostics.running(top)
+    }
+
+    private func top() throws {
         guard isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1 else {
-            Diagnostics.fail("top needs a terminal on stdin and stdout; use 'tcptrail trace' for pipes and files",
-                             status: ExitCode.validationFailure.rawValue)
+            throw CommandFailure("top needs a terminal on stdin and stdout; use 'tcptrail trace' for pipes and files", status: .usage)
         }
         // Everything that can fail does so before the screen is taken.
-        let session = TraceSession(options: live, filters: filters)
+        let session = try TraceSession(options: live.session(filters))
         tt_install_stop_handlers()
         let box = BoardBox()
         let sink = EventPrinter(format: .none, filter: filters.eventFilter, limit: nil, wideAddresses: false,
                                 engine: HandshakeEngine(thresholds: live.thresholds()), log: nil)
         sink.observer = { box.board.apply($0) }
-        session.begin(sink: sink)
+        try session.begin(sink: sink)
 
         let color = !noColor && ProcessInfo.processInfo.environment["NO_COLOR"].map(\.isEmpty) ?? true
         tt_guard_terminal()
@@ -69,7 +75,7 @@ struct Top: ParsableCommand {
         // newterm, not initscr: an unknown TERM comes back as an error instead of exit(1).
         guard newterm(nil, fdopen(STDOUT_FILENO, "w"), fdopen(STDIN_FILENO, "r")) != nil, let screen = tt_stdscr() else {
             session.stop()
-            Diagnostics.fail("cannot start the terminal (TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? ""))", status: 1)
+            throw CommandFailure("cannot start the terminal (TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "")): set TERM to a terminal this host knows (such as xterm-256color)", status: .usage)
         }
         cbreak()
         noecho()

@@ -3,6 +3,9 @@ import CTCPTrailSys
 import Foundation
 import TCPTrailCore
 import TCPTrailLoader
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// `tcptrail trace`: one line (or JSON record) per TCP event on the host, live.
 struct Trace: ParsableCommand {
@@ -76,6 +79,10 @@ struct Trace: ParsableCommand {
 
 
     func run() throws {
+        try Diagnostics.running(trace)
+    }
+
+    private func trace() throws {
         // The log's directory (and a file already at the path) is checked
         // first, so a bad path fails before the seconds of loading; nothing is
         // created until the privilege checks pass and the program is loaded
@@ -87,16 +94,16 @@ struct Trace: ParsableCommand {
                 log?.rotateSize = rotateSize.flatMap(LiveOptions.parseSize).map { Int($0) }
                 log?.rotateKeep = rotateKeep
             } catch {
-                Diagnostics.fail(error.message, status: error.exitStatus)
+                throw error.failure
             }
         }
-        let session = TraceSession(options: live, filters: filters)
+        let session = try TraceSession(options: live.session(filters))
         if let log {
             // Still before tracing starts: a file that cannot be created ends the run here.
             do throws(EventLog.OpenError) {
                 try log.open()
             } catch {
-                Diagnostics.fail(error.message, status: error.exitStatus)
+                throw error.failure
             }
         }
         tt_install_stop_handlers()
@@ -111,7 +118,7 @@ struct Trace: ParsableCommand {
         )
         sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
                             features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
-        session.begin(sink: sink, raw: raw)
+        try session.begin(sink: sink, raw: raw)
         Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")
 
         let deadline = duration.map { WallClock.monotonicNow() + UInt64($0 * 1e9) }
@@ -134,58 +141,28 @@ struct Trace: ParsableCommand {
         Diagnostics.note(summary)
         if let engine = sink.engine { for line in TraceSummary(engine: engine).lines { Diagnostics.note("tcptrail: " + line) } }
         // Its own status (74 is the ring buffer's): records made did not reach standard output.
-        if sink.stdoutErrors > 0 { throw ExitCode(79) }
+        if sink.stdoutErrors > 0 { throw ExitCode(ExitStatus.outputIncomplete.rawValue) }
     }
 }
 
-/// Turns the kernel's failed-reserve counter into `lost` records as it grows.
-final class LossReporter {
-    private let program: TraceProgram
-    private let sink: EventPrinter
-    private var seen: UInt64 = 0
-    private var gapsSeen = TableGaps()
-
-    init(program: TraceProgram, sink: EventPrinter) {
-        self.program = program
-        self.sink = sink
-    }
-
-    func check() {
-        let stats = program.readStats()
-        if stats.lost > seen {
-            sink.lost(count: stats.lost - seen, total: stats.lost, byKind: stats.lostByKind)
-            seen = stats.lost
+extension Diagnostics {
+    /// Runs a command's body: a failure thrown from it is said in one line
+    /// and becomes the command's exit status (ArgumentParser's `ExitCode`).
+    static func running(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let failure as CommandFailure {
+            say(failure)
+            throw ExitCode(failure.status.rawValue)
         }
-        let gaps = TableGaps(stats, named: sink.owners.named)
-        if gaps != gapsSeen && !gaps.isEmpty {
-            sink.untracked(gaps)
-        }
-        gapsSeen = gaps
-    }
-}
-
-/// One-line messages on stderr.
-enum Diagnostics {
-    /// A plain write(2): FileHandle traps on EPIPE or EIO (a terminal that went away).
-    static func note(_ line: String) {
-        _ = Array((TerminalLine.sanitize(line) + "\n").utf8).withUnsafeBytes { OutputBuffer.writeAll(STDERR_FILENO, $0) }
     }
 
-    /// Prints `tcptrail: <message>` and exits with `status`.
-    static func fail(_ message: String, status: Int32) -> Never {
-        note("tcptrail: " + message)
-        if LibBPFLog.echoing == false, case let log = LibBPFLog.text, !log.isEmpty, status == 71 {
+    /// Prints `tcptrail: <message>`; a verifier refusal adds the end of libbpf's log.
+    static func say(_ failure: CommandFailure) {
+        note("tcptrail: " + failure.message)
+        if LibBPFLog.echoing == false, case let log = LibBPFLog.text, !log.isEmpty, failure.status == .programRejected {
             note("tcptrail: the last lines of libbpf's log (all of it with --verbose):")
             for line in log.split(separator: "\n").suffix(8) { note("  " + line) }
         }
-        exit(status)
-    }
-}
-
-extension TableGaps {
-    /// The kernel side's table counters, with the accepted sockets user space named.
-    init(_ stats: KernelStats, named: UInt64) {
-        self = stats.tables
-        acceptedNamed = min(named, acceptedWithoutOwner)
     }
 }

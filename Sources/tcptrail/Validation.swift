@@ -1,4 +1,8 @@
 import ArgumentParser
+import TCPTrailCore
+import TCPTrailHost
+import TCPTrailLog
+import TCPTrailLive
 
 /// Range checks for option values, thrown from `validate()` so a bad value is
 /// a one-line usage error (exit 64) before anything is attached or written.

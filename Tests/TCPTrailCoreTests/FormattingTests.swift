@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import TCPTrailCore
+@testable import TCPTrailLog
 
 func event(_ bytes: [UInt8] = recordedTransition()) -> KernelEvent {
     bytes.withUnsafeBytes { (try? EventDecoder.decode($0).get())! }

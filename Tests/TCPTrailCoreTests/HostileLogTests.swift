@@ -3,6 +3,7 @@ import Foundation
 import PropertyBased
 import Testing
 @testable import TCPTrailCore
+@testable import TCPTrailLog
 
 /// Issue 14: lines that pass the schema but hold nonsense numbers or times
 /// must be reported as malformed (file:line, exit 65) or saturate, never

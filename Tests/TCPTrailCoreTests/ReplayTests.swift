@@ -3,6 +3,7 @@ import Foundation
 import PropertyBased
 import Testing
 @testable import TCPTrailCore
+@testable import TCPTrailLog
 
 /// A seeded generator, so a failing case can be replayed from its seed.
 struct SplitMix64: RandomNumberGenerator {
@@ -62,7 +63,7 @@ struct LiveRunSimulator {
 
     /// Runs `events` (already in ring order) with polls every `poll` ns and
     /// random delivery delays from `rng`.
-    mutating func run(_ events: [KernelEvent], seeds: [SocketSnapshot] = [], overflows: [(UInt64, ListenQueueMonitor.Overflow)] = [],
+    mutating func run(_ events: [KernelEvent], seeds: [SocketSnapshot] = [], overflows: [(UInt64, ListenOverflow)] = [],
                       rng: inout SplitMix64) {
         var sink: [EngineOutput] = []
         if !seeds.isEmpty {
@@ -128,7 +129,7 @@ func changeKeys(_ records: [[String: Any]]) -> [String] {
 }
 
 /// Random connections of every kind the engine knows, in ring order.
-func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [KernelEvent], seeds: [SocketSnapshot], overflows: [(UInt64, ListenQueueMonitor.Overflow)]) {
+func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [KernelEvent], seeds: [SocketSnapshot], overflows: [(UInt64, ListenOverflow)]) {
     var events: [KernelEvent] = []
     var cookie: UInt64 = 1000
     let serverPort: UInt16 = 8080
@@ -204,7 +205,7 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
     var listener = seeds[0]
     listener.acceptQueue = 129
     listener.acceptQueueLimit = 128
-    let overflows = [(UInt64(1_000_000_000 + ms(0, 8000)), ListenQueueMonitor.Overflow(listener: listener, drops: Int.random(in: 1...50, using: &rng)))]
+    let overflows = [(UInt64(1_000_000_000 + ms(0, 8000)), ListenOverflow(listener: listener, drops: Int.random(in: 1...50, using: &rng)))]
     return (events, seeds, overflows)
 }
 

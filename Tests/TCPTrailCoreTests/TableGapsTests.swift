@@ -2,6 +2,7 @@ import CTCPTrailEvent
 import Foundation
 import Testing
 @testable import TCPTrailCore
+@testable import TCPTrailLog
 
 /// Issue 14: full kernel tables are a reported gap, the owner of an accepted
 /// socket survives a full listener table, and log strings reach no terminal raw.

@@ -1,6 +1,7 @@
 import CTCPTrailEvent
 import Testing
 @testable import TCPTrailCore
+@testable import TCPTrailLog
 
 /// The engine on timewait sequences as the kernel side records them (the
 /// orders seen on 6.18 and in the 6.1 guest): a connection handed to a

@@ -171,12 +171,12 @@ struct LiveViewTests {
         #expect(remote.stderr.contains("--allow-remote"))
         let bad = try run([Products.tcptrail, "serve", "--listen", "nonsense"], check: false)
         #expect(bad.status == 64 && bad.stderr.contains("ADDRESS:PORT"))
-        // A port already taken: one line and exit 69, not a hang.
+        // A port already taken: one line and exit 80, not a hang.
         let port = Unique.port()
         let holder = try Background(["python3", "-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', \(port))); s.listen(); print('ready', flush=True); time.sleep(60)"])
         try holder.waitFor("ready")
         let busy = try run([Products.tcptrail, "serve", "--listen", "127.0.0.1:\(port)"], check: false, timeout: 60)
-        #expect(busy.status == 69)
+        #expect(busy.status == 80)
         #expect(busy.stderr.contains("in use"), "\(busy.stderr)")
         #expect(busy.stderr.split(separator: "\n").filter { $0.hasPrefix("tcptrail:") && $0.contains("cannot listen") }.count == 1)
     }

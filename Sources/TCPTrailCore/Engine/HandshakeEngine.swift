@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc  // errno constants only
+#endif
 import Histogram
 
 /// What the engine emits, in order.
@@ -27,7 +30,7 @@ public struct HandshakeEngine: Sendable {
     public static let followedTimeWaitGrace: UInt64 = 5_000_000_000
     /// TCP_RTO_MAX: retransmits of one unanswered run are never further apart.
     static let maxRetransmitTimeout: UInt64 = 120_000_000_000
-    static let etimedout: Int32 = 110
+    static let etimedout: Int32 = ETIMEDOUT
 
     /// How long a -> CLOSE waits for the reset or error that explains it
     /// (the kernel reports a sent RST right after the transition).
@@ -316,7 +319,7 @@ public struct HandshakeEngine: Sendable {
         let change = StateChange(connection: identity, monoNanoseconds: e.monoNanoseconds, from: from, to: .closed, step: step, inferred: false, kernel: e, reason: reason)
         apply(change, to: &c, id: id, emit: emit)
         if from == .synSent {
-            if c.resetReceived || c.lastError == 111 {
+            if c.resetReceived || c.lastError == ECONNREFUSED {
                 report(.connectionRefused, .warning, "The connection to \(endpointText(identity, remote: true)) was refused: the peer answered the SYN with an RST (nothing listens on that port, or a firewall rejects it).", e.monoNanoseconds, identity, emit: emit)
             } else if c.lastError == Self.etimedout {
                 report(.handshakeTimeout, .critical, "The connection to \(endpointText(identity, remote: true)) timed out after \(c.synRetransmits) SYN retransmissions: the peer or the path drops SYNs (host down, firewall dropping, wrong address).", e.monoNanoseconds, identity, count: c.synRetransmits, emit: emit)
@@ -386,7 +389,7 @@ public struct HandshakeEngine: Sendable {
 
     /// Drops the kernel counted for a listener whose accept queue was full
     /// (from `ListenQueueMonitor`, not a tracepoint).
-    public mutating func listenOverflow(_ o: ListenQueueMonitor.Overflow, at mono: UInt64, emit: (EngineOutput) -> Void) {
+    public mutating func listenOverflow(_ o: ListenOverflow, at mono: UInt64, emit: (EngineOutput) -> Void) {
         let identity = ConnectionIdentity(cookie: o.listener.cookie, snapshot: o.listener)
         report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(o.drops) SYN(s) or ACK(s) because its accept queue was full (\(o.listener.acceptQueue) of \(o.listener.acceptQueueLimit)): \(processText(identity)) does not accept() fast enough, or the backlog is too small.", mono, identity, count: o.drops,
                acceptQueue: Anomaly.AcceptQueue(depth: o.listener.acceptQueue, limit: o.listener.acceptQueueLimit), emit: emit)

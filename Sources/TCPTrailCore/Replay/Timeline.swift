@@ -10,7 +10,7 @@ public struct ReplaySelection: Sendable {
 
     public init() {}
 
-    func inWindow(_ mono: UInt64) -> Bool {
+    public func inWindow(_ mono: UInt64) -> Bool {
         if let sinceMono, mono < sinceMono { return false }
         if let untilMono, mono > untilMono { return false }
         return true

@@ -1,6 +1,7 @@
 import CTCPTrailSys
 import Foundation
 import TCPTrailCore
+import TCPTrailHost
 
 /// The exported event log (`trace --output FILE`): JSON Lines, a header
 /// record at the top of every file, mode 0600, only in a file no other user
@@ -26,9 +27,9 @@ import TCPTrailCore
 /// flush tries again, and the summary gives the count. No record goes into a
 /// file before its header: a header that did not fit is written first when
 /// space returns, so replay sees the dropped records as a `seq` gap.
-final class EventLog: @unchecked Sendable {
+public final class EventLog: @unchecked Sendable {
     /// An errno value, as swift-system's `Errno`.
-    struct Errno: Error, Equatable, CustomStringConvertible {
+    public struct Errno: Error, Equatable, CustomStringConvertible {
         var rawValue: Int32
         static var current: Errno { Errno(rawValue: errno) }
         static let exists = Errno(rawValue: EEXIST)
@@ -37,11 +38,11 @@ final class EventLog: @unchecked Sendable {
         static let isDirectory = Errno(rawValue: EISDIR)
         /// A FIFO or socket opened without a reader (O_NONBLOCK).
         static let noDevice = Errno(rawValue: ENXIO)
-        var description: String { String(cString: strerror(rawValue)) }
+        public var description: String { String(cString: strerror(rawValue)) }
     }
 
     /// Why the log cannot be opened; each message names the problem and the fix.
-    enum OpenError: Error {
+    public enum OpenError: Error {
         case symlink(String)
         case sharedDirectory(String, mode: mode_t)
         case directoryOwner(String, uid: uid_t)
@@ -52,7 +53,7 @@ final class EventLog: @unchecked Sendable {
         case hardLinks(String, count: UInt64)
         case cannotOpen(String, Errno)
 
-        var message: String {
+        public var message: String {
             switch self {
             case .symlink(let p):
                 return "refusing to write the log through a symlink at \(p): remove it or choose another path"
@@ -80,8 +81,10 @@ final class EventLog: @unchecked Sendable {
             return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
         }
 
-        /// EX_CANTCREAT
-        var exitStatus: Int32 { 73 }
+        public var status: ExitStatus { .cannotCreate }
+        public var exitStatus: Int32 { status.rawValue }
+        /// The failure that ends the command.
+        public var failure: CommandFailure { CommandFailure(message, status: status) }
     }
 
     /// The log's directory, opened once at start: every file operation is
@@ -127,24 +130,24 @@ final class EventLog: @unchecked Sendable {
     }
 
     /// The path as given, for messages.
-    let path: String
+    public let path: String
     let directory: LogDirectory
     /// The file's name in `directory`.
-    let name: String
+    public let name: String
     /// Rotate before a file grows past this many bytes (nil: never).
-    var rotateSize: Int?
+    public var rotateSize: Int?
     /// Rotated files kept beside the live one (path.1 is the newest).
-    var rotateKeep = 5
+    public var rotateKeep = 5
     /// Writes the header of each new file (on the reader's thread: it takes the next seq).
-    var header: (inout OutputBuffer) -> Void = { _ in }
+    public var header: (inout OutputBuffer) -> Void = { _ in }
 
     // The reader's side.
     /// Bytes handed over for the current file (what rotation goes by).
     private var bytesQueuedInFile = 0
     private var writer: Thread?
     /// Times the reader found every buffer waiting for the disk, and how long it waited.
-    private(set) var readerWaits = 0
-    private(set) var readerWaitNanoseconds: UInt64 = 0
+    public private(set) var readerWaits = 0
+    public private(set) var readerWaitNanoseconds: UInt64 = 0
 
     // Shared, under `condition`.
     private let condition = NSCondition()
@@ -165,13 +168,13 @@ final class EventLog: @unchecked Sendable {
     private var pendingHeader: OutputBuffer?
 
     /// Buffers in the pool and what each holds before it is handed over.
-    static let poolBuffers = 3
-    static let bufferCapacity = 1 << 19
-    static let handOverBytes = 1 << 18
+    public static let poolBuffers = 3
+    public static let bufferCapacity = 1 << 19
+    public static let handOverBytes = 1 << 18
 
     /// Opens and checks the directory, and checks a file already at the path;
     /// creates nothing (`open()` does, once tracing is allowed and loaded).
-    init(path: String, allowSharedDirectory: Bool) throws(OpenError) {
+    public init(path: String, allowSharedDirectory: Bool) throws(OpenError) {
         self.path = path
         let (dir, name) = try Self.split(path)
         self.name = name
@@ -194,7 +197,7 @@ final class EventLog: @unchecked Sendable {
     }
 
     /// Creates the file (on the caller's thread, so a failure ends the run before tracing starts).
-    func open() throws(OpenError) {
+    public func open() throws(OpenError) {
         try openFile()
         bytesQueuedInFile = bytesInFile
     }
@@ -256,7 +259,7 @@ final class EventLog: @unchecked Sendable {
     // MARK: - The reader's side
 
     /// Whether `pending` more bytes would push the file past --rotate-size.
-    func wouldOverflow(adding pending: Int) -> Bool {
+    public func wouldOverflow(adding pending: Int) -> Bool {
         guard let rotateSize else { return false }
         return bytesQueuedInFile + pending > rotateSize && bytesQueuedInFile > 0
     }
@@ -269,7 +272,7 @@ final class EventLog: @unchecked Sendable {
     }
 
     /// Starts a file's life with its header.
-    func writeHeader() {
+    public func writeHeader() {
         let h = makeHeader()
         bytesQueuedInFile += h.count
         enqueue(.header(h))
@@ -277,7 +280,7 @@ final class EventLog: @unchecked Sendable {
 
     /// Queues the buffer's records and gives back an empty buffer from the
     /// pool; waits while every buffer of the pool is still queued.
-    func write(_ out: inout OutputBuffer) {
+    public func write(_ out: inout OutputBuffer) {
         guard !out.isEmpty else { return }
         bytesQueuedInFile += out.count
         condition.lock()
@@ -295,14 +298,14 @@ final class EventLog: @unchecked Sendable {
 
     /// Moves path to path.1 (path.1 to path.2, … dropping the oldest) and starts
     /// a new file, after everything queued before.
-    func rotate() {
+    public func rotate() {
         let h = makeHeader()
         bytesQueuedInFile = h.count
         enqueue(.rotate(header: h))
     }
 
     /// SIGHUP: closes and reopens the path (logrotate moved the old file away).
-    func reopen() {
+    public func reopen() {
         let h = makeHeader()
         var st = stat()
         bytesQueuedInFile = (fstatat(directory.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? Int(st.st_size) : 0) + h.count
@@ -310,21 +313,21 @@ final class EventLog: @unchecked Sendable {
     }
 
     /// Waits until everything queued is on its way to the disk (written or counted).
-    func waitUntilWritten() {
+    public func waitUntilWritten() {
         condition.lock()
         while (jobsHead < jobs.count || writerBusy) && !writerDone { condition.wait() }
         condition.unlock()
     }
 
     /// Records the writer could not write so far.
-    var recordsNotWritten: UInt64 {
+    public var recordsNotWritten: UInt64 {
         condition.lock()
         defer { condition.unlock() }
         return notWritten
     }
 
     /// Writes the last records, syncs, closes, and ends the writer thread.
-    func finish(_ out: inout OutputBuffer) {
+    public func finish(_ out: inout OutputBuffer) {
         write(&out)
         enqueue(.finish)
         condition.lock()

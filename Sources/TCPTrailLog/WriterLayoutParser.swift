@@ -1,4 +1,6 @@
 import CTCPTrailEvent
+import TCPTrailCore
+import TCPTrailHost
 
 /// The fast path of `LogRecordParser`: a kernel record (transition,
 /// retransmit, reset, error, listen_drop) laid out byte for byte as

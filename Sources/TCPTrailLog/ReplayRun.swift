@@ -1,3 +1,4 @@
+import TCPTrailCore
 /// Re-runs the handshake engine over the records of one trace run (one or
 /// more files of the same run, in `seq` order), so that it sees what it saw live.
 ///
@@ -94,7 +95,7 @@ public struct ReplayRun {
                 listener.acceptQueue = queue.depth
                 listener.acceptQueueLimit = queue.limit
                 guard filter.keeps(listener) else { filteredOut += 1; return }
-                engine.listenOverflow(ListenQueueMonitor.Overflow(listener: listener, drops: Int(r.count ?? 0)), at: r.mono, emit: emit)
+                engine.listenOverflow(ListenOverflow(listener: listener, drops: Int(r.count ?? 0)), at: r.mono, emit: emit)
             } else {
                 engine.advance(to: r.mono, emit: emit)
             }

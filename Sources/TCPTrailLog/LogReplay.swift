@@ -1,3 +1,5 @@
+import TCPTrailCore
+import TCPTrailHost
 /// What `tcptrail replay` was asked to do.
 public struct ReplayOptions: Sendable {
     public var filter = EventFilter()
@@ -42,17 +44,18 @@ public struct ReplayResult: Sendable {
     public var cutLastLines = 0
     public var stop: Stop?
 
-    /// 0; 65 when malformed lines were skipped or --strict stopped; 66 a file
-    /// could not be read; 76 an unknown format version.
-    public var exitStatus: Int32 {
+    /// What the run's outcome means for the exit status.
+    public var status: ExitStatus {
         switch stop {
-        case .unreadable?: return 66
-        case .unknownVersion?: return 76
-        case .malformed?: return 65
-        case .outputClosed?: return 0
-        case nil: return malformed > 0 ? 65 : 0
+        case .unreadable?: .inputUnreadable
+        case .unknownVersion?: .unknownFormatVersion
+        case .malformed?: .malformedInput
+        case .outputClosed?: .success
+        case nil: malformed > 0 ? .malformedInput : .success
         }
     }
+
+    public var exitStatus: Int32 { status.rawValue }
 }
 
 /// Replays log files: orders them into runs, parses every line, re-runs the

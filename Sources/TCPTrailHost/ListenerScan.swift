@@ -1,24 +1,7 @@
+import TCPTrailCore
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A listening TCP socket and the process that holds it.
-public struct ListenerOwner: Sendable, Equatable {
-    public var netns: UInt32
-    /// 4 or 6.
-    public var family: UInt8
-    public var port: UInt16
-    public var pid: UInt32
-    public var comm: ProcessName
-
-    public init(netns: UInt32, family: UInt8, port: UInt16, pid: UInt32, comm: ProcessName) {
-        self.netns = netns
-        self.family = family
-        self.port = port
-        self.pid = pid
-        self.comm = comm
-    }
-}
 
 /// Finds the listeners that exist now and their processes, in every network
 /// namespace a process sits in, the way `ss -ltp` does it from /proc: socket
@@ -34,28 +17,13 @@ public enum ListenerScan {
         for (netns, pid) in table.pidInNetns {
             for (file, family) in [("tcp", UInt8(4)), ("tcp6", UInt8(6))] {
                 guard let text = ProcSockets.readText("\(procRoot)/\(pid)/net/\(file)") else { continue }
-                for (port, inode) in listeners(in: text) {
+                for (port, inode) in ProcNetText.listeners(in: text) {
                     guard let owner = table.ownerOfInode[inode] else { continue }
                     result.append(ListenerOwner(netns: netns, family: family, port: port, pid: owner, comm: table.comm(of: owner)))
                 }
             }
         }
         return result
-    }
-
-    /// (port, inode) of each LISTEN row (state 0A) in a /proc/net/tcp table.
-    public static func listeners(in table: String) -> [(UInt16, UInt64)] {
-        var out: [(UInt16, UInt64)] = []
-        for line in table.split(separator: "\n").dropFirst() {
-            let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard f.count > 9, f[3] == "0A",
-                  let colon = f[1].lastIndex(of: ":"),
-                  let port = UInt16(f[1][f[1].index(after: colon)...], radix: 16),
-                  let inode = UInt64(f[9]), inode != 0
-            else { continue }
-            out.append((port, inode))
-        }
-        return out
     }
 }
 
@@ -125,15 +93,3 @@ public struct ProcSockets {
     }
 }
 
-/// A listening endpoint as the kernel side's listener table keys it.
-public struct ListenerKey: Hashable, Sendable {
-    public var netns: UInt32
-    /// 4 or 6.
-    public var family: UInt8
-    public var port: UInt16
-    public init(netns: UInt32, family: UInt8, port: UInt16) {
-        self.netns = netns
-        self.family = family
-        self.port = port
-    }
-}

@@ -4,16 +4,20 @@ import Glibc
 #endif
 import TCPTrailCore
 import TCPTrailLoader
+import TCPTrailHost
+import TCPTrailLog
 
 /// The live tracer that `trace`, `top` and `serve` share: the BPF program
 /// opened, loaded and attached, the ring buffer read into the sink, the
 /// sockets open at start, lost events and listen-queue overflows.
 ///
-/// `start` fails with one line and the loader's exit status; `step` is one
-/// turn of the loop; `stop` detaches, drains what is queued and settles the engine.
-final class TraceSession {
-    let program: TraceProgram
-    private(set) var sink: EventPrinter!
+/// `init` and `begin` throw the failure that ends the command (one line and
+/// its exit status); `step` is one turn of the loop; `stop` detaches, drains
+/// what is queued and settles the engine.
+public final class TraceSession {
+    public let program: TraceProgram
+    /// Where the records go; set by `begin`.
+    public private(set) var sink: EventPrinter?
     private var reader: RingBufferReader?
     private var loss: LossReporter?
     private var queues: ListenQueueMonitor?
@@ -24,11 +28,14 @@ final class TraceSession {
     /// The listeners open at start, for user space's owner fallback.
     private var startListeners: [ListenerOwner] = []
 
-    /// Open, configure, load, attach: each step's failure ends the process
-    /// with its line and exit status.
-    init(options: LiveOptions, filters: FilterOptions) {
+    /// Ring-buffer reads that failed, and the last one's errno (said once on stderr).
+    public private(set) var pollErrors: UInt64 = 0
+    public private(set) var lastPollError: Int32 = 0
+
+    /// Open, configure, load, attach: each step's failure is thrown with its line and exit status.
+    public init(options: SessionOptions) throws(CommandFailure) {
         LibBPFLog.install(verbose: options.verbose)
-        let settings = options.settings(filters)
+        let settings = options.settings
         var scanned: [ListenerOwner] = []
         let started = Result { () throws(LoaderError) -> TraceProgram in
             try Preflight.checkBeforeTrace()
@@ -45,7 +52,7 @@ final class TraceSession {
         }
         switch started {
         case .success(let p): program = p
-        case .failure(let error): Diagnostics.fail(error.message, status: error.exitStatus)
+        case .failure(let error): throw error.failure
         }
         pollInterval = options.pollInterval
         startListeners = scanned
@@ -61,7 +68,7 @@ final class TraceSession {
     }
 
     /// Starts reading into `sink`, and hands it the sockets open now.
-    func begin(sink: EventPrinter, raw: Bool = false) {
+    public func begin(sink: EventPrinter, raw: Bool = false) throws(CommandFailure) {
         self.sink = sink
         sink.learnListeners(startListeners)
         startListeners = []
@@ -70,7 +77,7 @@ final class TraceSession {
         case .success(let r): reader = r
         case .failure(let error):
             program.close()
-            Diagnostics.fail(error.message, status: error.exitStatus)
+            throw error.failure
         }
         loss = LossReporter(program: program, sink: sink)
         // Attached first, then read what is open, so nothing falls between the two.
@@ -88,8 +95,16 @@ final class TraceSession {
     }
 
     /// One turn: wait up to `timeout` ms for events, take them, run the timers.
-    func step(timeoutMilliseconds timeout: Int32? = nil) {
-        reader?.poll(timeoutMilliseconds: timeout ?? pollInterval)
+    public func step(timeoutMilliseconds timeout: Int32? = nil) {
+        guard let sink else { return }
+        if let rc = reader?.poll(timeoutMilliseconds: timeout ?? pollInterval), rc < 0, -rc != EINTR {
+            // A signal interrupts the wait (EINTR): not an error. Anything else is said once and counted.
+            if pollErrors == 0 {
+                Diagnostics.note("tcptrail: reading the ring buffer failed: \(ErrnoName.name(-rc)) (\(String(cString: strerror(-rc)))); tracing goes on, events may be late or lost")
+            }
+            pollErrors += 1
+            lastPollError = -rc
+        }
         loss?.check()
         // Timers run a little behind the clock: events still in the ring may explain a close.
         sink.tick(to: WallClock.monotonicNow() &- 200_000_000)
@@ -109,27 +124,27 @@ final class TraceSession {
     /// (and `ip netns del`) may be gone by the next check, and the handle
     /// keeps the namespace's counters readable.
     private func followNewNamespaces() {
-        guard queues != nil else { return }
+        guard queues != nil, let sink else { return }
         let (namespaces, listeners) = sink.takeNewNamespaces()
         for n in namespaces { queues!.follow(netns: n.netns, pid: n.pid) }
         for l in listeners { queues!.learn(l) }
     }
 
     /// What full kernel tables kept from the record, from `stats`.
-    func gaps(_ stats: KernelStats) -> TableGaps {
+    public func gaps(_ stats: KernelStats) -> TableGaps {
         TableGaps(stats, named: sink?.acceptedNamed ?? 0)
     }
 
     /// Events the kernel could not queue so far.
-    var lost: UInt64 { program.readStats().lost }
+    public var lost: UInt64 { program.readStats().lost }
 
     /// Detaches, takes what is still queued, settles the engine; returns the kernel's counters.
     @discardableResult
-    func stop() -> KernelStats {
-        if !stopped {
+    public func stop() -> KernelStats {
+        if !stopped, let sink {
             stopped = true
             program.detach()
-            if !sink.finished { reader?.drain() }
+            if !sink.finished { _ = reader?.drain() }
             loss?.check()
             followNewNamespaces()
             if queues != nil {

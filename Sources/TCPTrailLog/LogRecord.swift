@@ -2,6 +2,8 @@ import CTCPTrailEvent
 #if canImport(Glibc)
 import Glibc
 #endif
+import TCPTrailCore
+import TCPTrailHost
 
 /// One line of a v1 log, read back: what replay needs to re-run the engine.
 public struct LogRecord: Sendable {

@@ -2,6 +2,8 @@ import CZlib
 #if canImport(Glibc)
 import Glibc
 #endif
+import TCPTrailCore
+import TCPTrailHost
 
 /// Why a log file could not be read.
 public struct LogFileError: Error, Sendable, Equatable, CustomStringConvertible {

@@ -4,12 +4,14 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import TCPTrailHost
+import TCPTrailLog
 
 /// The hot path: decodes each ring-buffer record and writes it to stdout as
 /// text or JSON, through one reused buffer flushed in large writes.
-final class EventPrinter: RingBufferConsumer {
+public final class EventPrinter: RingBufferConsumer {
     /// `none`: nothing on stdout (`top`, `serve` take the records through `observer`).
-    enum Format { case text, json, none }
+    public enum Format: Sendable { case text, json, none }
 
     private let format: Format
     /// The connection filters; on live events only --addr is left to check here.
@@ -18,25 +20,25 @@ final class EventPrinter: RingBufferConsumer {
     private var json: JSONLinesWriter
     private var text: TextLinesWriter
     /// The handshake engine; nil with --raw (kernel transitions only).
-    private(set) var engine: HandshakeEngine?
+    public private(set) var engine: HandshakeEngine?
     private var out = OutputBuffer(capacity: 1 << 20)
     /// The exported log (--output FILE), with its own writer and sequence.
     private let log: EventLog?
     private var fileJSON: JSONLinesWriter
     private var fileOut = OutputBuffer(capacity: EventLog.bufferCapacity)
-    private(set) var events: UInt64 = 0
+    public private(set) var events: UInt64 = 0
     /// Sees every record the engine makes (the live views' board).
-    var observer: ((EngineOutput) -> Void)?
-    private(set) var undecodable: UInt64 = 0
+    public var observer: ((EngineOutput) -> Void)?
+    public private(set) var undecodable: UInt64 = 0
     /// Owners of accepted sockets the kernel side could not name.
-    private(set) var owners = OwnerFallback()
+    public private(set) var owners = OwnerFallback()
     private var lastRescan: UInt64 = 0
     /// stdout's reader went away (EPIPE): end quietly.
-    private(set) var outputClosed = false
+    public private(set) var outputClosed = false
     /// The run should end: --count reached or stdout closed.
-    var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
+    public var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
 
-    init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
+    public init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
          log: EventLog? = nil) {
         self.format = format
         self.filter = filter
@@ -51,7 +53,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Writes the log file's header record (at start and after each reopen).
-    func writeLogHeader(version: String, filters: String, thresholds: String, features: String, tables: String) {
+    public func writeLogHeader(version: String, filters: String, thresholds: String, features: String, tables: String) {
         guard let log else { return }
         let started = WallClock.monotonicNow()
         var uts = utsname()
@@ -67,14 +69,14 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// SIGHUP: reopens the log path (after flushing what is buffered).
-    func reopenLog() {
+    public func reopenLog() {
         guard let log else { return }
         log.write(&fileOut)
         log.reopen()
     }
 
     /// Writes the summary record, fsyncs and closes the log.
-    func finishLog(lost: UInt64, untracked: TableGaps) {
+    public func finishLog(lost: UInt64, untracked: TableGaps) {
         guard let log else { return }
         log.write(&fileOut)
         // The summary's export-error count covers everything before it.
@@ -86,7 +88,7 @@ final class EventPrinter: RingBufferConsumer {
         log.finish(&fileOut)
     }
 
-    var exportErrors: UInt64 { log?.recordsNotWritten ?? 0 }
+    public var exportErrors: UInt64 { log?.recordsNotWritten ?? 0 }
 
     /// Rotates before a record that would push the file past --rotate-size, so a
     /// record never spans two files and each new file's header takes the next seq.
@@ -104,7 +106,7 @@ final class EventPrinter: RingBufferConsumer {
         if fileOut.count >= EventLog.handOverBytes { log?.write(&fileOut) }
     }
 
-    func consume(_ record: UnsafeRawBufferPointer) -> Bool {
+    public func consume(_ record: UnsafeRawBufferPointer) -> Bool {
         if finished { return false }
         guard case .success(var event) = EventDecoder.decode(record) else {
             undecodable += 1
@@ -130,7 +132,7 @@ final class EventPrinter: RingBufferConsumer {
 
     /// Accepted sockets the kernel side sent without owner that user space
     /// named: from its listener table, or at accept().
-    var acceptedNamed: UInt64 { owners.named + acceptHold.namedWithoutListener }
+    public var acceptedNamed: UInt64 { owners.named + acceptHold.namedWithoutListener }
 
     /// One event, owner settled, into the engine (or out, with --raw).
     private func process(_ event: KernelEvent) {
@@ -158,8 +160,8 @@ final class EventPrinter: RingBufferConsumer {
     /// listeners seen opening. TraceSession hands them to the listen-queue
     /// monitor, so a namespace made during the trace is watched from its
     /// first listener on.
-    private(set) var newNamespaces: [(netns: UInt32, pid: UInt32)] = []
-    private(set) var newListeners: [SocketSnapshot] = []
+    public private(set) var newNamespaces: [(netns: UInt32, pid: UInt32)] = []
+    public private(set) var newListeners: [SocketSnapshot] = []
     private var namespacesSeen: Set<UInt32> = []
 
     private func noteNamespace(_ e: KernelEvent) {
@@ -172,7 +174,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// What `noteNamespace` gathered since the last call.
-    func takeNewNamespaces() -> (namespaces: [(netns: UInt32, pid: UInt32)], listeners: [SocketSnapshot]) {
+    public func takeNewNamespaces() -> (namespaces: [(netns: UInt32, pid: UInt32)], listeners: [SocketSnapshot]) {
         defer { newNamespaces.removeAll(); newListeners.removeAll() }
         return (newNamespaces, newListeners)
     }
@@ -186,12 +188,12 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// The listeners open at start, for accepted sockets the kernel side cannot name.
-    func learnListeners(_ owners: [ListenerOwner]) {
+    public func learnListeners(_ owners: [ListenerOwner]) {
         self.owners.learn(owners)
     }
 
     /// Reports and tracks the sockets open at start (those the filters keep).
-    func seed(_ sockets: [SocketSnapshot]) {
+    public func seed(_ sockets: [SocketSnapshot]) {
         guard engine != nil else { return }
         let kept = sockets.filter(filter.keeps)
         engine!.seed(kept, at: WallClock.monotonicNow()) { write($0) }
@@ -199,7 +201,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Reports listeners that overflowed since the last check.
-    func listenOverflows(_ overflows: [ListenQueueMonitor.Overflow]) {
+    public func listenOverflows(_ overflows: [ListenQueueMonitor.Overflow]) {
         guard engine != nil else { return }
         let now = WallClock.monotonicNow()
         for o in overflows where filter.keeps(o.listener) {
@@ -208,21 +210,21 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Runs the engine's timers up to `mono` (TIME_WAIT expiry, stalls).
-    func tick(to mono: UInt64) {
+    public func tick(to mono: UInt64) {
         if acceptHold.count > 0 { acceptHold.expire(now: mono) { process($0) } }
         guard engine != nil else { return }
         engine!.advance(to: mono) { write($0) }
     }
 
     /// Settles what the engine still holds at the end of the run.
-    func finish() {
+    public func finish() {
         acceptHold.releaseAll { process($0) }
         guard engine != nil else { return }
         engine!.finish { write($0) }
     }
 
     /// Reports events the kernel could not queue, as soon as they are counted.
-    func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
+    public func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
         let now = WallClock.monotonicNow()
         if log != nil {
             rotateIfNeeded()
@@ -236,7 +238,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Reports what full kernel tables kept from the record, as it grows.
-    func untracked(_ gaps: TableGaps) {
+    public func untracked(_ gaps: TableGaps) {
         let now = WallClock.monotonicNow()
         if log != nil {
             rotateIfNeeded()
@@ -251,14 +253,14 @@ final class EventPrinter: RingBufferConsumer {
 
     /// Notices a reader that went away even when there is nothing to write
     /// (`tcptrail trace | head` on a quiet host).
-    func checkOutputClosed() {
+    public func checkOutputClosed() {
         var pfd = pollfd(fd: STDOUT_FILENO, events: Int16(POLLOUT), revents: 0)
         if poll(&pfd, 1, 0) == 1 && pfd.revents & Int16(POLLERR | POLLHUP) != 0 {
             outputClosed = true
         }
     }
 
-    func flush() {
+    public func flush() {
         if let log, !fileOut.isEmpty { log.write(&fileOut) }
         guard !out.isEmpty, !outputClosed else { return }
         // Where a regular file's write stopped, so a cut line can be taken back.
@@ -286,7 +288,7 @@ final class EventPrinter: RingBufferConsumer {
     }
 
     /// Records standard output could not take (disk full, I/O error).
-    private(set) var stdoutErrors: UInt64 = 0
+    public private(set) var stdoutErrors: UInt64 = 0
     private let stdoutIsFile: Bool = {
         var st = stat()
         return fstat(STDOUT_FILENO, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG

@@ -1,3 +1,5 @@
+import TCPTrailCore
+import TCPTrailHost
 /// What is wrong with one line of a log, in words for `FILE:LINE: ...`.
 public struct LogLineError: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String

@@ -1,0 +1,36 @@
+import TCPTrailCore
+import TCPTrailLoader
+
+/// Turns the kernel's failed-reserve counter into `lost` records as it grows.
+final class LossReporter {
+    private let program: TraceProgram
+    private let sink: EventPrinter
+    private var seen: UInt64 = 0
+    private var gapsSeen = TableGaps()
+
+    init(program: TraceProgram, sink: EventPrinter) {
+        self.program = program
+        self.sink = sink
+    }
+
+    func check() {
+        let stats = program.readStats()
+        if stats.lost > seen {
+            sink.lost(count: stats.lost - seen, total: stats.lost, byKind: stats.lostByKind)
+            seen = stats.lost
+        }
+        let gaps = TableGaps(stats, named: sink.owners.named)
+        if gaps != gapsSeen && !gaps.isEmpty {
+            sink.untracked(gaps)
+        }
+        gapsSeen = gaps
+    }
+}
+
+extension TableGaps {
+    /// The kernel side's table counters, with the accepted sockets user space named.
+    public init(_ stats: KernelStats, named: UInt64) {
+        self = stats.tables
+        acceptedNamed = min(named, acceptedWithoutOwner)
+    }
+}
