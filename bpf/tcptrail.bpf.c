@@ -3,7 +3,7 @@
  * tcptrail's kernel side: every TCP state change, plus the retransmits,
  * resets and socket errors that explain it, streamed through one ring buffer.
  *
- * The traps this program works around (../shared/docs/kernel-notes.md):
+ * The traps this program works around (docs/kernel-notes.md):
  *  - pid/comm at a tracepoint is whoever is on the CPU; we report the owner,
  *    learnt at the transitions that run in the owner's context (connect,
  *    listen, close) and inherited by accepted children from their listener;
