@@ -135,58 +135,8 @@ public struct LogRecordParser {
         scratch.reserveCapacity(256)
     }
 
-    /// The member names replay reads; any other name is skipped.
-    enum Field: String, CaseIterable {
-        case v = "v"
-        case seq = "seq"
-        case type = "type"
-        case monoNs = "mono_ns"
-        case conn = "conn"
-        case pid = "pid"
-        case comm = "comm"
-        case thread = "thread"
-        case netns = "netns"
-        case family = "family"
-        case laddr = "laddr"
-        case lport = "lport"
-        case raddr = "raddr"
-        case rport = "rport"
-        case ownerKnown = "owner_known"
-        case cpu = "cpu"
-        case kernelFrom = "kernel_from"
-        case kernelTo = "kernel_to"
-        case kernelState = "kernel_state"
-        case prevStateNs = "prev_state_ns"
-        case peerFin = "peer_fin"
-        case what = "what"
-        case direction = "direction"
-        case reason = "reason"
-        case noSocket = "no_socket"
-        case step = "step"
-        case errno = "errno"
-        case anomaly = "anomaly"
-        case count = "count"
-        case acceptQueue = "accept_queue"
-        case acceptQueueLimit = "accept_queue_limit"
-        case exportErrors = "export_errors"
-        case lost = "lost"
-        case expiresMs = "expires_ms"
-        case total = "total"
-        case totalByType = "total_by_type"
-        case formatVersion = "format_version"
-        case thresholds = "thresholds"
-        case bootOffsetNs = "boot_offset_ns"
-        case hostname = "hostname"
-        case started = "started"
-        case kernel = "kernel"
-        case time = "time"
-        case closeWaitS = "close_wait_s"
-        case finWait2S = "fin_wait_2_s"
-        case timeWaitSockets = "time_wait_sockets"
-        case dataRetransmits = "data_retransmits"
-        case untracked = "untracked"
-        case timewait = "timewait"
-    }
+    /// The member names, from the schema's one table; a name replay does not read is skipped.
+    typealias Field = LogKey
 
     /// Finds a member name's `Field` with one hash and (nearly always) one
     /// compare: a switch over ~45 names compared one by one cost more than
