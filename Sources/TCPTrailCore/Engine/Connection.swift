@@ -55,16 +55,31 @@ public struct ConnectionIdentity: Sendable, Equatable {
 }
 
 extension OutputBuffer {
+    /// The one endpoint formatter: "198.18.0.2:8080", "[fd00::2]:8080"
+    /// (brackets for IPv6 with a port, as RFC 3986 and `ss` write it).
+    public mutating func append(endpoint address: RawAddress, port: UInt16, family: UInt8) {
+        if family == 6 { append(UInt8(ascii: "[")) }
+        append(address: address, family: family)
+        if family == 6 { append(UInt8(ascii: "]")) }
+        append(UInt8(ascii: ":"))
+        append(decimal: UInt64(port))
+    }
+
+    /// One side of a connection, through `append(endpoint:port:family:)`.
+    public mutating func append(endpointOf id: ConnectionIdentity, remote: Bool) {
+        if remote {
+            append(endpoint: id.remoteAddress, port: id.remotePort, family: id.family)
+        } else {
+            append(endpoint: id.localAddress, port: id.localPort, family: id.family)
+        }
+    }
+
     /// `ConnectionIdentity.endpoints`, without a String in between (replay
     /// writes one per connection).
     public mutating func append(endpoints id: ConnectionIdentity) {
-        append(address: id.localAddress, family: id.family)
-        append(UInt8(ascii: ":"))
-        append(decimal: UInt64(id.localPort))
+        append(endpointOf: id, remote: false)
         append(" -> " as StaticString)
-        append(address: id.remoteAddress, family: id.family)
-        append(UInt8(ascii: ":"))
-        append(decimal: UInt64(id.remotePort))
+        append(endpointOf: id, remote: true)
     }
 }
 

@@ -583,9 +583,7 @@ public struct HandshakeEngine: Sendable {
 
     private func endpointText(_ id: ConnectionIdentity, remote: Bool) -> String {
         var out = OutputBuffer(capacity: 64)
-        out.append(address: remote ? id.remoteAddress : id.localAddress, family: id.family)
-        out.append(UInt8(ascii: ":"))
-        out.append(decimal: UInt64(remote ? id.remotePort : id.localPort))
+        out.append(endpointOf: id, remote: remote)
         return out.string
     }
 

@@ -87,9 +87,9 @@ public struct BoardJSON: Sendable {
             out.appendJSONString(id.thread.escaped)
         }
         out.append(",\"local\":\"" as StaticString)
-        ConnectionBoard.appendEndpoint(id, remote: false, to: &out)
+        out.append(endpointOf: id, remote: false)
         out.append("\",\"remote\":\"" as StaticString)
-        ConnectionBoard.appendEndpoint(id, remote: true, to: &out)
+        out.append(endpointOf: id, remote: true)
         out.append("\",\"side\":\"" as StaticString)
         out.append(row.side.rawValue)
         out.append("\",\"state\":\"" as StaticString)

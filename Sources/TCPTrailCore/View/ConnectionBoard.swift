@@ -410,15 +410,7 @@ extension ConnectionBoard {
     /// "198.18.0.2:8080" or "[fd00::2]:8080".
     public static func endpoint(_ id: ConnectionIdentity, remote: Bool) -> String {
         var out = OutputBuffer(capacity: 64)
-        appendEndpoint(id, remote: remote, to: &out)
+        out.append(endpointOf: id, remote: remote)
         return out.string
-    }
-
-    static func appendEndpoint(_ id: ConnectionIdentity, remote: Bool, to out: inout OutputBuffer) {
-        if id.family == 6 { out.append(UInt8(ascii: "[")) }
-        out.append(address: remote ? id.remoteAddress : id.localAddress, family: id.family)
-        if id.family == 6 { out.append(UInt8(ascii: "]")) }
-        out.append(UInt8(ascii: ":"))
-        out.append(decimal: UInt64(remote ? id.remotePort : id.localPort))
     }
 }
