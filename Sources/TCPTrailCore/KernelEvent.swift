@@ -347,10 +347,7 @@ public struct ConnectionID: Hashable, Comparable, Sendable, CustomStringConverti
     /// SipHash cost more than the lookup. Cookies are unique kernel counters,
     /// so a seeded multiply-xorshift mix spreads them well enough.
     public func _rawHashValue(seed: Int) -> Int {
-        var x = cookie ^ UInt64(generation) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(UInt(bitPattern: seed))
-        x = (x ^ (x >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-        x = (x ^ (x >> 33)) &* 0xC4CE_B9FE_1A85_EC53
-        return Int(truncatingIfNeeded: x ^ (x >> 33))
+        SlotIndex.hash(self, seed: UInt64(UInt(bitPattern: seed)))
     }
 
     public static func < (a: ConnectionID, b: ConnectionID) -> Bool {

@@ -83,8 +83,8 @@ struct LiveOptions: ParsableArguments {
     }
 
     /// The session these options and filters start.
-    func session(_ filters: FilterOptions) -> SessionOptions {
-        var o = SessionOptions(settings: settings(filters))
+    func session(_ filter: EventFilter) -> SessionOptions {
+        var o = SessionOptions(settings: settings(filter))
         o.verbose = verbose
         o.maxConnections = maxConnections
         o.maxListeners = maxListeners
@@ -93,14 +93,9 @@ struct LiveOptions: ParsableArguments {
         return o
     }
 
-    func settings(_ filters: FilterOptions) -> TraceSettings {
+    func settings(_ filter: EventFilter) -> TraceSettings {
         var s = TraceSettings()
-        s.pids = filters.pids
-        s.ports = filters.ports
-        s.localPorts = filters.localPorts
-        s.remotePorts = filters.remotePorts
-        s.family = filters.ipv4Only ? 4 : filters.ipv6Only ? 6 : nil
-        s.netns = filters.netns
+        s.filter = filter
         s.ringBufferBytes = UInt32(Self.parseSize(bufferSize) ?? 16 << 20)
         if noSyscallHook { s.turnedOff[.syscallReturns] = "turned off by --no-syscall-hook" }
         if noTimerHooks { s.turnedOff[.timewaitSockets] = "turned off by --no-timer-hooks" }

@@ -111,12 +111,14 @@ struct Serve: ParsableCommand {
 
     private func serve() throws {
         guard let (host, port) = Self.parseListen(listen) else { throw ExitCode.validationFailure }
-        let session = try TraceSession(options: live.session(filters))
+        // One filter value: the kernel's config and the user-space check are made from it.
+        let filter = filters.eventFilter
+        let session = try TraceSession(options: live.session(filter))
         tt_install_stop_handlers()
         if !Self.isLoopback(host) {
             Diagnostics.note("tcptrail: warning: serving on \(listen), not loopback: anyone who can reach it sees every connection on this host (no authentication)")
         }
-        let sink = EventPrinter(format: .none, filter: filters.eventFilter, limit: nil, wideAddresses: false,
+        let sink = EventPrinter(format: .none, filter: filter, limit: nil, wideAddresses: false,
                                 engine: HandshakeEngine(thresholds: live.thresholds()), log: nil)
         // The engine's records are applied to the shared board once per turn, under one lock.
         nonisolated(unsafe) var pending: [EngineOutput] = []

@@ -61,10 +61,12 @@ struct Top: ParsableCommand {
             throw CommandFailure("top needs a terminal on stdin and stdout; use 'tcptrail trace' for pipes and files", status: .usage)
         }
         // Everything that can fail does so before the screen is taken.
-        let session = try TraceSession(options: live.session(filters))
+        // One filter value: the kernel's config and the user-space check are made from it.
+        let filter = filters.eventFilter
+        let session = try TraceSession(options: live.session(filter))
         tt_install_stop_handlers()
         let box = BoardBox()
-        let sink = EventPrinter(format: .none, filter: filters.eventFilter, limit: nil, wideAddresses: false,
+        let sink = EventPrinter(format: .none, filter: filter, limit: nil, wideAddresses: false,
                                 engine: HandshakeEngine(thresholds: live.thresholds()), log: nil)
         sink.observer = { box.board.apply($0) }
         try session.begin(sink: sink)

@@ -97,7 +97,9 @@ struct Trace: ParsableCommand {
                 throw error.failure
             }
         }
-        let session = try TraceSession(options: live.session(filters))
+        // One filter value: the kernel's config and the user-space check are made from it.
+        let filter = filters.eventFilter
+        let session = try TraceSession(options: live.session(filter))
         if let log {
             // Still before tracing starts: a file that cannot be created ends the run here.
             do throws(EventLog.OpenError) {
@@ -110,7 +112,7 @@ struct Trace: ParsableCommand {
         let thresholds = live.thresholds()
         let sink = EventPrinter(
             format: quiet ? .none : json || output == "-" ? .json : .text,
-            filter: filters.eventFilter,
+            filter: filter,
             limit: count,
             wideAddresses: filters.ipv6Only,
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds),
