@@ -4,11 +4,11 @@ import TCPTrailLoader
 /// Turns the kernel's failed-reserve counter into `lost` records as it grows.
 final class LossReporter {
     private let program: TraceProgram
-    private let sink: EventPrinter
+    private let sink: LivePipeline
     private var seen: UInt64 = 0
     private var gapsSeen = TableGaps()
 
-    init(program: TraceProgram, sink: EventPrinter) {
+    init(program: TraceProgram, sink: LivePipeline) {
         self.program = program
         self.sink = sink
     }

@@ -17,7 +17,7 @@ import TCPTrailLog
 public final class TraceSession {
     public let program: TraceProgram
     /// Where the records go; set by `begin`.
-    public private(set) var sink: EventPrinter?
+    public private(set) var sink: LivePipeline?
     private var reader: RingBufferReader?
     private var loss: LossReporter?
     private var queues: ListenQueueMonitor?
@@ -68,7 +68,7 @@ public final class TraceSession {
     }
 
     /// Starts reading into `sink`, and hands it the sockets open now.
-    public func begin(sink: EventPrinter, raw: Bool = false) throws(CommandFailure) {
+    public func begin(sink: LivePipeline, raw: Bool = false) throws(CommandFailure) {
         self.sink = sink
         sink.learnListeners(startListeners)
         startListeners = []

@@ -171,14 +171,15 @@ public final class LogReplay {
             }
             buffer.removeAll()
         }
-        var timelines: TimelineWriter?
-        var json: JSONLinesWriter?
+        // The run's sink: one of these three (a local, for the same reason as the buffer).
+        var timelines: TimelineSink?
+        var json: JSONLinesSink?
+        var boardSink: BoardSink?
         var selection = ReplaySelection()
         selection.conn = options.conn
         selection.anomaliesOnly = options.anomaliesOnly
 
         // The output is set up at the first record, once the clock is known.
-        var boardRun = true
         func start(_ clock: WallClock, header: LogRecord?) {
             // Clamped: a window outside the log's clock selects from its start or to its end.
             if let since = options.since { selection.sinceMono = UInt64(clamping: since.subtractingSaturating(clock.bootOffsetNanoseconds)) }
@@ -186,44 +187,38 @@ public final class LogReplay {
             if options.board {
                 // One report shows one run: its times share one clock.
                 if board == nil {
-                    board = ConnectionBoard(retention: .max, maxEndedRows: 200_000)
+                    boardSink = BoardSink(ConnectionBoard(retention: .max, maxEndedRows: 200_000), selection: selection)
                     self.clock = clock
                     hostname = header?.hostname
                 } else {
                     diagnose("tcptrail: warning: the files hold more than one trace run; the HTML report shows the first")
-                    boardRun = false
                 }
             } else if options.json {
                 var w = JSONLinesWriter(clock: clock)
                 w.appendHeader(version: options.version, hostname: header?.hostname ?? "", kernel: header?.kernel ?? "",
                                startedMono: header?.mono ?? 0, filters: "{}", thresholds: run.engine.thresholds.json,
                                mono: header?.mono ?? 0, to: &buffer)
-                json = w
+                json = JSONLinesSink(w, selection: selection)
             } else {
-                timelines = TimelineWriter(clock: clock, selection: selection)
+                timelines = TimelineSink(TimelineWriter(clock: clock, selection: selection))
             }
         }
         func emit(_ output: EngineOutput) {
             if timelines != nil {
-                timelines!.add(output, to: &buffer)
-            } else if board != nil {
-                guard boardRun else { return }
-                // The report applies --anomalies-only to connections, not records.
-                var connections = selection
-                connections.anomaliesOnly = false
-                if connections.shows(output) { board!.apply(output) }
-            } else if json != nil, selection.shows(output) {
-                json!.append(output, to: &buffer)
+                timelines!.record(output, to: &buffer)
+            } else if boardSink != nil {
+                boardSink!.record(output, to: &buffer)
+            } else if json != nil {
+                json!.record(output, to: &buffer)
             }
             if buffer.count >= 1 << 19 { flushOutput() }
         }
         func lost(_ r: LogRecord) {
-            if json != nil, !options.anomaliesOnly, selection.conn == nil, selection.inWindow(r.mono) {
-                if r.type == .untracked {
-                    json!.appendUntracked(r.untracked ?? TableGaps(), mono: r.mono, to: &buffer)
-                } else {
-                    json!.appendLost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &buffer)
-                }
+            guard json != nil else { return }
+            if r.type == .untracked {
+                json!.untracked(r.untracked ?? TableGaps(), mono: r.mono, to: &buffer)
+            } else {
+                json!.lost(count: r.count.map { UInt64(clamping: $0) } ?? 0, total: r.lostTotal, byKind: r.lostByType, mono: r.mono, to: &buffer)
             }
         }
 
@@ -320,17 +315,18 @@ public final class LogReplay {
         if !started { start(WallClock(bootOffsetNanoseconds: 0), header: nil) }
         run.finish(emit: emit)
         result.kernelEvents += run.kernelEvents
+        if let boardSink { board = boardSink.board }
 
         if timelines != nil {
-            while timelines!.finishOne(to: &buffer) {
+            while timelines!.writer.finishOne(to: &buffer) {
                 if buffer.count >= 1 << 19 { flushOutput() }
             }
-            buffer.append(summaryText(run, timelines: timelines, files: files))
+            buffer.append(summaryText(run, timelines: timelines?.writer, files: files))
         } else if board != nil {
             buffer.append(summaryText(run, timelines: nil, files: files))
         } else if json != nil {
             let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
-            json!.appendSummary(recordsByType: json!.countsByType,
+            json!.writer.appendSummary(recordsByType: json!.writer.countsByType,
                                 anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0,
                                 untracked: run.untracked.isEmpty ? nil : run.untracked, mono: run.engine.now, to: &buffer)
             for line in summaryText(run, timelines: nil, files: files).split(separator: "\n") {

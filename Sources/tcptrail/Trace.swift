@@ -110,7 +110,7 @@ struct Trace: ParsableCommand {
         }
         tt_install_stop_handlers()
         let thresholds = live.thresholds()
-        let sink = EventPrinter(
+        let sink = LivePipeline(
             format: quiet ? .none : json || output == "-" ? .json : .text,
             filter: filter,
             limit: count,

@@ -41,7 +41,7 @@ final class Scratch {
 
 /// Plays the part of `trace`: events come out of the ring in batches, the
 /// engine's clock is also moved by a tick 200 ms behind the wall clock, and
-/// everything the engine says is written to the log as EventPrinter writes it.
+/// everything the engine says is written to the log as LivePipeline writes it.
 struct LiveRunSimulator {
     var engine: HandshakeEngine
     var writer = JSONLinesWriter(clock: WallClock(bootOffsetNanoseconds: 1_795_000_000_000_000_000))

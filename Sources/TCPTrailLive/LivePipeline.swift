@@ -7,25 +7,25 @@ import Glibc
 import TCPTrailHost
 import TCPTrailLog
 
-/// The hot path: decodes each ring-buffer record and writes it to stdout as
-/// text or JSON, through one reused buffer flushed in large writes.
-public final class EventPrinter: RingBufferConsumer {
+/// The live pipeline, the hot path: decodes each ring-buffer record, fills
+/// in its owner, filters it, runs the engine and hands each record to the
+/// sinks (the log file, text or JSON Lines on stdout, the live board), through
+/// one reused stdout buffer flushed in large writes.
+public final class LivePipeline: RingBufferConsumer {
     /// `none`: nothing on stdout (`top`, `serve` take the records through `observer`).
     public enum Format: Sendable { case text, json, none }
 
-    private let format: Format
     /// The connection filters; on live events only --addr is left to check here.
     private let filter: EventFilter
     private let limit: UInt64?
-    private var json: JSONLinesWriter
-    private var text: TextLinesWriter
+    /// Standard output's sink: one of these, or neither (`.none`).
+    private var json: JSONLinesSink?
+    private var text: TextLinesSink?
     /// The handshake engine; nil with --raw (kernel transitions only).
     public private(set) var engine: HandshakeEngine?
     private var out = OutputBuffer(capacity: 1 << 20)
-    /// The exported log (--output FILE), with its own writer and sequence.
-    private let log: EventLog?
-    private var fileJSON: JSONLinesWriter
-    private var fileOut = OutputBuffer(capacity: EventLog.bufferCapacity)
+    /// The exported log (--output FILE): its own writer, sequence, rotation and headers.
+    private let log: LogFileSink?
     public private(set) var events: UInt64 = 0
     /// Sees every record the engine makes (the live views' board).
     public var observer: ((EngineOutput) -> Void)?
@@ -40,71 +40,45 @@ public final class EventPrinter: RingBufferConsumer {
 
     public init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
          log: EventLog? = nil) {
-        self.format = format
         self.filter = filter
         self.limit = limit
         self.engine = engine
-        self.log = log
         let clock = WallClock.current()
-        json = JSONLinesWriter(clock: clock)
-        fileJSON = JSONLinesWriter(clock: clock)
-        text = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
-        if format == .text { text.appendHeader(to: &out) }
+        self.log = log.map { LogFileSink(log: $0, clock: clock) }
+        switch format {
+        case .json: json = JSONLinesSink(JSONLinesWriter(clock: clock))
+        case .text:
+            let writer = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
+            writer.appendHeader(to: &out)
+            text = TextLinesSink(writer)
+        case .none: break
+        }
     }
 
     /// Writes the log file's header record (at start and after each reopen).
     public func writeLogHeader(version: String, filters: String, thresholds: String, features: String, tables: String) {
         guard let log else { return }
-        let started = WallClock.monotonicNow()
         var uts = utsname()
         uname(&uts)
         let kernel = withUnsafeBytes(of: uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let host = ProcessInfo.processInfo.hostName
-        log.header = { [unowned self] buffer in
-            self.fileJSON.appendHeader(version: version, hostname: host, kernel: kernel, startedMono: started,
-                                       filters: filters, thresholds: thresholds, features: features, tables: tables,
-                                       mono: WallClock.monotonicNow(), to: &buffer)
-        }
-        log.writeHeader()
+        log.writeHeader(version: version, hostname: ProcessInfo.processInfo.hostName, kernel: kernel, filters: filters,
+                        thresholds: thresholds, features: features, tables: tables)
     }
 
     /// SIGHUP: reopens the log path (after flushing what is buffered).
     public func reopenLog() {
-        guard let log else { return }
-        log.write(&fileOut)
-        log.reopen()
+        log?.reopen()
     }
 
     /// Writes the summary record, fsyncs and closes the log.
     public func finishLog(lost: UInt64, untracked: TableGaps) {
         guard let log else { return }
-        log.write(&fileOut)
-        // The summary's export-error count covers everything before it.
-        log.waitUntilWritten()
         var anomalies: [(String, Int)] = []
         if let engine { anomalies = engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 } }
-        fileJSON.appendSummary(recordsByType: fileJSON.countsByType, anomalies: anomalies, lost: lost,
-                               exportErrors: log.recordsNotWritten, untracked: untracked, mono: WallClock.monotonicNow(), to: &fileOut)
-        log.finish(&fileOut)
+        log.finish(anomalies: anomalies, lost: lost, untracked: untracked)
     }
 
-    public var exportErrors: UInt64 { log?.recordsNotWritten ?? 0 }
-
-    /// Rotates before a record that would push the file past --rotate-size, so a
-    /// record never spans two files and each new file's header takes the next seq.
-    private func rotateIfNeeded() {
-        guard let log, log.rotateSize != nil, log.wouldOverflow(adding: fileOut.count + 512) else { return }
-        log.write(&fileOut)
-        log.rotate()
-    }
-
-    private func logRecord(_ output: EngineOutput) {
-        guard log != nil else { return }
-        rotateIfNeeded()
-        fileJSON.append(output, to: &fileOut)
-        // Here, not per event: a timer or the end of the run can make thousands of records at once.
-        if fileOut.count >= EventLog.handOverBytes { log?.write(&fileOut) }
-    }
+    public var exportErrors: UInt64 { log?.exportErrors ?? 0 }
 
     public func consume(_ record: UnsafeRawBufferPointer) -> Bool {
         if finished { return false }
@@ -146,13 +120,11 @@ public final class EventPrinter: RingBufferConsumer {
         }
     }
 
+    /// One record to every sink.
     private func write(_ output: EngineOutput) {
-        logRecord(output)
-        switch format {
-        case .json: json.append(output, to: &out)
-        case .text: text.append(output, to: &out)
-        case .none: break
-        }
+        log?.record(output, to: &out)
+        json?.record(output, to: &out)
+        text?.record(output, to: &out)
         observer?(output)
     }
 
@@ -226,29 +198,17 @@ public final class EventPrinter: RingBufferConsumer {
     /// Reports events the kernel could not queue, as soon as they are counted.
     public func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
         let now = WallClock.monotonicNow()
-        if log != nil {
-            rotateIfNeeded()
-            fileJSON.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &fileOut)
-        }
-        switch format {
-        case .json: json.appendLost(count: count, total: total, byKind: byKind, mono: now, to: &out)
-        case .text: text.appendLost(count: count, total: total, mono: now, to: &out)
-        case .none: break
-        }
+        log?.lost(count: count, total: total, byKind: byKind, mono: now, to: &out)
+        json?.lost(count: count, total: total, byKind: byKind, mono: now, to: &out)
+        text?.lost(count: count, total: total, byKind: byKind, mono: now, to: &out)
     }
 
     /// Reports what full kernel tables kept from the record, as it grows.
     public func untracked(_ gaps: TableGaps) {
         let now = WallClock.monotonicNow()
-        if log != nil {
-            rotateIfNeeded()
-            fileJSON.appendUntracked(gaps, mono: now, to: &fileOut)
-        }
-        switch format {
-        case .json: json.appendUntracked(gaps, mono: now, to: &out)
-        case .text: text.appendUntracked(gaps, mono: now, to: &out)
-        case .none: break
-        }
+        log?.untracked(gaps, mono: now, to: &out)
+        json?.untracked(gaps, mono: now, to: &out)
+        text?.untracked(gaps, mono: now, to: &out)
     }
 
     /// Notices a reader that went away even when there is nothing to write
@@ -261,7 +221,7 @@ public final class EventPrinter: RingBufferConsumer {
     }
 
     public func flush() {
-        if let log, !fileOut.isEmpty { log.write(&fileOut) }
+        log?.flush()
         guard !out.isEmpty, !outputClosed else { return }
         // Where a regular file's write stopped, so a cut line can be taken back.
         let start = stdoutIsFile ? lseek(STDOUT_FILENO, 0, SEEK_CUR) : -1

@@ -1,0 +1,70 @@
+/// One output of the pipeline (decode -> filter -> engine -> sinks), live
+/// and in replay: text lines, JSON Lines on standard output, the log file,
+/// the board, replay's timelines; later metrics.
+///
+/// A sink writes into the buffer it is handed (the run's standard-output
+/// buffer, which the driver flushes), or into its own (the log file): one
+/// call per record, nothing allocated on the way.
+public protocol RecordSink {
+    /// One record the engine made (or a kernel event as it came, with --raw).
+    mutating func record(_ output: EngineOutput, to out: inout OutputBuffer)
+    /// Events the kernel could not queue (a `lost` record).
+    mutating func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64], mono: UInt64, to out: inout OutputBuffer)
+    /// What full kernel tables kept from the record (an `untracked` record).
+    mutating func untracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer)
+}
+
+extension RecordSink {
+    /// Most views have no line for losses.
+    public mutating func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64], mono: UInt64, to out: inout OutputBuffer) {}
+    public mutating func untracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer) {}
+}
+
+/// `trace`'s text lines.
+public struct TextLinesSink: RecordSink {
+    public var writer: TextLinesWriter
+
+    public init(_ writer: TextLinesWriter) { self.writer = writer }
+
+    public mutating func record(_ output: EngineOutput, to out: inout OutputBuffer) {
+        writer.append(output, to: &out)
+    }
+
+    public mutating func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64], mono: UInt64, to out: inout OutputBuffer) {
+        writer.appendLost(count: count, total: total, mono: mono, to: &out)
+    }
+
+    public mutating func untracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer) {
+        writer.appendUntracked(gaps, mono: mono, to: &out)
+    }
+}
+
+/// Replay's text: each selected connection's timeline.
+public struct TimelineSink: RecordSink {
+    public var writer: TimelineWriter
+
+    public init(_ writer: TimelineWriter) { self.writer = writer }
+
+    public mutating func record(_ output: EngineOutput, to out: inout OutputBuffer) {
+        writer.add(output, to: &out)
+    }
+}
+
+/// The board behind `top`, `serve` and `replay --html`: the selected connections' rows.
+public struct BoardSink: RecordSink {
+    public var board: ConnectionBoard
+    /// Which connections and times (replay's --conn, --since, --until); all, live.
+    public var selection: ReplaySelection
+
+    public init(_ board: ConnectionBoard, selection: ReplaySelection = ReplaySelection()) {
+        self.board = board
+        // The board applies --anomalies-only to connections when it is shown, not to records.
+        var connections = selection
+        connections.anomaliesOnly = false
+        self.selection = connections
+    }
+
+    public mutating func record(_ output: EngineOutput, to out: inout OutputBuffer) {
+        if selection.shows(output) { board.apply(output) }
+    }
+}
