@@ -19,8 +19,8 @@
  *    in two copies, the second handling what the kernel skipped the first
  *    for (see "Two copies of each program" in handover.bpf.h).
  *
- * One compilation unit: the shared logic is in the headers below, the
- * programs here, one section per hook.
+ * One compilation unit: the shared logic is in the headers below (each
+ * uses those included before it), the programs here, one section per hook.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
