@@ -2,13 +2,17 @@ import Foundation
 import PackagePlugin
 
 /// Compiles bpf/tcptrail.bpf.c (clang -target bpf, CO-RE) into the target
-/// as generated Swift source.
+/// as generated Swift source, with the object's program and map names as
+/// Swift enums (BPFProgramName, BPFMapName).
 @main
 struct BPFObjectPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
         let bpfDir = context.package.directoryURL.appending(path: "bpf")
         let source = bpfDir.appending(path: "tcptrail.bpf.c")
-        let headers = ["tcptrail_event.h", "kernel_types.h"].map { bpfDir.appending(path: $0) }
+        // Every header in bpf/, so an edit to any of them rebuilds the object.
+        let headers = try FileManager.default.contentsOfDirectory(at: bpfDir, includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "h" }
+            .sorted { $0.lastPathComponent < $1.lastPathComponent }
         let output = context.pluginWorkDirectoryURL.appending(path: "EmbeddedBPFObject.swift")
         let clang = try context.tool(named: "clang").url
         let embed = try context.tool(named: "bpf-embed").url

@@ -77,7 +77,7 @@ public struct HookVariant: Sendable, Equatable {
     /// softirq interrupting it): the tracepoint runs the first copy then the
     /// second for every event, the first handles what it is run for, the
     /// second what the kernel skipped the first for (see "Two copies of each
-    /// program" in bpf/tcptrail.bpf.c).
+    /// program" in bpf/handover.bpf.h).
     public enum Copy: Sendable, Equatable {
         /// The only program on its tracepoint (sys_exit: task context only, never nested).
         case only
@@ -91,8 +91,9 @@ public struct HookVariant: Sendable, Equatable {
 
     /// "group:event", as tracefs and the documents name it.
     public var tracepoint: String
-    /// Program names with their copy, in attach order.
-    public var programs: [(name: String, copy: Copy)]
+    /// Programs with their copy, in attach order (names generated from
+    /// the object's symbols by bpf-embed).
+    public var programs: [(name: BPFProgramName, copy: Copy)]
     /// Index into the kernel side's "rescued" counters (nil: one copy only).
     public var hook: UInt32?
     /// What kind of event a lost run would have reported (nil: none, or not known).
@@ -116,7 +117,7 @@ public struct HookVariant: Sendable, Equatable {
         a.tracepoint == b.tracepoint && a.programs.map(\.name) == b.programs.map(\.name)
     }
 
-    private static func pair(_ tracepoint: String, _ a: String, _ b: String, hook: tcptrail_hook, kind: KernelEventKind?,
+    private static func pair(_ tracepoint: String, _ a: BPFProgramName, _ b: BPFProgramName, hook: tcptrail_hook, kind: KernelEventKind?,
                              arguments: Int, enumerator: (String, String)? = nil, provides: [KernelFeature], since: String) -> HookVariant {
         HookVariant(tracepoint: tracepoint, programs: [(a, .first), (b, .second)], hook: hook.rawValue, kind: kind,
                     arguments: arguments, enumerator: enumerator, provides: provides, since: since)
@@ -126,49 +127,49 @@ public struct HookVariant: Sendable, Equatable {
     /// programs in the order they were attached, and each first copy must
     /// run before its second).
     public static let all: [HookVariant] = [
-        pair("sock:inet_sock_set_state", "tt_state_a", "tt_state_b", hook: TT_HOOK_SET_STATE, kind: .transition,
+        pair("sock:inet_sock_set_state", .tt_state_a, .tt_state_b, hook: TT_HOOK_SET_STATE, kind: .transition,
              arguments: 3, provides: [.transitions], since: "Linux 4.16"),
-        pair("tcp:tcp_retransmit_skb", "tt_retrans_a", "tt_retrans_b", hook: TT_HOOK_RETRANSMIT_SKB, kind: .retransmit,
+        pair("tcp:tcp_retransmit_skb", .tt_retrans_a, .tt_retrans_b, hook: TT_HOOK_RETRANSMIT_SKB, kind: .retransmit,
              arguments: 2, provides: [.retransmits], since: "Linux 4.16"),
-        pair("tcp:tcp_retransmit_synack", "tt_synack_a", "tt_synack_b", hook: TT_HOOK_RETRANSMIT_SYNACK, kind: .retransmit,
+        pair("tcp:tcp_retransmit_synack", .tt_synack_a, .tt_synack_b, hook: TT_HOOK_RETRANSMIT_SYNACK, kind: .retransmit,
              arguments: 2, provides: [.synackRetransmits], since: "Linux 4.16"),
-        pair("tcp:tcp_send_reset", "tt_rst_out_a", "tt_rst_out_b", hook: TT_HOOK_SEND_RESET, kind: .reset,
+        pair("tcp:tcp_send_reset", .tt_rst_out_a, .tt_rst_out_b, hook: TT_HOOK_SEND_RESET, kind: .reset,
              arguments: 3, provides: [.resetsSent, .resetReason], since: "its reason argument came with Linux 6.10"),
-        pair("tcp:tcp_send_reset", "tt_rst_out_old_a", "tt_rst_out_old_b", hook: TT_HOOK_SEND_RESET, kind: .reset,
+        pair("tcp:tcp_send_reset", .tt_rst_out_old_a, .tt_rst_out_old_b, hook: TT_HOOK_SEND_RESET, kind: .reset,
              arguments: 2, provides: [.resetsSent], since: "Linux 4.16"),
-        pair("tcp:tcp_receive_reset", "tt_rst_in_a", "tt_rst_in_b", hook: TT_HOOK_RECEIVE_RESET, kind: .reset,
+        pair("tcp:tcp_receive_reset", .tt_rst_in_a, .tt_rst_in_b, hook: TT_HOOK_RECEIVE_RESET, kind: .reset,
              arguments: 1, provides: [.resetsReceived], since: "Linux 4.16"),
-        pair("sock:inet_sk_error_report", "tt_error_a", "tt_error_b", hook: TT_HOOK_ERROR_REPORT, kind: .error,
+        pair("sock:inet_sk_error_report", .tt_error_a, .tt_error_b, hook: TT_HOOK_ERROR_REPORT, kind: .error,
              arguments: 1, provides: [.socketErrors], since: "Linux 5.13"),
-        pair("tcp:tcp_destroy_sock", "tt_destroy_a", "tt_destroy_b", hook: TT_HOOK_DESTROY_SOCK, kind: nil,
+        pair("tcp:tcp_destroy_sock", .tt_destroy_a, .tt_destroy_b, hook: TT_HOOK_DESTROY_SOCK, kind: nil,
              arguments: 1, provides: [.socketDestroy], since: "Linux 4.16"),
         // A skipped run delays a held event to the socket's next transition.
-        HookVariant(tracepoint: "raw_syscalls:sys_exit", programs: [("tt_sys_exit", .only)], hook: nil, kind: nil,
+        HookVariant(tracepoint: "raw_syscalls:sys_exit", programs: [(.tt_sys_exit, .only)], hook: nil, kind: nil,
                     arguments: 2, enumerator: nil, provides: [.syscallReturns], since: "CONFIG_HAVE_SYSCALL_TRACEPOINTS"),
         // Only listen-overflow drops are events, and only those go through
         // the copies' hand-over (every other kfree_skb hit returns first):
         // the first copy's misses are mostly other drops, so they are not
         // counted as lost listen drops. (The listen queues' own counters are
         // read once a second besides.)
-        pair("skb:kfree_skb", "tt_kfree_a", "tt_kfree_b", hook: TT_HOOK_KFREE_SKB, kind: nil,
+        pair("skb:kfree_skb", .tt_kfree_a, .tt_kfree_b, hook: TT_HOOK_KFREE_SKB, kind: nil,
              arguments: 4, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW"),
              provides: [.listenDrops, .listenDropSocket, .timewaitSegments], since: "its rx_sk argument came with Linux 6.11"),
-        pair("skb:kfree_skb", "tt_kfree_old_a", "tt_kfree_old_b", hook: TT_HOOK_KFREE_SKB, kind: nil,
+        pair("skb:kfree_skb", .tt_kfree_old_a, .tt_kfree_old_b, hook: TT_HOOK_KFREE_SKB, kind: nil,
              arguments: 3, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW"),
              provides: [.listenDrops, .timewaitSegments], since: "drop reasons came with Linux 5.17, TCP_LISTEN_OVERFLOW later"),
-        HookVariant(tracepoint: "skb:kfree_skb", programs: [("tt_kfree_tw", .only)], hook: nil, kind: nil,
+        HookVariant(tracepoint: "skb:kfree_skb", programs: [(.tt_kfree_tw, .only)], hook: nil, kind: nil,
                     arguments: 3, enumerator: ("skb_drop_reason", "SKB_DROP_REASON_NOT_SPECIFIED"),
                     provides: [.timewaitSegments], since: "drop reasons came with Linux 5.17", symbol: twTimer),
         // One copy: recvmsg() runs in a task, never nested in itself.
-        HookVariant(tracepoint: "tcp:tcp_rcv_space_adjust", programs: [("tt_reader", .only)], hook: nil, kind: nil,
+        HookVariant(tracepoint: "tcp:tcp_rcv_space_adjust", programs: [(.tt_reader, .only)], hook: nil, kind: nil,
                     arguments: 1, enumerator: nil, provides: [.holderChanges], since: "Linux 4.16"),
         // The timewait socket's timer: never nested in itself (they fire
         // under the timer base's lock, or in the timer softirq), one copy each.
-        HookVariant(tracepoint: "timer:timer_start", programs: [("tt_tw_start", .only)], hook: nil, kind: nil,
+        HookVariant(tracepoint: "timer:timer_start", programs: [(.tt_tw_start, .only)], hook: nil, kind: nil,
                     arguments: 1, enumerator: nil, provides: [.timewaitSockets], since: "Linux 2.6.30", symbol: twTimer),
-        HookVariant(tracepoint: "timer:timer_cancel", programs: [("tt_tw_cancel", .only)], hook: nil, kind: nil,
+        HookVariant(tracepoint: "timer:timer_cancel", programs: [(.tt_tw_cancel, .only)], hook: nil, kind: nil,
                     arguments: 1, enumerator: nil, provides: [.timewaitSockets], since: "Linux 2.6.30", symbol: twTimer),
-        HookVariant(tracepoint: "timer:timer_expire_entry", programs: [("tt_tw_expire", .only)], hook: nil, kind: nil,
+        HookVariant(tracepoint: "timer:timer_expire_entry", programs: [(.tt_tw_expire, .only)], hook: nil, kind: nil,
                     arguments: 1, enumerator: nil, provides: [.timewaitSockets], since: "Linux 2.6.30", symbol: twTimer),
     ]
 
@@ -177,7 +178,7 @@ public struct HookVariant: Sendable, Equatable {
 
     /// The variant a program belongs to.
     public static func of(program name: String) -> HookVariant? {
-        all.first { $0.programs.contains { $0.name == name } }
+        all.first { $0.programs.contains { $0.name.rawValue == name } }
     }
 }
 
@@ -224,7 +225,7 @@ public struct HookPlan: Sendable, Equatable {
     }
 
     /// The chosen programs' names, in attach order.
-    public var programNames: [String] { variants.flatMap { $0.programs.map(\.name) } }
+    public var programNames: [String] { variants.flatMap { $0.programs.map(\.name.rawValue) } }
 
     /// Takes, per tracepoint, the first variant the kernel fits and has not
     /// `refused` (by its first program's name: the verifier or an attach
@@ -236,7 +237,7 @@ public struct HookPlan: Sendable, Equatable {
         var rejected: [(HookVariant, String)] = []
         for v in all {
             if chosen.contains(where: { $0.tracepoint == v.tracepoint }) { continue }
-            if let why = refused[v.programs[0].name] ?? misfit(v, facts) { rejected.append((v, why)) } else { chosen.append(v) }
+            if let why = refused[v.programs[0].name.rawValue] ?? misfit(v, facts) { rejected.append((v, why)) } else { chosen.append(v) }
         }
         // A feature is in force when every tracepoint that can provide it has
         // a chosen variant that does (the timewait timer needs all three).

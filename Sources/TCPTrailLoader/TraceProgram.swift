@@ -46,6 +46,8 @@ public final class TraceProgram {
 
     deinit { close() }
 
+    private func map(_ name: BPFMapName) -> OpaquePointer? { map(named: name.rawValue) }
+
     private func map(named suffix: String) -> OpaquePointer? {
         var m = bpf_object__next_map(object, nil)
         while let current = m {
@@ -67,7 +69,7 @@ public final class TraceProgram {
         withUnsafeBytes(of: &config) { src in
             UnsafeMutableRawPointer(mutating: initial).copyMemory(from: src.baseAddress!, byteCount: src.count)
         }
-        guard let events = map(named: "events") else { throw .configureFailed("no events ring buffer map") }
+        guard let events = map(.events) else { throw .configureFailed("no events ring buffer map") }
         let bytes = settings.ringBufferBytes
         guard bytes >= 4096, bytes & (bytes - 1) == 0 else {
             throw .configureFailed("ring buffer size \(bytes) is not a power of two of at least 4096")
@@ -75,11 +77,12 @@ public final class TraceProgram {
         let rc = bpf_map__set_max_entries(events, bytes)
         if rc != 0 { throw .configureFailed("ring buffer size \(bytes): \(errnoText(-rc))") }
         let t = settings.tables
-        for (name, entries) in [("conns", t.connections), ("child_ids", t.connections), ("listeners", t.listeners), ("owner_seeds", t.ownerSeeds),
-                                ("timewaits", t.connections)] {
-            guard let m = map(named: name) else { throw .configureFailed("no \(name) map") }
+        let sized: [(BPFMapName, Int)] = [(.conns, t.connections), (.child_ids, t.connections), (.listeners, t.listeners),
+                                          (.owner_seeds, t.ownerSeeds), (.timewaits, t.connections)]
+        for (name, entries) in sized {
+            guard let m = map(name) else { throw .configureFailed("no \(name.rawValue) map") }
             let rc = bpf_map__set_max_entries(m, UInt32(clamping: entries))
-            if rc != 0 { throw .configureFailed("\(name) size \(entries): \(errnoText(-rc))") }
+            if rc != 0 { throw .configureFailed("\(name.rawValue) size \(entries): \(errnoText(-rc))") }
         }
         tables = t
     }
@@ -129,7 +132,7 @@ public final class TraceProgram {
     public static func load(_ settings: TraceSettings, facts: KernelFacts) throws(LoaderError) -> TraceProgram {
         var refused: [String: String] = [:]
         for (feature, why) in settings.turnedOff where !feature.isRequired {
-            for v in HookVariant.all where v.provides.contains(feature) { refused[v.programs[0].name] = why }
+            for v in HookVariant.all where v.provides.contains(feature) { refused[v.programs[0].name.rawValue] = why }
         }
         while true {
             let program = try open()
@@ -146,9 +149,9 @@ public final class TraceProgram {
                 guard case .programRejected(let name, _, let line, _) = error,
                       let variant = HookVariant.of(program: name),
                       !variant.provides.contains(where: \.isRequired),
-                      refused[variant.programs[0].name] == nil
+                      refused[variant.programs[0].name.rawValue] == nil
                 else { throw error }
-                refused[variant.programs[0].name] = "the verifier refused \(name): \(line)"
+                refused[variant.programs[0].name.rawValue] = "the verifier refused \(name): \(line)"
             }
         }
     }
@@ -168,7 +171,7 @@ public final class TraceProgram {
     private func loadedPrograms() -> [(program: OpaquePointer, name: String, variant: HookVariant)] {
         plan.variants.flatMap { v in
             v.programs.compactMap { entry in
-                bpf_object__find_program_by_name(object, entry.name).map { ($0, entry.name, v) }
+                bpf_object__find_program_by_name(object, entry.name.rawValue).map { ($0, entry.name.rawValue, v) }
             }
         }
     }
@@ -180,7 +183,7 @@ public final class TraceProgram {
         for variant in plan.variants {
             var made: [OpaquePointer] = []
             for (name, _) in variant.programs {
-                let p = bpf_object__find_program_by_name(object, name)
+                let p = bpf_object__find_program_by_name(object, name.rawValue)
                 guard let p, let link = bpf_program__attach(p) else {
                     let err = p == nil ? ENOENT : errno
                     for l in made.reversed() { bpf_link__destroy(l) }
@@ -221,13 +224,13 @@ public final class TraceProgram {
 
     /// The ring buffer's file descriptor (after load).
     public var eventsFD: Int32 {
-        guard let m = map(named: "events") else { return -1 }
+        guard let m = map(.events) else { return -1 }
         return bpf_map__fd(m)
     }
 
     /// Kernel-side counters summed over CPUs (after load).
     public func readStats() -> KernelStats {
-        guard let m = map(named: "stats") else { return KernelStats() }
+        guard let m = map(.stats) else { return KernelStats() }
         let fd = bpf_map__fd(m)
         let cpus = Int(max(libbpf_num_possible_cpus(), 1))
         var values = [UInt64](repeating: 0, count: cpus)
@@ -291,7 +294,7 @@ public final class TraceProgram {
         }
         for v in plan.variants {
             guard let hook = v.hook, let kind = v.kind, let first = v.programs.first(where: { $0.copy == .first }) else { continue }
-            let missed = settled[first.name] ?? 0
+            let missed = settled[first.name.rawValue] ?? 0
             let lost = missed > (rescued[hook] ?? 0) ? missed - (rescued[hook] ?? 0) : 0
             guard lost > 0 else { continue }
             out.skipped += lost
@@ -302,7 +305,7 @@ public final class TraceProgram {
 
     /// The second copies' rescues by hook, summed over CPUs.
     private func readRescued() -> [UInt32: UInt64] {
-        guard let m = map(named: "rescued") else { return [:] }
+        guard let m = map(.rescued) else { return [:] }
         let fd = bpf_map__fd(m)
         let cpus = Int(max(libbpf_num_possible_cpus(), 1))
         var values = [UInt64](repeating: 0, count: cpus)
@@ -354,7 +357,7 @@ extension TraceProgram {
     /// Tells the kernel side who owns sockets that predate the trace (by cookie).
     @discardableResult
     public func seedOwners(_ sockets: [SocketSnapshot]) -> Int {
-        guard let m = map(named: "owner_seeds") else { return 0 }
+        guard let m = map(.owner_seeds) else { return 0 }
         let fd = bpf_map__fd(m)
         var written = 0
         for s in sockets where s.pid != 0 {
@@ -373,7 +376,7 @@ extension TraceProgram {
     /// too. TIME_WAITs are left to the snapshot's own timer value.
     @discardableResult
     public func seedTimewaits(_ sockets: [SocketSnapshot]) -> Int {
-        guard plan.missing[.timewaitSockets] == nil, let m = map(named: "timewaits") else { return 0 }
+        guard plan.missing[.timewaitSockets] == nil, let m = map(.timewaits) else { return 0 }
         let fd = bpf_map__fd(m)
         var written = 0
         for s in sockets where s.state == .finWait2 && s.inode == 0 {
@@ -398,7 +401,7 @@ extension TraceProgram {
     /// (after load, before attach). Returns how many were written.
     @discardableResult
     public func seedListeners(_ owners: [ListenerOwner]) -> Int {
-        guard let m = map(named: "listeners") else { return 0 }
+        guard let m = map(.listeners) else { return 0 }
         let fd = bpf_map__fd(m)
         var written = 0
         // One entry per key, counting the listeners on it (SO_REUSEPORT).

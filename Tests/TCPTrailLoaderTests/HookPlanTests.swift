@@ -143,8 +143,28 @@ enum RecordedKernels {
         let program = try TraceProgram.open()
         defer { program.close() }
         let inObject = Set(program.programNamesInObject())
-        let inTable = Set(HookVariant.all.flatMap { $0.programs.map(\.name) })
+        let inTable = Set(HookVariant.all.flatMap { $0.programs.map(\.name.rawValue) })
         #expect(inObject == inTable)
+    }
+
+    /// The names bpf-embed read from the object's symbols: each program is
+    /// in exactly one variant, each variant's programs are in the object and
+    /// in the section of the variant's tracepoint.
+    @Test func everyProgramInTheObjectHasExactlyOneVariant() throws {
+        for name in BPFProgramName.allCases {
+            let owners = HookVariant.all.filter { $0.programs.contains { $0.name == name } }
+            #expect(owners.count == 1, "\(name.rawValue) is in \(owners.count) variants")
+        }
+        let program = try TraceProgram.open()
+        defer { program.close() }
+        let inObject = Set(program.programNamesInObject())
+        #expect(inObject == Set(BPFProgramName.allCases.map(\.rawValue)))
+        for v in HookVariant.all {
+            for (name, _) in v.programs {
+                #expect(inObject.contains(name.rawValue), "\(name.rawValue) of \(v.tracepoint) is not in the object")
+                #expect(name.section == "tp_btf/\(v.event)", "\(name.rawValue) is in \(name.section), its variant is \(v.tracepoint)")
+            }
+        }
     }
 
     @Test func theVerifiersLastWordIsFound() {
