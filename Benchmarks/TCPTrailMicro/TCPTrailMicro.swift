@@ -75,6 +75,20 @@ final class Warm: @unchecked Sendable {
     static let hotPath = Warm()
     static let records = Records()
     static let changes = Changes()
+    static let sinks = Sinks()
+}
+
+/// The same 1,000 state changes through the pipeline's stdout sinks (a generic
+/// `RecordSink` call each), as the live pipeline and replay hand them on.
+final class Sinks: @unchecked Sendable {
+    let changes = Changes().changes
+    var json = JSONLinesSink(JSONLinesWriter(clock: WallClock(bootOffsetNanoseconds: 1_700_000_000_000_000_000)))
+    var text = TextLinesSink(TextLinesWriter(clock: WallClock(bootOffsetNanoseconds: 1_700_000_000_000_000_000), documented: true))
+    var out = OutputBuffer(capacity: 1 << 21)
+
+    func run<S: RecordSink>(_ sink: inout S) {
+        for c in changes { sink.record(c, to: &out) }
+    }
 }
 
 /// 1,000 ring-buffer records back to back.
@@ -129,6 +143,13 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("json x1000: state changes written as v1 records") { benchmark in
         let w = Warm.changes
         for c in w.changes { w.writer.append(c, to: &w.out) }
+        w.out.removeAll()
+    }
+
+    Benchmark("sinks x1000: state changes through the JSON Lines and text sinks") { benchmark in
+        let w = Warm.sinks
+        w.run(&w.json)
+        w.run(&w.text)
         w.out.removeAll()
     }
 

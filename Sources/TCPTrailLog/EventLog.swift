@@ -134,10 +134,18 @@ public final class EventLog: @unchecked Sendable {
     let directory: LogDirectory
     /// The file's name in `directory`.
     public let name: String
+    /// When to rotate and how many rotated files to keep (set before `open`).
+    public var rotation = LogRotation()
     /// Rotate before a file grows past this many bytes (nil: never).
-    public var rotateSize: Int?
+    public var rotateSize: Int? {
+        get { rotation.maxBytes }
+        set { rotation.maxBytes = newValue }
+    }
     /// Rotated files kept beside the live one (path.1 is the newest).
-    public var rotateKeep = 5
+    public var rotateKeep: Int {
+        get { rotation.keep }
+        set { rotation.keep = newValue }
+    }
     /// Writes the header of each new file (on the reader's thread: it takes the next seq).
     public var header: (inout OutputBuffer) -> Void = { _ in }
 
@@ -260,8 +268,7 @@ public final class EventLog: @unchecked Sendable {
 
     /// Whether `pending` more bytes would push the file past --rotate-size.
     public func wouldOverflow(adding pending: Int) -> Bool {
-        guard let rotateSize else { return false }
-        return bytesQueuedInFile + pending > rotateSize && bytesQueuedInFile > 0
+        rotation.rotates(inFile: bytesQueuedInFile, adding: pending)
     }
 
     /// A new file's header record, made now so that it takes the next seq.
@@ -466,13 +473,12 @@ public final class EventLog: @unchecked Sendable {
             return
         }
         if ours && !removed {
-            unlinkat(directory.fd, "\(name).\(rotateKeep)", 0)
-            if rotateKeep > 1 {
-                for i in stride(from: rotateKeep - 1, through: 1, by: -1) {
-                    renameat(directory.fd, "\(name).\(i)", directory.fd, "\(name).\(i + 1)")
+            for move in rotation.moves(for: name) {
+                switch move {
+                case .remove(let file): unlinkat(directory.fd, file, 0)
+                case .rename(let from, let to): renameat(directory.fd, from, directory.fd, to)
                 }
             }
-            if rotateKeep > 0 { renameat(directory.fd, name, directory.fd, "\(name).1") } else { unlinkat(directory.fd, name, 0) }
         }
         do {
             try openFile()

@@ -81,29 +81,12 @@ struct Serve: ParsableCommand {
         ServeLimits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, maxClients: maxClients, maxStreams: maxStreams)
     }
 
-    /// "127.0.0.1:8080", "[::1]:8080", "localhost:8080".
+    /// "127.0.0.1:8080", "[::1]:8080", "localhost:8080" (`ServeAddress`, in the core).
     static func parseListen(_ text: String) -> (host: String, port: Int)? {
-        var host: Substring
-        var portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
-            host = text[text.index(after: text.startIndex)..<close]
-            portText = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { return nil }
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        }
-        guard let port = Int(portText), (1...65535).contains(port), !host.isEmpty else { return nil }
-        if host == "localhost" { host = "127.0.0.1" }
-        var v4 = in_addr(), v6 = in6_addr()
-        guard inet_pton(AF_INET, String(host), &v4) == 1 || inet_pton(AF_INET6, String(host), &v6) == 1 else { return nil }
-        return (String(host), port)
+        ServeAddress(text).map { ($0.host, $0.port) }
     }
 
-    static func isLoopback(_ host: String) -> Bool {
-        host.hasPrefix("127.") || host == "::1"
-    }
+    static func isLoopback(_ host: String) -> Bool { ServeAddress.isLoopback(host) }
 
     func run() throws {
         try Diagnostics.running(serve)

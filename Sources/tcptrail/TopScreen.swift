@@ -107,47 +107,8 @@ struct TopScreen {
     var palette: Palette
     var clock = WallClock.current()
 
-    static let minBar = 10
-
-    /// The table's columns for this width.
-    struct Columns {
-        var process: Int
-        var local: Int
-        var localPortOnly = false
-        var remote: Int
-        var state = 12
-        var age = 6
-        var inState = 6
-        var bar = 0
-
-        /// Mark column, process, endpoints (" -> "), state, age, in state, then the bar.
-        var fixed: Int {
-            2 + process + 1 + local + 4 + remote + 1 + state + 1 + (age > 0 ? age + 1 : 0) + inState + 1
-        }
-
-        static func fitting(_ width: Int, rows: ArraySlice<ConnectionBoard.Row>) -> Columns {
-            var p = 11, l = 5, r = 6
-            for row in rows {
-                p = max(p, Fmt.process(row.identity).utf8.count)
-                let e = Fmt.endpoints(row.identity)
-                l = max(l, e.local.utf8.count)
-                r = max(r, e.remote.utf8.count)
-            }
-            var c = Columns(process: min(p, 28), local: min(l, 47), remote: min(r, 47))
-            func rest() -> Int { width - c.fixed }
-            // Narrower: no age, the local port only, a shorter process, a shorter remote end.
-            if rest() < minBar { c.age = 0 }
-            if rest() < minBar {
-                c.localPortOnly = true
-                c.local = 6
-            }
-            if rest() < minBar { c.process = max(12, c.process - (minBar - rest())) }
-            if rest() < minBar { c.remote = max(12, c.remote - (minBar - rest())) }
-            if rest() < minBar { c.process = max(8, c.process - (minBar - rest())) }
-            c.bar = max(1, rest())
-            return c
-        }
-    }
+    /// The table's columns for this width (`TopColumns`, in the core).
+    typealias Columns = TopColumns
 
     mutating func draw(_ board: ConnectionBoard, _ view: inout TopView) {
         erase()
@@ -322,13 +283,7 @@ struct TopScreen {
         titles += Fmt.right("FOR", c.inState) + " "
         Paint.put(top, x, titles, attr: tt_a_reverse() | tt_a_bold())
         x += titles.utf8.count
-        let span = "-" + Fmt.seconds(window)
-        let barTitle: String
-        if c.bar >= span.utf8.count + 3 + 3 {
-            barTitle = span + String(repeating: " ", count: c.bar - span.utf8.count - 3) + "now"
-        } else {
-            barTitle = Fmt.fit("last " + Fmt.seconds(window), c.bar)
-        }
+        let barTitle = c.barTitle(window: window)
         Paint.put(top, x, barTitle, width: c.bar, attr: tt_a_reverse() | tt_a_bold())
 
         for (i, row) in rows.enumerated() {

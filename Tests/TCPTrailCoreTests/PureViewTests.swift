@@ -1,0 +1,64 @@
+import Testing
+import TCPTrailCore
+
+/// What only root could test before, as pure code: log rotation decisions,
+/// top's table layout, serve's address check.
+@Suite struct PureViewTests {
+    @Test func rotationHappensBeforeARecordWouldPassTheLimitAndNeverLeavesAFileEmpty() {
+        let r = LogRotation(maxBytes: 4096, keep: 3)
+        #expect(!r.rotates(inFile: 0, adding: 10_000))      // a record larger than the limit starts a file
+        #expect(!r.rotates(inFile: 4000, adding: 96))
+        #expect(r.rotates(inFile: 4000, adding: 97))
+        #expect(!LogRotation(maxBytes: nil, keep: 3).rotates(inFile: 1 << 40, adding: 1))
+    }
+
+    @Test func rotationMovesTheFilesOldestFirst() {
+        #expect(LogRotation(maxBytes: 1, keep: 3).moves(for: "t.jsonl") == [
+            .remove("t.jsonl.3"), .rename(from: "t.jsonl.2", to: "t.jsonl.3"), .rename(from: "t.jsonl.1", to: "t.jsonl.2"),
+            .rename(from: "t.jsonl", to: "t.jsonl.1"),
+        ])
+        #expect(LogRotation(maxBytes: 1, keep: 1).moves(for: "t") == [.remove("t.1"), .rename(from: "t", to: "t.1")])
+        #expect(LogRotation(maxBytes: 1, keep: 0).moves(for: "t") == [.remove("t")])
+    }
+
+    static func row(comm: String, port: UInt16, family: UInt8 = 4) throws -> ConnectionBoard.Row {
+        var board = ConnectionBoard()
+        let owner = UInt8(1)  // TT_FLAG_OWNER_KNOWN
+        let address = family == 6 ? RawAddress(bytes: [0xfd] + [UInt8](repeating: 0, count: 14) + [2]) : RawAddress(bytes: [198, 18, 0, 2])
+        var engine = HandshakeEngine()
+        for (i, (from, to)) in [(KernelTCPState.close, KernelTCPState.synSent), (.synSent, .established)].enumerated() {
+            let e = KernelEvent(monoNanoseconds: 1_000_000_000 + UInt64(i), cookie: UInt64(port), pid: 4242, comm: ProcessName(comm), kind: .transition,
+                                family: family, localAddress: address, remoteAddress: address, localPort: port, remotePort: 443,
+                                oldState: from, newState: to, flags: owner)
+            engine.process(e) { board.apply($0) }
+        }
+        return try #require(board.rows.first?.value)
+    }
+
+    @Test func topsTableGivesTheBarWhatIsLeftAndNarrowsOtherColumnsFirst() throws {
+        let rows = [try Self.row(comm: "curl", port: 40000), try Self.row(comm: "nginx", port: 40001)][...]
+        let wide = TopColumns.fitting(160, rows: rows)
+        #expect(wide.fixed + wide.bar == 160)
+        #expect(wide.age > 0 && !wide.localPortOnly)
+        #expect(wide.barTitle(window: 60).hasPrefix("-60s") && wide.barTitle(window: 60).hasSuffix("now"))
+        #expect(wide.barTitle(window: 60).utf8.count == wide.bar)
+        // Narrow: the age goes, then the local address gives way to its port, before the bar drops under its minimum.
+        let narrow = TopColumns.fitting(80, rows: rows)
+        #expect(narrow.bar >= TopColumns.minBar || narrow.process == 8)
+        #expect(narrow.age == 0 || narrow.fixed + TopColumns.minBar <= 80)
+        let tiny = TopColumns.fitting(40, rows: rows)
+        #expect(tiny.bar >= 1 && tiny.localPortOnly && tiny.age == 0)
+        #expect(tiny.barTitle(window: 300).utf8.count <= max(tiny.bar, 1))
+    }
+
+    @Test func serveListensOnlyOnAddressesItCanParseAndSaysWhichAreLoopback() {
+        #expect(ServeAddress("127.0.0.1:8080") == ServeAddress("localhost:8080"))
+        #expect(ServeAddress("127.0.0.1:8080")?.isLoopback == true)
+        #expect(ServeAddress("[::1]:9000")?.host == "::1" && ServeAddress("[::1]:9000")?.isLoopback == true)
+        #expect(ServeAddress("198.18.0.1:80")?.isLoopback == false)
+        #expect(ServeAddress("[fd00::1]:80")?.isLoopback == false)
+        for bad in ["nonsense", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":80", "[::1]80", "example.com:80"] {
+            #expect(ServeAddress(bad) == nil, "\(bad)")
+        }
+    }
+}
