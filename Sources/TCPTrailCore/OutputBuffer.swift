@@ -103,6 +103,33 @@ public struct OutputBuffer {
         if i == 1 { (p - 1).pointee = UInt8(truncatingIfNeeded: v % 10) &+ 48 }
     }
 
+    /// A JSON member: its `,"key":` (or `{"key":`) literal, then the number.
+    @inline(__always)
+    public mutating func append(_ key: StaticString, decimal value: UInt64) {
+        append(key)
+        append(decimal: value)
+    }
+
+    @inline(__always)
+    public mutating func append(_ key: StaticString, decimal value: Int64) {
+        append(key)
+        append(decimal: value)
+    }
+
+    /// A JSON member whose value is a string, escaped.
+    @inline(__always)
+    public mutating func append(_ key: StaticString, jsonString value: String) {
+        append(key)
+        appendJSONString(value)
+    }
+
+    /// A JSON member whose value is a process name, escaped.
+    @inline(__always)
+    public mutating func append(_ key: StaticString, jsonString value: ProcessName) {
+        append(key)
+        appendJSONString(value)
+    }
+
     /// Appends an unsigned decimal number.
     public mutating func append(decimal value: UInt64) {
         if value < 10 {

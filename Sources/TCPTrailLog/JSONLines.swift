@@ -26,16 +26,14 @@ public struct JSONLinesWriter: Sendable {
     }
 
     private mutating func appendPrologue(type: LogRecordType, mono: UInt64, to out: inout OutputBuffer) {
-        out.append("{\"v\":1,\"seq\":" as StaticString)
-        out.append(decimal: nextSequence)
+        out.append("{\"v\":1,\"seq\":", decimal: nextSequence)
         nextSequence += 1
         recordCounts[type.rawValue] &+= 1
         out.append(",\"type\":\"" as StaticString)
         out.append(type.name)
         out.append("\",\"time\":\"" as StaticString)
         clock.appendRFC3339(mono: mono, to: &out)
-        out.append("\",\"mono_ns\":" as StaticString)
-        out.append(decimal: mono)
+        out.append("\",\"mono_ns\":", decimal: mono)
     }
 
     private func appendEndpoint(_ e: KernelEvent, to out: inout OutputBuffer) {
@@ -54,34 +52,26 @@ public struct JSONLinesWriter: Sendable {
         }
         appendOwnerAndEndpoints(pid: e.pid, comm: e.comm, thread: e.thread, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
                                 local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
-        out.append(",\"cpu\":" as StaticString)
-        out.append(decimal: UInt64(e.cpu))
+        out.append(",\"cpu\":", decimal: UInt64(e.cpu))
     }
 
     /// The fields every connection record shares after `conn`.
     private func appendOwnerAndEndpoints(pid: UInt32, comm: ProcessName, thread: ProcessName, ownerKnown: Bool, netns: UInt32, family: UInt8,
                                          local: RawAddress, localPort: UInt16, remote: RawAddress, remotePort: UInt16,
                                          to out: inout OutputBuffer) {
-        out.append(",\"pid\":" as StaticString)
-        out.append(decimal: UInt64(pid))
-        out.append(",\"comm\":" as StaticString)
-        out.appendJSONString(comm)
+        out.append(",\"pid\":", decimal: UInt64(pid))
+        out.append(",\"comm\":", jsonString: comm)
         if ownerKnown && !thread.isEmpty && thread != comm {
-            out.append(",\"thread\":" as StaticString)
-            out.appendJSONString(thread)
+            out.append(",\"thread\":", jsonString: thread)
         }
-        out.append(",\"netns\":" as StaticString)
-        out.append(decimal: UInt64(netns))
-        out.append(",\"family\":" as StaticString)
-        out.append(decimal: UInt64(family))
+        out.append(",\"netns\":", decimal: UInt64(netns))
+        out.append(",\"family\":", decimal: UInt64(family))
         out.append(",\"laddr\":\"" as StaticString)
         out.append(address: local, family: family)
-        out.append("\",\"lport\":" as StaticString)
-        out.append(decimal: UInt64(localPort))
+        out.append("\",\"lport\":", decimal: UInt64(localPort))
         out.append(",\"raddr\":\"" as StaticString)
         out.append(address: remote, family: family)
-        out.append("\",\"rport\":" as StaticString)
-        out.append(decimal: UInt64(remotePort))
+        out.append("\",\"rport\":", decimal: UInt64(remotePort))
         out.append(",\"owner_known\":" as StaticString)
         out.append(ownerKnown ? "true" as StaticString : "false")
     }
@@ -104,8 +94,7 @@ public struct JSONLinesWriter: Sendable {
         out.append("\",\"inferred\":" as StaticString)
         out.append(change.inferred ? "true" as StaticString : "false")
         if let reason = change.reason {
-            out.append(",\"reason\":" as StaticString)
-            out.appendJSONString(reason)
+            out.append(",\"reason\":", jsonString: reason)
         }
     }
 
@@ -133,8 +122,7 @@ public struct JSONLinesWriter: Sendable {
             out.append(kernel.nameBytes)
             out.append(UInt8(ascii: "\""))
             if kernel == .timeWait {
-                out.append(",\"expires_ms\":" as StaticString)
-                out.append(decimal: UInt64(expires))
+                out.append(",\"expires_ms\":", decimal: UInt64(expires))
             }
             out.append("}\n" as StaticString)
         case .anomaly(let a):
@@ -144,17 +132,13 @@ public struct JSONLinesWriter: Sendable {
             out.append(a.kind.rawValue)
             out.append("\",\"severity\":\"" as StaticString)
             out.append(a.severity.rawValue)
-            out.append("\",\"detail\":" as StaticString)
-            out.appendJSONString(a.detail)
+            out.append("\",\"detail\":", jsonString: a.detail)
             if let count = a.count {
-                out.append(",\"count\":" as StaticString)
-                out.append(decimal: Int64(count))
+                out.append(",\"count\":", decimal: Int64(count))
             }
             if let q = a.acceptQueue {
-                out.append(",\"accept_queue\":" as StaticString)
-                out.append(decimal: UInt64(q.depth))
-                out.append(",\"accept_queue_limit\":" as StaticString)
-                out.append(decimal: UInt64(q.limit))
+                out.append(",\"accept_queue\":", decimal: UInt64(q.depth))
+                out.append(",\"accept_queue_limit\":", decimal: UInt64(q.limit))
             }
             out.append("}\n" as StaticString)
         }
@@ -210,8 +194,7 @@ public struct JSONLinesWriter: Sendable {
             out.append(UInt8(ascii: "\""))
             appendState(",\"kernel_state\":", e.newState, to: &out)
             if e.reset == .sent {
-                out.append(",\"reason\":" as StaticString)
-                out.append(decimal: UInt64(e.resetReason))
+                out.append(",\"reason\":", decimal: UInt64(e.resetReason))
             }
             if e.noSocket { out.append(",\"no_socket\":true" as StaticString) }
         case .accept:
@@ -223,8 +206,7 @@ public struct JSONLinesWriter: Sendable {
             appendPrologue(type: .error, mono: e.monoNanoseconds, to: &out)
             appendEndpoint(e, to: &out)
             appendState(",\"kernel_state\":", e.newState, to: &out)
-            out.append(",\"errno\":" as StaticString)
-            out.append(decimal: Int64(e.errorNumber))
+            out.append(",\"errno\":", decimal: Int64(e.errorNumber))
             out.append(",\"error\":\"" as StaticString)
             ErrnoName.append(e.errorNumber, to: &out)
             out.append(UInt8(ascii: "\""))
@@ -239,16 +221,12 @@ public struct JSONLinesWriter: Sendable {
                                       filters: String, thresholds: String, features: String? = nil, tables: String? = nil,
                                       mono: UInt64, to out: inout OutputBuffer) {
         appendPrologue(type: .header, mono: mono, to: &out)
-        out.append(",\"format_version\":1,\"tcptrail_version\":" as StaticString)
-        out.appendJSONString(version)
-        out.append(",\"hostname\":" as StaticString)
-        out.appendJSONString(hostname)
-        out.append(",\"kernel\":" as StaticString)
-        out.appendJSONString(kernel)
+        out.append(",\"format_version\":1,\"tcptrail_version\":", jsonString: version)
+        out.append(",\"hostname\":", jsonString: hostname)
+        out.append(",\"kernel\":", jsonString: kernel)
         out.append(",\"started\":\"" as StaticString)
         clock.appendRFC3339(mono: startedMono, to: &out)
-        out.append("\",\"boot_offset_ns\":" as StaticString)
-        out.append(decimal: clock.bootOffsetNanoseconds)
+        out.append("\",\"boot_offset_ns\":", decimal: clock.bootOffsetNanoseconds)
         out.append(",\"filters\":" as StaticString)
         out.append(filters)
         out.append(",\"thresholds\":" as StaticString)
@@ -283,10 +261,8 @@ public struct JSONLinesWriter: Sendable {
             out.append(UInt8(ascii: ":"))
             out.append(decimal: Int64(n))
         }
-        out.append("},\"lost\":" as StaticString)
-        out.append(decimal: lost)
-        out.append(",\"export_errors\":" as StaticString)
-        out.append(decimal: exportErrors)
+        out.append("},\"lost\":", decimal: lost)
+        out.append(",\"export_errors\":", decimal: exportErrors)
         if let untracked {
             out.append(",\"untracked\":{" as StaticString)
             untracked.appendFields(to: &out)
@@ -309,10 +285,8 @@ public struct JSONLinesWriter: Sendable {
     /// and `total_by_type`, the total split by record type.
     public mutating func appendLost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64] = [:], mono: UInt64, to out: inout OutputBuffer) {
         appendPrologue(type: .lost, mono: mono, to: &out)
-        out.append(",\"count\":" as StaticString)
-        out.append(decimal: count)
-        out.append(",\"total\":" as StaticString)
-        out.append(decimal: total)
+        out.append(",\"count\":", decimal: count)
+        out.append(",\"total\":", decimal: total)
         out.append(",\"total_by_type\":{" as StaticString)
         var first = true
         for kind in [KernelEventKind.transition, .retransmit, .reset, .error, .listenDrop, .accept] {
@@ -321,8 +295,7 @@ public struct JSONLinesWriter: Sendable {
             first = false
             out.append(UInt8(ascii: "\""))
             out.append(kind.recordType.name)
-            out.append("\":" as StaticString)
-            out.append(decimal: n)
+            out.append("\":", decimal: n)
         }
         out.append("}}\n" as StaticString)
     }

@@ -544,8 +544,7 @@ struct WebServer: Sendable {
             return Self.json(state.read { board, json in
                 var out = OutputBuffer(capacity: 1 << 16)
                 let rows = board.rows(matching: query)
-                out.append("{\"total\":" as StaticString)
-                out.append(decimal: Int64(rows.count))
+                out.append("{\"total\":", decimal: Int64(rows.count))
                 out.append(",\"connections\":[" as StaticString)
                 for (i, row) in rows.prefix(limit).enumerated() {
                     if i > 0 { out.append(UInt8(ascii: ",")) }

@@ -26,21 +26,15 @@ public struct BoardJSON: Sendable {
         let now = board.now
         let start: UInt64 = source == "live" ? (now > UInt64(windowSeconds) * 1_000_000_000 ? now - UInt64(windowSeconds) * 1_000_000_000 : 0)
             : (board.first ?? now)
-        out.append("{\"version\":1,\"source\":" as StaticString)
-        out.appendJSONString(source)
-        out.append(",\"host\":" as StaticString)
-        out.appendJSONString(host)
-        out.append(",\"now\":" as StaticString)
-        out.append(decimal: ms(now))
-        out.append(",\"start\":" as StaticString)
-        out.append(decimal: ms(start))
-        out.append(",\"window_s\":" as StaticString)
-        out.append(decimal: Int64(windowSeconds))
+        out.append("{\"version\":1,\"source\":", jsonString: source)
+        out.append(",\"host\":", jsonString: host)
+        out.append(",\"now\":", decimal: ms(now))
+        out.append(",\"start\":", decimal: ms(start))
+        out.append(",\"window_s\":", decimal: Int64(windowSeconds))
         out.append(",\"stats\":" as StaticString)
         appendStats(board, to: &out)
         let rows = board.rows(matching: query)
-        out.append(",\"total_connections\":" as StaticString)
-        out.append(decimal: Int64(rows.count))
+        out.append(",\"total_connections\":", decimal: Int64(rows.count))
         out.append(",\"connections\":[" as StaticString)
         for (i, row) in rows.prefix(limit).enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -52,16 +46,11 @@ public struct BoardJSON: Sendable {
     }
 
     public func appendStats(_ board: ConnectionBoard, to out: inout OutputBuffer) {
-        out.append("{\"events_per_s\":" as StaticString)
-        out.append(decimal: UInt64(board.eventsPerSecond.rounded()))
-        out.append(",\"events\":" as StaticString)
-        out.append(decimal: board.events)
-        out.append(",\"tracked\":" as StaticString)
-        out.append(decimal: Int64(board.openConnections))
-        out.append(",\"shown\":" as StaticString)
-        out.append(decimal: Int64(board.rows.count))
-        out.append(",\"lost\":" as StaticString)
-        out.append(decimal: board.lost)
+        out.append("{\"events_per_s\":", decimal: UInt64(board.eventsPerSecond.rounded()))
+        out.append(",\"events\":", decimal: board.events)
+        out.append(",\"tracked\":", decimal: Int64(board.openConnections))
+        out.append(",\"shown\":", decimal: Int64(board.rows.count))
+        out.append(",\"lost\":", decimal: board.lost)
         out.append(",\"anomalies\":{" as StaticString)
         for (i, (kind, n)) in board.anomalyCounts.sorted(by: { $0.key.rawValue < $1.key.rawValue }).enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -83,8 +72,7 @@ public struct BoardJSON: Sendable {
         appendComm(id, to: &out)
         // The thread that took the socket, where its name is not the process's.
         if id.ownerKnown && !id.thread.isEmpty && id.thread != id.comm {
-            out.append(",\"thread\":" as StaticString)
-            out.appendJSONString(id.thread.escaped)
+            out.append(",\"thread\":", jsonString: id.thread.escaped)
         }
         out.append(",\"local\":\"" as StaticString)
         out.append(endpointOf: id, remote: false)
@@ -94,10 +82,8 @@ public struct BoardJSON: Sendable {
         out.append(row.side.rawValue)
         out.append("\",\"state\":\"" as StaticString)
         out.append(row.state.rawValue)
-        out.append("\",\"opened\":" as StaticString)
-        out.append(decimal: ms(row.opened))
-        out.append(",\"since\":" as StaticString)
-        out.append(decimal: ms(row.since))
+        out.append("\",\"opened\":", decimal: ms(row.opened))
+        out.append(",\"since\":", decimal: ms(row.since))
         out.append(",\"closed\":" as StaticString)
         if let ended = row.ended, row.ending != .timeWait || row.state == .closed {
             out.append(decimal: ms(ended))
@@ -119,8 +105,7 @@ public struct BoardJSON: Sendable {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             out.append("{\"state\":\"" as StaticString)
             out.append(s.state.rawValue)
-            out.append("\",\"start\":" as StaticString)
-            out.append(decimal: ms(s.start))
+            out.append("\",\"start\":", decimal: ms(s.start))
             out.append(",\"end\":" as StaticString)
             if let end = s.end { out.append(decimal: ms(end)) } else { out.append("null" as StaticString) }
             out.append(UInt8(ascii: "}"))
@@ -139,10 +124,8 @@ public struct BoardJSON: Sendable {
         out.append(m.kind.rawValue)
         out.append("\",\"severity\":\"" as StaticString)
         out.append(m.severity.rawValue)
-        out.append("\",\"at\":" as StaticString)
-        out.append(decimal: ms(m.mono))
-        out.append(",\"detail\":" as StaticString)
-        out.appendJSONString(m.detail)
+        out.append("\",\"at\":", decimal: ms(m.mono))
+        out.append(",\"detail\":", jsonString: m.detail)
     }
 
     private func appendComm(_ id: ConnectionIdentity, to out: inout OutputBuffer) {
@@ -163,8 +146,7 @@ public struct BoardJSON: Sendable {
             out.append(connection: item.identity.conn)
             out.append("\",\"comm\":" as StaticString)
             appendComm(item.identity, to: &out)
-            out.append(",\"endpoints\":" as StaticString)
-            out.appendJSONString(item.identity.endpoints)
+            out.append(",\"endpoints\":", jsonString: item.identity.endpoints)
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: "]"))
@@ -175,14 +157,12 @@ public struct BoardJSON: Sendable {
         out.append(UInt8(ascii: "["))
         for (i, c) in changes.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append("{\"at\":" as StaticString)
-            out.append(decimal: ms(c.mono))
+            out.append("{\"at\":", decimal: ms(c.mono))
             out.append(",\"conn\":\"" as StaticString)
             out.append(connection: c.identity.conn)
             out.append("\",\"comm\":" as StaticString)
             appendComm(c.identity, to: &out)
-            out.append(",\"endpoints\":" as StaticString)
-            out.appendJSONString(c.identity.endpoints)
+            out.append(",\"endpoints\":", jsonString: c.identity.endpoints)
             out.append(",\"from\":\"" as StaticString)
             out.append(c.from.rawValue)
             out.append("\",\"to\":\"" as StaticString)
@@ -192,8 +172,7 @@ public struct BoardJSON: Sendable {
             out.append("\",\"inferred\":" as StaticString)
             out.append(c.inferred ? "true" as StaticString : "false" as StaticString)
             if let reason = c.reason {
-                out.append(",\"reason\":" as StaticString)
-                out.appendJSONString(reason)
+                out.append(",\"reason\":", jsonString: reason)
             }
             out.append(UInt8(ascii: "}"))
         }
