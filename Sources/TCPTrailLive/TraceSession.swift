@@ -28,9 +28,8 @@ public final class TraceSession {
     /// The listeners open at start, for user space's owner fallback.
     private var startListeners: [ListenerOwner] = []
 
-    /// Ring-buffer reads that failed, and the last one's errno (said once on stderr).
+    /// Ring-buffer reads that failed (the first is said on stderr).
     public private(set) var pollErrors: UInt64 = 0
-    public private(set) var lastPollError: Int32 = 0
 
     /// Open, configure, load, attach: each step's failure is thrown with its line and exit status.
     public init(options: SessionOptions) throws(CommandFailure) {
@@ -103,7 +102,6 @@ public final class TraceSession {
                 Diagnostics.note("tcptrail: reading the ring buffer failed: \(ErrnoName.name(-rc)) (\(String(cString: strerror(-rc)))); tracing goes on, events may be late or lost")
             }
             pollErrors += 1
-            lastPollError = -rc
         }
         loss?.check()
         // Timers run a little behind the clock: events still in the ring may explain a close.

@@ -136,16 +136,6 @@ public final class EventLog: @unchecked Sendable {
     public let name: String
     /// When to rotate and how many rotated files to keep (set before `open`).
     public var rotation = LogRotation()
-    /// Rotate before a file grows past this many bytes (nil: never).
-    public var rotateSize: Int? {
-        get { rotation.maxBytes }
-        set { rotation.maxBytes = newValue }
-    }
-    /// Rotated files kept beside the live one (path.1 is the newest).
-    public var rotateKeep: Int {
-        get { rotation.keep }
-        set { rotation.keep = newValue }
-    }
     /// Writes the header of each new file (on the reader's thread: it takes the next seq).
     public var header: (inout OutputBuffer) -> Void = { _ in }
 

@@ -85,17 +85,7 @@ public struct JSONLinesWriter: Sendable {
     }
 
     private func appendDocumented(_ change: StateChange, to out: inout OutputBuffer) {
-        out.append(",\"from\":\"" as StaticString)
-        out.append(change.from.nameBytes)
-        out.append("\",\"to\":\"" as StaticString)
-        out.append(change.to.nameBytes)
-        out.append("\",\"step\":\"" as StaticString)
-        out.append(change.step.nameBytes)
-        out.append("\",\"inferred\":" as StaticString)
-        out.append(change.inferred ? "true" as StaticString : "false")
-        if let reason = change.reason {
-            out.append(",\"reason\":", jsonString: reason)
-        }
+        out.appendDocumented(from: change.from, to: change.to, step: change.step, inferred: change.inferred, reason: change.reason)
     }
 
     /// Appends what the handshake engine made of the kernel's events: a kernel

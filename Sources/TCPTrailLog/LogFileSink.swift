@@ -29,7 +29,7 @@ public final class LogFileSink: RecordSink {
     /// Rotates before a record that would push the file past --rotate-size, so a
     /// record never spans two files and each new file's header takes the next seq.
     private func rotateIfNeeded() {
-        guard log.rotateSize != nil, log.wouldOverflow(adding: buffer.count + 512) else { return }
+        guard log.wouldOverflow(adding: buffer.count + 512) else { return }
         log.write(&buffer)
         log.rotate()
     }

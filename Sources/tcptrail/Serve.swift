@@ -63,10 +63,10 @@ struct Serve: ParsableCommand {
     @OptionGroup var live: LiveOptions
 
     mutating func validate() throws {
-        guard let (host, _) = Self.parseListen(listen) else {
+        guard let address = ServeAddress(listen) else {
             throw ValidationError("--listen '\(listen)' is not ADDRESS:PORT such as 127.0.0.1:8080 or [::1]:8080")
         }
-        if !Self.isLoopback(host) && !allowRemote {
+        if !address.isLoopback && !allowRemote {
             throw ValidationError("--listen \(listen) is not a loopback address; the server has no authentication, so add --allow-remote to serve connection data to the network")
         }
         if window < 5 || window > 3600 { throw ValidationError("--window must be 5 to 3600 seconds") }
@@ -81,24 +81,18 @@ struct Serve: ParsableCommand {
         ServeLimits(headerTimeout: headerTimeout, idleTimeout: idleTimeout, maxClients: maxClients, maxStreams: maxStreams)
     }
 
-    /// "127.0.0.1:8080", "[::1]:8080", "localhost:8080" (`ServeAddress`, in the core).
-    static func parseListen(_ text: String) -> (host: String, port: Int)? {
-        ServeAddress(text).map { ($0.host, $0.port) }
-    }
-
-    static func isLoopback(_ host: String) -> Bool { ServeAddress.isLoopback(host) }
-
     func run() throws {
         try Diagnostics.running(serve)
     }
 
     private func serve() throws {
-        guard let (host, port) = Self.parseListen(listen) else { throw ExitCode.validationFailure }
+        guard let address = ServeAddress(listen) else { throw ExitCode.validationFailure }
+        let (host, port) = (address.host, address.port)
         // One filter value: the kernel's config and the user-space check are made from it.
         let filter = filters.eventFilter
         let session = try TraceSession(options: live.session(filter))
         tt_install_stop_handlers()
-        if !Self.isLoopback(host) {
+        if !address.isLoopback {
             Diagnostics.note("tcptrail: warning: serving on \(listen), not loopback: anyone who can reach it sees every connection on this host (no authentication)")
         }
         let sink = LivePipeline(format: .none, filter: filter, limit: nil, wideAddresses: false,
@@ -507,7 +501,7 @@ struct WebServer: Sendable {
     /// Host names a browser may use for this server. A page on another site
     /// that rebinds its name to 127.0.0.1 sends its own name: refused.
     func hostAllowed(_ header: String?) -> Bool {
-        guard Serve.isLoopback(host) else { return true }
+        guard ServeAddress.isLoopback(host) else { return true }
         guard let header else { return false }
         let allowed = ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)", "\(host):\(port)",
                        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"]

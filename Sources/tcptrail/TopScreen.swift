@@ -107,9 +107,6 @@ struct TopScreen {
     var palette: Palette
     var clock = WallClock.current()
 
-    /// The table's columns for this width (`TopColumns`, in the core).
-    typealias Columns = TopColumns
-
     mutating func draw(_ board: ConnectionBoard, _ view: inout TopView) {
         erase()
         let lines = Int(tt_lines()), cols = Int(tt_cols())
@@ -273,7 +270,7 @@ struct TopScreen {
     }
 
     private func drawTable(_ rows: ArraySlice<ConnectionBoard.Row>, now: UInt64, window: Double, top: Int, cols: Int) {
-        let c = Columns.fitting(cols, rows: rows)
+        let c = TopColumns.fitting(cols, rows: rows)
         // The column titles.
         Paint.band(top, attr: tt_a_reverse())
         var x = 2

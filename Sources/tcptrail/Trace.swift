@@ -91,8 +91,7 @@ struct Trace: ParsableCommand {
         if let output, output != "-" {
             do {
                 log = try EventLog(path: output, allowSharedDirectory: allowSharedDir)
-                log?.rotateSize = rotateSize.flatMap(LiveOptions.parseSize).map { Int($0) }
-                log?.rotateKeep = rotateKeep
+                log?.rotation = LogRotation(maxBytes: rotateSize.flatMap(LiveOptions.parseSize).map { Int($0) }, keep: rotateKeep)
             } catch {
                 throw error.failure
             }

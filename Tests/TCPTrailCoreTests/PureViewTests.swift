@@ -1,5 +1,5 @@
 import Testing
-import TCPTrailCore
+@testable import TCPTrailCore
 
 /// What only root could test before, as pure code: log rotation decisions,
 /// top's table layout, serve's address check.
@@ -37,18 +37,18 @@ import TCPTrailCore
 
     @Test func topsTableGivesTheBarWhatIsLeftAndNarrowsOtherColumnsFirst() throws {
         let rows = [try Self.row(comm: "curl", port: 40000), try Self.row(comm: "nginx", port: 40001)][...]
+        // Widest cells: process "PROCESS PID" (11), local "198.18.0.2:40000" (16), remote "198.18.0.2:443" (14).
+        // Fixed part: 2 + 11 + 1 + 16 + 4 + 14 + 1 + 12 (state) + 1 + 6 + 1 (age) + 6 (for) + 1 = 76.
         let wide = TopColumns.fitting(160, rows: rows)
-        #expect(wide.fixed + wide.bar == 160)
-        #expect(wide.age > 0 && !wide.localPortOnly)
-        #expect(wide.barTitle(window: 60).hasPrefix("-60s") && wide.barTitle(window: 60).hasSuffix("now"))
-        #expect(wide.barTitle(window: 60).utf8.count == wide.bar)
-        // Narrow: the age goes, then the local address gives way to its port, before the bar drops under its minimum.
+        #expect(wide == TopColumns(process: 11, local: 16, remote: 14, bar: 84))
+        #expect(wide.barTitle(window: 60) == "-60s" + String(repeating: " ", count: 84 - 4 - 3) + "now")
+        // 80 columns: the bar would have 4, under its 10; the age goes first (7 columns), and the bar gets 11.
         let narrow = TopColumns.fitting(80, rows: rows)
-        #expect(narrow.bar >= TopColumns.minBar || narrow.process == 8)
-        #expect(narrow.age == 0 || narrow.fixed + TopColumns.minBar <= 80)
+        #expect(narrow == TopColumns(process: 11, local: 16, remote: 14, age: 0, bar: 11))
+        // 40 columns: the local address gives way to its port, the process and remote shrink to their floors, the bar keeps 1.
         let tiny = TopColumns.fitting(40, rows: rows)
-        #expect(tiny.bar >= 1 && tiny.localPortOnly && tiny.age == 0)
-        #expect(tiny.barTitle(window: 300).utf8.count <= max(tiny.bar, 1))
+        #expect(tiny.localPortOnly && tiny.local == 6 && tiny.age == 0 && tiny.process == 8 && tiny.remote == 12 && tiny.bar == 1)
+        #expect(tiny.barTitle(window: 300) == "~")
     }
 
     @Test func serveListensOnlyOnAddressesItCanParseAndSaysWhichAreLoopback() {

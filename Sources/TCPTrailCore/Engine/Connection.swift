@@ -74,6 +74,20 @@ extension OutputBuffer {
         }
     }
 
+    /// A documented step's members, `,"from":…,"to":…,"step":…,"inferred":…`
+    /// and `"reason"` when there is one: the log's records and the board's feed alike.
+    public mutating func appendDocumented(from: TCPState, to: TCPState, step: Step, inferred: Bool, reason: String?) {
+        append(",\"from\":\"" as StaticString)
+        append(from.nameBytes)
+        append("\",\"to\":\"" as StaticString)
+        append(to.nameBytes)
+        append("\",\"step\":\"" as StaticString)
+        append(step.nameBytes)
+        append("\",\"inferred\":" as StaticString)
+        append(inferred ? "true" as StaticString : "false")
+        if let reason { append(",\"reason\":", jsonString: reason) }
+    }
+
     /// `ConnectionIdentity.endpoints`, without a String in between (replay
     /// writes one per connection).
     public mutating func append(endpoints id: ConnectionIdentity) {

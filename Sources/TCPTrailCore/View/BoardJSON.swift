@@ -163,17 +163,7 @@ public struct BoardJSON: Sendable {
             out.append("\",\"comm\":" as StaticString)
             appendComm(c.identity, to: &out)
             out.append(",\"endpoints\":", jsonString: c.identity.endpoints)
-            out.append(",\"from\":\"" as StaticString)
-            out.append(c.from.rawValue)
-            out.append("\",\"to\":\"" as StaticString)
-            out.append(c.to.rawValue)
-            out.append("\",\"step\":\"" as StaticString)
-            out.append(c.step.rawValue)
-            out.append("\",\"inferred\":" as StaticString)
-            out.append(c.inferred ? "true" as StaticString : "false" as StaticString)
-            if let reason = c.reason {
-                out.append(",\"reason\":", jsonString: reason)
-            }
+            out.appendDocumented(from: c.from, to: c.to, step: c.step, inferred: c.inferred, reason: c.reason)
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: "]"))
