@@ -16,7 +16,7 @@ struct Churn {
     private var index = 0
     private var mono: UInt64 = 1_000_000_000
     private var template = KernelEvent(
-        monoNanoseconds: 0, cookie: 0, netns: 4026531840, pid: 4242, comm: ProcessName("churn"), kind: .transition, family: 4,
+        monoNanoseconds: 0, cookie: 0, netns: 4026531840, pid: 4242, comm: ProcessName("churn"), kind: .transition, family: .ipv4,
         localAddress: RawAddress(bytes: [127, 0, 0, 1]), remoteAddress: RawAddress(bytes: [127, 0, 0, 1]), cpu: 1)
 
     /// (client?, from, to, peer FIN seen) in the order they happen.

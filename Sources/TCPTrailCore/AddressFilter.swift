@@ -1,7 +1,7 @@
 /// An address or CIDR block (`198.18.0.0/15`, `fd00::/8`, `127.0.0.1`),
 /// matched in user space against either end of a connection.
 public struct AddressPrefix: Sendable, Equatable, CustomStringConvertible {
-    public let family: UInt8
+    public let family: AddressFamily
     public let address: RawAddress
     public let prefixLength: Int
     public let description: String
@@ -12,15 +12,15 @@ public struct AddressPrefix: Sendable, Equatable, CustomStringConvertible {
         guard parts.count <= 2, let first = parts.first else { return nil }
         let host = String(first)
         if let v4 = Self.parseIPv4(host) {
-            family = 4
+            family = .ipv4
             address = RawAddress(bytes: v4)
         } else if let v6 = Self.parseIPv6(host) {
-            family = 6
+            family = .ipv6
             address = RawAddress(bytes: v6)
         } else {
             return nil
         }
-        let maxLen = family == 4 ? 32 : 128
+        let maxLen = family.addressBits
         if parts.count == 2 {
             guard let len = Int(parts[1]), (0...maxLen).contains(len) else { return nil }
             prefixLength = len
@@ -31,7 +31,7 @@ public struct AddressPrefix: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether `other` (of `family`) lies inside this prefix.
-    public func contains(_ other: RawAddress, family: UInt8) -> Bool {
+    public func contains(_ other: RawAddress, family: AddressFamily) -> Bool {
         guard family == self.family else { return false }
         return address.withBytes { mine in
             other.withBytes { theirs in

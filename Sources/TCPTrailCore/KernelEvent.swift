@@ -29,8 +29,13 @@ public enum KernelEventKind: UInt8, Sendable {
     }
 }
 
+/// An enum whose cases the log writes by name (`what`, `direction`, `timewait`).
+public protocol NamedCase: CaseIterable {
+    var name: StaticString { get }
+}
+
 /// Which segment was retransmitted.
-public enum RetransmitKind: UInt8, Sendable {
+public enum RetransmitKind: UInt8, Sendable, NamedCase {
     case data = 0
     case syn = 1
     case synack = 2
@@ -45,7 +50,7 @@ public enum RetransmitKind: UInt8, Sendable {
 }
 
 /// Whether this host sent or received an RST.
-public enum ResetDirection: UInt8, Sendable {
+public enum ResetDirection: UInt8, Sendable, NamedCase {
     case sent = 1
     case received = 2
 
@@ -60,7 +65,7 @@ public enum ResetDirection: UInt8, Sendable {
 /// What a transition says about a connection the kernel handed to a
 /// timewait socket (tcp_time_wait()), which keeps its cookie and lives on in
 /// FIN_WAIT_2 or TIME_WAIT after the full socket's -> CLOSE.
-public enum TimewaitStep: UInt8, Sendable, CaseIterable {
+public enum TimewaitStep: UInt8, Sendable, NamedCase {
     /// The full socket's FIN_WAIT2/CLOSING -> CLOSE: a timewait socket carries on.
     case handoff = 1
     /// FIN_WAIT2 -> TIME_WAIT in the timewait socket: the peer's FIN came.
@@ -156,11 +161,11 @@ extension RawAddress {
     /// A v4-mapped pair (an unset side allowed) as IPv4, the way the kernel
     /// side reports it: every filter and view sees one family for one
     /// conversation, whatever the socket's family.
-    public static func dualStack(family: UInt8, local: RawAddress, remote: RawAddress) -> (UInt8, RawAddress, RawAddress) {
-        guard family == 6, local.isV4Mapped || remote.isV4Mapped,
+    public static func dualStack(family: AddressFamily, local: RawAddress, remote: RawAddress) -> (AddressFamily, RawAddress, RawAddress) {
+        guard family == .ipv6, local.isV4Mapped || remote.isV4Mapped,
               local.isV4Mapped || local.isZero, remote.isV4Mapped || remote.isZero
         else { return (family, local, remote) }
-        return (4, local.unmapped, remote.unmapped)
+        return (.ipv4, local.unmapped, remote.unmapped)
     }
 }
 
@@ -229,8 +234,7 @@ public struct KernelEvent: Sendable, Equatable {
     /// read); empty when unknown (owners seeded from /proc).
     public var thread: ProcessName
     public var kind: KernelEventKind
-    /// 4 or 6.
-    public var family: UInt8
+    public var family: AddressFamily
     public var localAddress: RawAddress
     public var remoteAddress: RawAddress
     public var localPort: UInt16
@@ -252,7 +256,7 @@ public struct KernelEvent: Sendable, Equatable {
     public init(
         monoNanoseconds: UInt64, cookie: UInt64, generation: UInt32 = 0,
         previousStateNanoseconds: UInt64? = nil, netns: UInt32 = 0, pid: UInt32 = 0,
-        comm: ProcessName = ProcessName(), thread: ProcessName = ProcessName(), kind: KernelEventKind, family: UInt8 = 4,
+        comm: ProcessName = ProcessName(), thread: ProcessName = ProcessName(), kind: KernelEventKind, family: AddressFamily = .ipv4,
         localAddress: RawAddress = RawAddress(), remoteAddress: RawAddress = RawAddress(),
         localPort: UInt16 = 0, remotePort: UInt16 = 0,
         oldState: KernelTCPState? = nil, newState: KernelTCPState? = nil,
@@ -283,6 +287,11 @@ public struct KernelEvent: Sendable, Equatable {
         self.flags = flags
         self.cpu = cpu
     }
+
+    /// The socket's holder as the event names it (see `ownerKnown`).
+    public var owner: Owner { Owner(pid: pid, comm: comm) }
+    public var local: Endpoint { Endpoint(address: localAddress, port: localPort) }
+    public var remote: Endpoint { Endpoint(address: remoteAddress, port: remotePort) }
 
     /// The pid and comm are the socket owner's (not the task a softirq interrupted).
     public var ownerKnown: Bool { flags & UInt8(TT_FLAG_OWNER_KNOWN.rawValue) != 0 }
@@ -387,12 +396,7 @@ public enum EventDecoder {
         }
         let raw = base.loadUnaligned(as: tcptrail_event.self)
         guard let kind = KernelEventKind(rawValue: raw.type) else { return .failure(.unknownKind(raw.type)) }
-        let family: UInt8
-        switch raw.family {
-        case 2: family = 4
-        case 10: family = 6
-        default: return .failure(.unknownFamily(raw.family))
-        }
+        guard let family = AddressFamily(kernel: raw.family) else { return .failure(.unknownFamily(raw.family)) }
         let prevKnown = raw.flags & UInt8(TT_FLAG_PREV_KNOWN.rawValue) != 0
         var event = KernelEvent(
             monoNanoseconds: raw.mono_ns, cookie: raw.cookie, generation: raw.generation,
@@ -437,7 +441,7 @@ public enum EventDecoder {
         raw.error = event.errorNumber
         raw.sport = event.localPort
         raw.dport = event.remotePort
-        raw.family = event.family == 6 ? 10 : 2
+        raw.family = event.family.kernel
         raw.type = event.kind.rawValue
         raw.old_state = event.oldState?.rawValue ?? 0
         raw.new_state = event.newState?.rawValue ?? 0

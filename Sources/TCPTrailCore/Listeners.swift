@@ -1,28 +1,20 @@
 /// A listening TCP socket and the process that holds it.
 public struct ListenerOwner: Sendable, Equatable {
-    public var netns: UInt32
-    /// 4 or 6.
-    public var family: UInt8
-    public var port: UInt16
-    public var pid: UInt32
-    public var comm: ProcessName
+    public var key: ListenerKey
+    public var owner: Owner
 
-    public init(netns: UInt32, family: UInt8, port: UInt16, pid: UInt32, comm: ProcessName) {
-        self.netns = netns
-        self.family = family
-        self.port = port
-        self.pid = pid
-        self.comm = comm
+    public init(key: ListenerKey, owner: Owner) {
+        self.key = key
+        self.owner = owner
     }
 }
 
 /// A listening endpoint as the kernel side's listener table keys it.
 public struct ListenerKey: Hashable, Sendable {
     public var netns: UInt32
-    /// 4 or 6.
-    public var family: UInt8
+    public var family: AddressFamily
     public var port: UInt16
-    public init(netns: UInt32, family: UInt8, port: UInt16) {
+    public init(netns: UInt32, family: AddressFamily, port: UInt16) {
         self.netns = netns
         self.family = family
         self.port = port

@@ -227,9 +227,9 @@ public struct OutputBuffer {
     // MARK: - Addresses
 
     /// Appends an address in its usual text form: dotted quad, or RFC 5952 IPv6.
-    public mutating func append(address: RawAddress, family: UInt8) {
+    public mutating func append(address: RawAddress, family: AddressFamily) {
         address.withBytes { raw in
-            if family == 4 {
+            if family == .ipv4 {
                 for i in 0..<4 {
                     if i > 0 { append(UInt8(ascii: ".")) }
                     append(decimal: UInt64(raw[i]))

@@ -10,9 +10,9 @@ import CTCPTrailEvent
 /// done by the caller), and the connection's later events keep it.
 public struct OwnerFallback {
     /// Owner and listening sockets per key (SO_REUSEPORT shares one).
-    private var listeners: [ListenerKey: (owner: ListenerOwner, refs: Int)] = [:]
+    private var listeners: [ListenerKey: (owner: Owner, refs: Int)] = [:]
     /// Accepted connections named here, until they close.
-    private var children: [ConnectionID: ListenerOwner] = [:]
+    private var children: [ConnectionID: Owner] = [:]
     /// Accepted sockets whose owner came from here.
     public private(set) var named: UInt64 = 0
     /// Accepted sockets whose owner nobody knew.
@@ -28,11 +28,10 @@ public struct OwnerFallback {
     }
 
     private mutating func add(_ o: ListenerOwner) {
-        let key = ListenerKey(netns: o.netns, family: o.family, port: o.port)
-        if let had = listeners[key] {
-            listeners[key] = (o, had.refs + 1)
+        if let had = listeners[o.key] {
+            listeners[o.key] = (o.owner, had.refs + 1)
         } else if listeners.count < capacity {
-            listeners[key] = (o, 1)
+            listeners[o.key] = (o.owner, 1)
         }
     }
 
@@ -46,16 +45,16 @@ public struct OwnerFallback {
         }
         let key = ListenerKey(netns: e.netns, family: e.family, port: e.localPort)
         if to == .listen, from != .listen, e.ownerKnown {
-            add(ListenerOwner(netns: e.netns, family: e.family, port: e.localPort, pid: e.pid, comm: e.comm))
+            add(ListenerOwner(key: key, owner: e.owner))
         } else if from == .listen, to == .close, let had = listeners[key] {
             listeners[key] = had.refs > 1 ? (had.owner, had.refs - 1) : nil
         }
         if !e.ownerKnown {
             if from == .listen, to == .synRecv {
                 // An IPv4 child may come from a dual-stack listener on ::.
-                let dual = ListenerKey(netns: key.netns, family: 6, port: key.port)
-                if listeners[key] == nil && (key.family == 6 || listeners[dual] == nil) { learnRescan(rescan(), key) }
-                if let o = listeners[key]?.owner ?? (key.family == 4 ? listeners[dual]?.owner : nil) {
+                let dual = ListenerKey(netns: key.netns, family: .ipv6, port: key.port)
+                if listeners[key] == nil && (key.family == .ipv6 || listeners[dual] == nil) { learnRescan(rescan(), key) }
+                if let o = listeners[key]?.owner ?? (key.family == .ipv4 ? listeners[dual]?.owner : nil) {
                     children[e.connectionID] = o
                     named += 1
                     apply(o, to: &e)
@@ -72,12 +71,11 @@ public struct OwnerFallback {
     /// A rescan replaces what it finds: it is newer than anything held.
     private mutating func learnRescan(_ owners: [ListenerOwner], _ key: ListenerKey) {
         for o in owners {
-            let k = ListenerKey(netns: o.netns, family: o.family, port: o.port)
-            if let had = listeners[k] { listeners[k] = (o, had.refs) } else if listeners.count < capacity { listeners[k] = (o, 1) }
+            if let had = listeners[o.key] { listeners[o.key] = (o.owner, had.refs) } else if listeners.count < capacity { listeners[o.key] = (o.owner, 1) }
         }
     }
 
-    private func apply(_ o: ListenerOwner, to e: inout KernelEvent) {
+    private func apply(_ o: Owner, to e: inout KernelEvent) {
         e.pid = o.pid
         e.comm = o.comm
         e.thread = ProcessName()  // /proc names the process only

@@ -4,11 +4,9 @@ public struct SocketSnapshot: Sendable, Equatable {
     /// The socket cookie: the same id the kernel side uses (`conn`).
     public var cookie: UInt64
     public var state: KernelTCPState
-    public var family: UInt8
-    public var localAddress: RawAddress
-    public var localPort: UInt16
-    public var remoteAddress: RawAddress
-    public var remotePort: UInt16
+    public var family: AddressFamily
+    public var local: Endpoint
+    public var remote: Endpoint
     /// 0 for TIME_WAIT and request socks.
     public var inode: UInt32
     public var netns: UInt32
@@ -17,36 +15,31 @@ public struct SocketSnapshot: Sendable, Equatable {
     /// LISTEN: connections waiting in the accept queue, and the queue's limit (backlog).
     public var acceptQueue: UInt32 = 0
     public var acceptQueueLimit: UInt32 = 0
-    /// The owning process, from /proc/PID/fd, if one holds the socket.
-    public var pid: UInt32 = 0
-    public var comm = ProcessName()
+    /// The owning process, from /proc/PID/fd, if one holds the socket (pid 0: none).
+    public var owner = Owner()
 
-    public init(cookie: UInt64, state: KernelTCPState, family: UInt8, localAddress: RawAddress, localPort: UInt16,
-                remoteAddress: RawAddress, remotePort: UInt16, inode: UInt32, netns: UInt32, expiresMilliseconds: UInt32,
-                acceptQueue: UInt32 = 0, acceptQueueLimit: UInt32 = 0, pid: UInt32 = 0, comm: ProcessName = ProcessName()) {
+    public init(cookie: UInt64, state: KernelTCPState, family: AddressFamily, local: Endpoint, remote: Endpoint,
+                inode: UInt32, netns: UInt32, expiresMilliseconds: UInt32,
+                acceptQueue: UInt32 = 0, acceptQueueLimit: UInt32 = 0, owner: Owner = Owner()) {
         self.cookie = cookie
         self.state = state
         self.family = family
-        self.localAddress = localAddress
-        self.localPort = localPort
-        self.remoteAddress = remoteAddress
-        self.remotePort = remotePort
+        self.local = local
+        self.remote = remote
         self.inode = inode
         self.netns = netns
         self.expiresMilliseconds = expiresMilliseconds
         self.acceptQueue = acceptQueue
         self.acceptQueueLimit = acceptQueueLimit
-        self.pid = pid
-        self.comm = comm
+        self.owner = owner
     }
 }
 
 extension SocketSnapshot {
     /// The listener a CLOSE -> LISTEN event opened, with its owner.
     public init(listener e: KernelEvent) {
-        self.init(cookie: e.cookie, state: .listen, family: e.family, localAddress: e.localAddress, localPort: e.localPort,
-                  remoteAddress: RawAddress(), remotePort: 0, inode: 0, netns: e.netns, expiresMilliseconds: 0,
-                  pid: e.pid, comm: e.comm)
+        self.init(cookie: e.cookie, state: .listen, family: e.family, local: e.local, remote: Endpoint(),
+                  inode: 0, netns: e.netns, expiresMilliseconds: 0, owner: e.owner)
     }
 }
 
@@ -64,9 +57,9 @@ public enum SockDiagMessage {
         case error
     }
 
-    /// A SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family` (AF_INET 2, AF_INET6 10)
+    /// A SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family`
     /// in `states` (a bit per kernel state): nlmsghdr (16) + inet_diag_req_v2 (56).
-    public static func dumpRequest(family: UInt8, states: UInt32) -> [UInt8] {
+    public static func dumpRequest(family: AddressFamily, states: UInt32) -> [UInt8] {
         var request = [UInt8](repeating: 0, count: 72)
         func put32(_ v: UInt32, _ at: Int) { withUnsafeBytes(of: v) { for (i, b) in $0.enumerated() { request[at + i] = b } } }
         func put16(_ v: UInt16, _ at: Int) { withUnsafeBytes(of: v) { for (i, b) in $0.enumerated() { request[at + i] = b } } }
@@ -74,7 +67,7 @@ public enum SockDiagMessage {
         put16(20, 4)                 // SOCK_DIAG_BY_FAMILY
         put16(0x301, 6)              // NLM_F_REQUEST | NLM_F_DUMP
         put32(1, 8)                  // seq
-        request[16] = family
+        request[16] = UInt8(family.kernel)
         request[17] = 6              // IPPROTO_TCP
         put32(states, 20)            // idiag_states
         return request
@@ -101,8 +94,8 @@ public enum SockDiagMessage {
     /// An inet_diag_msg.
     static func parse(_ b: [UInt8], at o: Int) -> SocketSnapshot? {
         guard let state = KernelTCPState(rawValue: b[o + 1]) else { return nil }
-        let family: UInt8 = b[o] == 10 ? 6 : 4
-        let width = family == 6 ? 16 : 4
+        guard let family = AddressFamily(kernel: UInt16(b[o])) else { return nil }
+        let width = family.addressBits / 8
         return b.withUnsafeBytes { raw in
             let c0 = UInt64(raw.loadUnaligned(fromByteOffset: o + 44, as: UInt32.self))
             let c1 = UInt64(raw.loadUnaligned(fromByteOffset: o + 48, as: UInt32.self))
@@ -111,10 +104,8 @@ public enum SockDiagMessage {
                                                           remote: RawAddress(bytes: b[(o + 24)..<(o + 24 + width)]))
             return SocketSnapshot(
                 cookie: c0 | c1 << 32, state: state, family: f,
-                localAddress: local,
-                localPort: UInt16(b[o + 4]) << 8 | UInt16(b[o + 5]),
-                remoteAddress: remote,
-                remotePort: UInt16(b[o + 6]) << 8 | UInt16(b[o + 7]),
+                local: Endpoint(address: local, port: UInt16(b[o + 4]) << 8 | UInt16(b[o + 5])),
+                remote: Endpoint(address: remote, port: UInt16(b[o + 6]) << 8 | UInt16(b[o + 7])),
                 inode: raw.loadUnaligned(fromByteOffset: o + 68, as: UInt32.self),
                 netns: 0,
                 expiresMilliseconds: raw.loadUnaligned(fromByteOffset: o + 52, as: UInt32.self),

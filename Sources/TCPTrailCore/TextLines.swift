@@ -59,28 +59,26 @@ public struct TextLinesWriter: Sendable {
     }
 
     private mutating func appendPrefix(_ id: ConnectionIdentity, mono: UInt64, to out: inout OutputBuffer) {
-        appendPrefix(mono: mono, pid: id.pid, comm: id.comm, ownerKnown: id.ownerKnown, family: id.family,
-                     local: id.localAddress, localPort: id.localPort, remote: id.remoteAddress, remotePort: id.remotePort, to: &out)
+        appendPrefix(mono: mono, owner: id.owner, ownerKnown: id.ownerKnown, family: id.family, local: id.local, remote: id.remote, to: &out)
     }
 
     /// Time, owner and endpoint columns.
-    private mutating func appendPrefix(mono: UInt64, pid: UInt32, comm: ProcessName, ownerKnown: Bool, family: UInt8,
-                                       local: RawAddress, localPort: UInt16, remote: RawAddress, remotePort: UInt16,
-                                       to out: inout OutputBuffer) {
+    private mutating func appendPrefix(mono: UInt64, owner: Owner, ownerKnown: Bool, family: AddressFamily,
+                                       local: Endpoint, remote: Endpoint, to out: inout OutputBuffer) {
         var start = out.count
         clock.appendTimeOfDay(mono: mono, to: &out)
         out.pad(from: start, to: 15); start = out.count
-        if ownerKnown { out.append(decimal: UInt64(pid)) } else { out.append(UInt8(ascii: "-")) }
+        if ownerKnown { out.append(decimal: UInt64(owner.pid)) } else { out.append(UInt8(ascii: "-")) }
         out.pad(from: start, to: 7); start = out.count
-        if ownerKnown { out.appendEscapedText(comm) } else { out.append(UInt8(ascii: "-")) }
+        if ownerKnown { out.appendEscapedText(owner.comm) } else { out.append(UInt8(ascii: "-")) }
         out.pad(from: start, to: 15); start = out.count
-        out.append(address: local, family: family)
+        out.append(address: local.address, family: family)
         out.pad(from: start, to: addressWidth); start = out.count
-        out.append(decimal: UInt64(localPort))
+        out.append(decimal: UInt64(local.port))
         out.pad(from: start, to: 5); start = out.count
-        out.append(address: remote, family: family)
+        out.append(address: remote.address, family: family)
         out.pad(from: start, to: addressWidth); start = out.count
-        out.append(decimal: UInt64(remotePort))
+        out.append(decimal: UInt64(remote.port))
         out.pad(from: start, to: 5)
     }
 
@@ -108,8 +106,7 @@ public struct TextLinesWriter: Sendable {
 
     public mutating func append(_ e: KernelEvent, to out: inout OutputBuffer) {
         if e.kind == .accept { return }  // consumed by the live tracer, never a line
-        appendPrefix(mono: e.monoNanoseconds, pid: e.pid, comm: e.comm, ownerKnown: e.ownerKnown, family: e.family,
-                     local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
+        appendPrefix(mono: e.monoNanoseconds, owner: e.owner, ownerKnown: e.ownerKnown, family: e.family, local: e.local, remote: e.remote, to: &out)
         var start = out.count
         switch e.kind {
         case .transition:

@@ -15,11 +15,11 @@ public enum ListenerScan {
         let table = ProcSockets.scan(procRoot: procRoot)
         var result: [ListenerOwner] = []
         for (netns, pid) in table.pidInNetns {
-            for (file, family) in [("tcp", UInt8(4)), ("tcp6", UInt8(6))] {
+            for (file, family) in [("tcp", AddressFamily.ipv4), ("tcp6", .ipv6)] {
                 guard let text = ProcSockets.readText("\(procRoot)/\(pid)/net/\(file)") else { continue }
                 for (port, inode) in ProcNetText.listeners(in: text) {
                     guard let owner = table.ownerOfInode[inode] else { continue }
-                    result.append(ListenerOwner(netns: netns, family: family, port: port, pid: owner, comm: table.comm(of: owner)))
+                    result.append(ListenerOwner(key: ListenerKey(netns: netns, family: family, port: port), owner: Owner(pid: owner, comm: table.comm(of: owner))))
                 }
             }
         }

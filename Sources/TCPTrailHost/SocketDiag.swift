@@ -20,8 +20,7 @@ public enum SocketDiag {
             for var s in dump(inNamespaceOf: pid, procRoot: procRoot) {
                 s.netns = netns
                 if s.inode != 0, let owner = table.ownerOfInode[UInt64(s.inode)] {
-                    s.pid = owner
-                    s.comm = table.comm(of: owner)
+                    s.owner = Owner(pid: owner, comm: table.comm(of: owner))
                 }
                 result.append(s)
             }
@@ -34,7 +33,7 @@ public enum SocketDiag {
         let fd = open("\(procRoot)/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
         defer { close(fd) }
-        return inNamespace(fd) { ((try? dump(family: 2, states: states)) ?? []) + ((try? dump(family: 10, states: states)) ?? []) } ?? []
+        return inNamespace(fd) { ((try? dump(family: .ipv4, states: states)) ?? []) + ((try? dump(family: .ipv6, states: states)) ?? []) } ?? []
     }
 
     /// Runs body with this thread in the network namespace open at `fd`, then returns home.
@@ -46,8 +45,8 @@ public enum SocketDiag {
         return body()
     }
 
-    /// Dumps the TCP sockets of one family (AF_INET 2, AF_INET6 10) in this thread's namespace.
-    public static func dump(family: UInt8, states: UInt32 = 0xffff_ffff) throws(Failure) -> [SocketSnapshot] {
+    /// Dumps the TCP sockets of one family in this thread's namespace.
+    public static func dump(family: AddressFamily, states: UInt32 = 0xffff_ffff) throws(Failure) -> [SocketSnapshot] {
         let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
         guard fd >= 0 else { throw Failure(description: "netlink socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -138,7 +137,7 @@ public struct ListenQueueMonitor {
     /// A listener the trace saw open (its CLOSE -> LISTEN), with its owner.
     public mutating func learn(_ listener: SocketSnapshot) {
         var list = listenersSeen[listener.netns] ?? []
-        list.removeAll { $0.family == listener.family && $0.localPort == listener.localPort && $0.localAddress == listener.localAddress }
+        list.removeAll { $0.family == listener.family && $0.local == listener.local }
         list.append(listener)
         // Bounded: the most recent listeners of each namespace.
         if list.count > 64 { list.removeFirst(list.count - 64) }
@@ -173,7 +172,7 @@ public struct ListenQueueMonitor {
             lastCount[netns] = now
             guard now > before else { continue }
             let listeners = SocketDiag.inNamespace(fd) {
-                ((try? SocketDiag.dump(family: 2, states: 1 << 10)) ?? []) + ((try? SocketDiag.dump(family: 10, states: 1 << 10)) ?? [])
+                ((try? SocketDiag.dump(family: .ipv4, states: 1 << 10)) ?? []) + ((try? SocketDiag.dump(family: .ipv6, states: 1 << 10)) ?? [])
             } ?? []
             var full = listeners.filter { $0.acceptQueueLimit > 0 ? $0.acceptQueue >= $0.acceptQueueLimit : $0.acceptQueue > 0 }
             if !full.isEmpty {
@@ -182,8 +181,7 @@ public struct ListenQueueMonitor {
                 for i in full.indices {
                     full[i].netns = netns
                     if let owner = owners.ownerOfInode[UInt64(full[i].inode)] {
-                        full[i].pid = owner
-                        full[i].comm = owners.comm(of: owner)
+                        full[i].owner = Owner(pid: owner, comm: owners.comm(of: owner))
                     }
                 }
                 lastFull[netns] = full

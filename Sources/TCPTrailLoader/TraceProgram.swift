@@ -353,6 +353,15 @@ public struct KernelStats: Sendable, Equatable {
     public init() {}
 }
 
+extension tcptrail_owner {
+    /// The kernel side's owner record for `o` (no thread: /proc names the process only).
+    init(_ o: Owner) {
+        self.init()
+        pid = o.pid
+        withUnsafeMutableBytes(of: &comm) { $0.storeBytes(of: o.comm, as: ProcessName.self) }
+    }
+}
+
 extension TraceProgram {
     /// Tells the kernel side who owns sockets that predate the trace (by cookie).
     @discardableResult
@@ -360,11 +369,9 @@ extension TraceProgram {
         guard let m = map(.owner_seeds) else { return 0 }
         let fd = bpf_map__fd(m)
         var written = 0
-        for s in sockets where s.pid != 0 {
+        for s in sockets where s.owner.pid != 0 {
             var key = s.cookie
-            var value = tcptrail_owner()
-            value.pid = s.pid
-            withUnsafeMutableBytes(of: &value.comm) { $0.storeBytes(of: s.comm, as: ProcessName.self) }
+            var value = tcptrail_owner(s.owner)
             if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { seedFailures += 1 }
         }
         return written
@@ -382,11 +389,11 @@ extension TraceProgram {
         for s in sockets where s.state == .finWait2 && s.inode == 0 {
             var key = tcptrail_tw_key()
             key.netns = s.netns
-            key.family = s.family == 6 ? 10 : 2
-            key.lport = s.localPort
-            key.rport = s.remotePort
-            withUnsafeMutableBytes(of: &key.laddr) { $0.storeBytes(of: s.localAddress, as: RawAddress.self) }
-            withUnsafeMutableBytes(of: &key.raddr) { $0.storeBytes(of: s.remoteAddress, as: RawAddress.self) }
+            key.family = s.family.kernel
+            key.lport = s.local.port
+            key.rport = s.remote.port
+            withUnsafeMutableBytes(of: &key.laddr) { $0.storeBytes(of: s.local.address, as: RawAddress.self) }
+            withUnsafeMutableBytes(of: &key.raddr) { $0.storeBytes(of: s.remote.address, as: RawAddress.self) }
             var value = tcptrail_tw()
             value.conn = s.cookie
             value.substate = KernelTCPState.finWait2.rawValue
@@ -405,16 +412,15 @@ extension TraceProgram {
         let fd = bpf_map__fd(m)
         var written = 0
         // One entry per key, counting the listeners on it (SO_REUSEPORT).
-        var refs: [ListenerKey: (owner: ListenerOwner, count: UInt32)] = [:]
+        var refs: [ListenerKey: (owner: Owner, count: UInt32)] = [:]
         for o in owners {
-            refs[ListenerKey(netns: o.netns, family: o.family, port: o.port), default: (o, 0)].count += 1
+            refs[o.key, default: (o.owner, 0)].count += 1
         }
         for (key, entry) in refs {
-            var k = tcptrail_listener_key(netns: key.netns, family: key.family == 6 ? 10 : 2, port: key.port)
+            var k = tcptrail_listener_key(netns: key.netns, family: key.family.kernel, port: key.port)
             var value = tcptrail_listener()
-            value.owner.pid = entry.owner.pid
+            value.owner = tcptrail_owner(entry.owner)
             value.refs = entry.count
-            withUnsafeMutableBytes(of: &value.owner.comm) { $0.storeBytes(of: entry.owner.comm, as: ProcessName.self) }
             if bpf_map_update_elem(fd, &k, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { listenerSeedFailures += UInt64(entry.count) }
         }
         return written

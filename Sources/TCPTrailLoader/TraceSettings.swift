@@ -46,7 +46,7 @@ public struct TraceSettings: Sendable, Equatable {
         c.n_lports = UInt32(min(f.localPorts.count, Self.maxFilterValues))
         c.n_rports = UInt32(min(f.remotePorts.count, Self.maxFilterValues))
         c.netns = f.netns ?? 0
-        c.family = f.family == 4 ? 2 : f.family == 6 ? 10 : 0
+        c.family = f.family?.kernel ?? 0
         c.wakeup_bytes = wakeupBytes ?? UInt64(ringBufferBytes / 4)
         c.tw_timer_fn = timewaitTimer
         return c

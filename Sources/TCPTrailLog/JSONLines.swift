@@ -50,28 +50,27 @@ public struct JSONLinesWriter: Sendable {
             }
             out.append(UInt8(ascii: "\""))
         }
-        appendOwnerAndEndpoints(pid: e.pid, comm: e.comm, thread: e.thread, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
-                                local: e.localAddress, localPort: e.localPort, remote: e.remoteAddress, remotePort: e.remotePort, to: &out)
+        appendOwnerAndEndpoints(owner: e.owner, thread: e.thread, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
+                                local: e.local, remote: e.remote, to: &out)
         out.append(",\"cpu\":", decimal: UInt64(e.cpu))
     }
 
     /// The fields every connection record shares after `conn`.
-    private func appendOwnerAndEndpoints(pid: UInt32, comm: ProcessName, thread: ProcessName, ownerKnown: Bool, netns: UInt32, family: UInt8,
-                                         local: RawAddress, localPort: UInt16, remote: RawAddress, remotePort: UInt16,
-                                         to out: inout OutputBuffer) {
-        out.append(",\"pid\":", decimal: UInt64(pid))
-        out.append(",\"comm\":", jsonString: comm)
-        if ownerKnown && !thread.isEmpty && thread != comm {
+    private func appendOwnerAndEndpoints(owner: Owner, thread: ProcessName, ownerKnown: Bool, netns: UInt32, family: AddressFamily,
+                                         local: Endpoint, remote: Endpoint, to out: inout OutputBuffer) {
+        out.append(",\"pid\":", decimal: UInt64(owner.pid))
+        out.append(",\"comm\":", jsonString: owner.comm)
+        if ownerKnown && !thread.isEmpty && thread != owner.comm {
             out.append(",\"thread\":", jsonString: thread)
         }
         out.append(",\"netns\":", decimal: UInt64(netns))
-        out.append(",\"family\":", decimal: UInt64(family))
+        out.append(",\"family\":", decimal: UInt64(family.rawValue))
         out.append(",\"laddr\":\"" as StaticString)
-        out.append(address: local, family: family)
-        out.append("\",\"lport\":", decimal: UInt64(localPort))
+        out.append(address: local.address, family: family)
+        out.append("\",\"lport\":", decimal: UInt64(local.port))
         out.append(",\"raddr\":\"" as StaticString)
-        out.append(address: remote, family: family)
-        out.append("\",\"rport\":", decimal: UInt64(remotePort))
+        out.append(address: remote.address, family: family)
+        out.append("\",\"rport\":", decimal: UInt64(remote.port))
         out.append(",\"owner_known\":" as StaticString)
         out.append(ownerKnown ? "true" as StaticString : "false")
     }
@@ -80,8 +79,8 @@ public struct JSONLinesWriter: Sendable {
         out.append(",\"conn\":\"" as StaticString)
         out.append(connection: id.conn)
         out.append(UInt8(ascii: "\""))
-        appendOwnerAndEndpoints(pid: id.pid, comm: id.comm, thread: id.thread, ownerKnown: id.ownerKnown, netns: id.netns, family: id.family,
-                                local: id.localAddress, localPort: id.localPort, remote: id.remoteAddress, remotePort: id.remotePort, to: &out)
+        appendOwnerAndEndpoints(owner: id.owner, thread: id.thread, ownerKnown: id.ownerKnown, netns: id.netns, family: id.family,
+                                local: id.local, remote: id.remote, to: &out)
     }
 
     private func appendDocumented(_ change: StateChange, to out: inout OutputBuffer) {

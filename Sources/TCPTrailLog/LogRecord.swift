@@ -97,11 +97,9 @@ public struct LogRecord: Sendable {
     /// The socket the snapshot record shows, as sock_diag read it.
     public var snapshot: SocketSnapshot {
         let e = event
-        var s = SocketSnapshot(cookie: e.cookie, state: snapshotState ?? .close, family: e.family, localAddress: e.localAddress,
-                               localPort: e.localPort, remoteAddress: e.remoteAddress, remotePort: e.remotePort,
-                               inode: 0, netns: e.netns, expiresMilliseconds: expiresMilliseconds)
-        s.pid = e.ownerKnown ? e.pid : 0
-        s.comm = e.comm
+        var s = SocketSnapshot(cookie: e.cookie, state: snapshotState ?? .close, family: e.family, local: e.local, remote: e.remote,
+                               inode: 0, netns: e.netns, expiresMilliseconds: expiresMilliseconds,
+                               owner: Owner(pid: e.ownerKnown ? e.pid : 0, comm: e.comm))
         if let acceptQueue {
             s.acceptQueue = acceptQueue.depth
             s.acceptQueueLimit = acceptQueue.limit
@@ -234,6 +232,14 @@ public struct LogRecordParser {
     }
 
     private static func fail(_ message: String) -> LogParseFailure { LogParseFailure(message: message) }
+
+    /// The case whose name the string value spells, or an error naming them all.
+    private static func named<T: NamedCase>(_ p: UnsafePointer<UInt8>, _ v: JSONValue, _ key: String) throws -> T {
+        guard let c = T.allCases.first(where: { JSONStrings.equals(p, v, $0.name) }) else {
+            throw fail("\"\(key)\" must be one of " + T.allCases.map { $0.name.description }.joined(separator: ", "))
+        }
+        return c
+    }
 
     /// Parses one line (without its newline).
     public mutating func parse(_ line: UnsafeRawBufferPointer) -> Result<LogRecord, LogParseFailure> {
@@ -402,8 +408,8 @@ public struct LogRecordParser {
         // Connection records: identity and endpoints.
         guard let conn else { throw Self.fail("no \"conn\" in a \(r.type.name) record") }
         try Self.parseConn(p, conn, into: &r.event)
-        guard let family, family == 4 || family == 6 else { throw Self.fail("\"family\" must be 4 or 6") }
-        r.event.family = UInt8(family)
+        guard let family, let f = AddressFamily(rawValue: UInt8(family)) else { throw Self.fail("\"family\" must be 4 or 6") }
+        r.event.family = f
         guard let laddr, let raddr else { throw Self.fail("no \"laddr\" or \"raddr\"") }
         r.event.localAddress = try Self.parseAddress(p, laddr, family: r.event.family, "laddr")
         r.event.remoteAddress = try Self.parseAddress(p, raddr, family: r.event.family, "raddr")
@@ -428,27 +434,17 @@ public struct LogRecordParser {
                 r.event.newState = try state(p, kernelTo, "kernel_to")
                 r.isKernelTransition = true
             }
-            if let timewait {
-                guard let step = TimewaitStep.allCases.first(where: { JSONStrings.equals(p, timewait, $0.name) }) else {
-                    throw Self.fail("\"timewait\" must be one of " + TimewaitStep.allCases.map { $0.name.description }.joined(separator: ", "))
-                }
-                r.event.timewait = step
-            }
+            if let timewait { r.event.timewait = try Self.named(p, timewait, "timewait") }
         case .retransmit:
             r.event.kind = .retransmit
             try setKernelState(p, kernelState, of: &r.event)
             guard let what else { throw Self.fail("no \"what\" in a retransmit record") }
-            if JSONStrings.equals(p, what, "data") { r.event.retransmit = .data }
-            else if JSONStrings.equals(p, what, "syn") { r.event.retransmit = .syn }
-            else if JSONStrings.equals(p, what, "synack") { r.event.retransmit = .synack }
-            else { throw Self.fail("\"what\" must be data, syn or synack") }
+            r.event.retransmit = try Self.named(p, what, "what") as RetransmitKind
         case .reset:
             r.event.kind = .reset
             try setKernelState(p, kernelState, of: &r.event)
             guard let direction else { throw Self.fail("no \"direction\" in a reset record") }
-            if JSONStrings.equals(p, direction, "sent") { r.event.reset = .sent }
-            else if JSONStrings.equals(p, direction, "received") { r.event.reset = .received }
-            else { throw Self.fail("\"direction\" must be sent or received") }
+            r.event.reset = try Self.named(p, direction, "direction") as ResetDirection
             if let reason, reason.kind == .number { r.event.resetReason = UInt32(try number(reason, "reason", max: UInt64(UInt32.max))) }
         case .error:
             r.event.kind = .error
@@ -527,9 +523,9 @@ public struct LogRecordParser {
     }
 
     /// Dotted quad by hand (the common case); IPv6 through inet_pton.
-    static func parseAddress(_ p: UnsafePointer<UInt8>, _ v: JSONValue, family: UInt8, _ name: String) throws -> RawAddress {
+    static func parseAddress(_ p: UnsafePointer<UInt8>, _ v: JSONValue, family: AddressFamily, _ name: String) throws -> RawAddress {
         guard v.kind == .string, !v.escaped, v.end - v.start <= 45 else { throw Self.fail("\"\(name)\" must be an IP address") }
-        if family == 4 {
+        if family == .ipv4 {
             var bytes: UInt32 = 0
             var part: UInt32 = 0, parts = 0, digits = 0
             for i in v.start...v.end {

@@ -52,7 +52,7 @@ struct WriterLayoutParser {
               skip(",\"comm\":"), let comm = plainString(),
               optionalThread(&r),
               skip(",\"netns\":"), let netns = unsigned(max: UInt64(UInt32.max)),
-              skip(",\"family\":"), let family = unsigned(max: 255), family == 4 || family == 6,
+              skip(",\"family\":"), let family = unsigned(max: 255).flatMap({ AddressFamily(rawValue: UInt8($0)) }),
               skip(",\"laddr\":"), let laddr = plainString(),
               skip(",\"lport\":"), let lport = unsigned(max: 65535),
               skip(",\"raddr\":"), let raddr = plainString(),
@@ -66,8 +66,8 @@ struct WriterLayoutParser {
         r.event.pid = UInt32(pid)
         r.event.comm = ProcessName(p + comm.start, count: comm.end - comm.start)
         r.event.netns = UInt32(netns)
-        r.event.family = UInt8(family)
-        guard let local = address(laddr, family: UInt8(family)), let remote = address(raddr, family: UInt8(family)) else { return false }
+        r.event.family = family
+        guard let local = address(laddr, family: family), let remote = address(raddr, family: family) else { return false }
         r.event.localAddress = local
         r.event.remoteAddress = remote
         r.event.localPort = UInt16(lport)
@@ -171,8 +171,8 @@ struct WriterLayoutParser {
     }
 
     /// A dotted quad read here (nearly every address); IPv6 by the general parser's code.
-    private func address(_ v: JSONValue, family: UInt8) -> RawAddress? {
-        guard family == 4 else { return try? LogRecordParser.parseAddress(p, v, family: family, "") }
+    private func address(_ v: JSONValue, family: AddressFamily) -> RawAddress? {
+        guard family == .ipv4 else { return try? LogRecordParser.parseAddress(p, v, family: family, "") }
         // As the general parser: four parts of 1 to 3 digits, each below 256.
         var bytes: UInt32 = 0, part: UInt32 = 0, parts: UInt32 = 0, digits = 0
         for k in v.start..<v.end {

@@ -49,7 +49,7 @@ struct FilterOptions: ParsableArguments {
         f.ports = ports
         f.localPorts = localPorts
         f.remotePorts = remotePorts
-        f.family = ipv4Only ? 4 : ipv6Only ? 6 : nil
+        f.family = ipv4Only ? .ipv4 : ipv6Only ? .ipv6 : nil
         f.netns = netns
         f.addresses = addresses.compactMap(AddressPrefix.init)
         return f

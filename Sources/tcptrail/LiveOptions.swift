@@ -16,17 +16,7 @@ struct LiveOptions: ParsableArguments {
     @Option(help: "Nice value of the tracer (-20 to 19). It needs little CPU, but must get it promptly on a busy host or the ring buffer overflows; 0 keeps the one it was started with.")
     var nice: Int32 = -10
 
-    @Option(help: "Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall).")
-    var closeWaitThreshold: Double = 60
-
-    @Option(name: .customLong("fin-wait-2-threshold"), help: "Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall).")
-    var finWait2Threshold: Double = 60
-
-    @Option(help: "Flag a local endpoint holding more TIME_WAIT sockets than this (time_wait_buildup).")
-    var timeWaitThreshold: Int = 1000
-
-    @Option(help: "Flag a connection retransmitting more data segments than this (data_retransmit).")
-    var retransmitThreshold: Int = 3
+    @OptionGroup var anomalies: ThresholdOptions
 
     @Option(help: "Sockets the kernel side can track at once (its connection table; default: 65536, or 4 times the sockets open at start if more). A socket beyond it is traced without owner or previous state, and counted as untracked.")
     var maxConnections: Int?
@@ -52,10 +42,6 @@ struct LiveOptions: ParsableArguments {
         }
         if nice < -20 || nice > 19 { throw ValidationError("--nice must be -20 to 19, got \(nice)") }
         if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
-        try OptionCheck.seconds(closeWaitThreshold, "--close-wait-threshold", in: 0.001...OptionCheck.longestSeconds)
-        try OptionCheck.seconds(finWait2Threshold, "--fin-wait-2-threshold", in: 0.001...OptionCheck.longestSeconds)
-        try OptionCheck.count(timeWaitThreshold, "--time-wait-threshold", in: 1...100_000_000)
-        try OptionCheck.count(retransmitThreshold, "--retransmit-threshold", in: 1...1_000_000_000)
         if let maxConnections { try OptionCheck.count(maxConnections, "--max-connections", in: TableSizes.connectionRange) }
         if let maxListeners { try OptionCheck.count(maxListeners, "--max-listeners", in: TableSizes.listenerRange) }
     }
@@ -71,15 +57,6 @@ struct LiveOptions: ParsableArguments {
         guard let value = UInt64(digits) else { return nil }
         let (result, overflow) = value.multipliedReportingOverflow(by: scale)
         return overflow ? nil : result
-    }
-
-    func thresholds() -> AnomalyThresholds {
-        var t = AnomalyThresholds()
-        t.closeWaitNanoseconds = UInt64(closeWaitThreshold * 1e9)
-        t.finWait2Nanoseconds = UInt64(finWait2Threshold * 1e9)
-        t.timeWaitSockets = timeWaitThreshold
-        t.dataRetransmits = retransmitThreshold
-        return t
     }
 
     /// The session these options and filters start.

@@ -49,17 +49,8 @@ struct Replay: ParsableCommand {
     @Flag(help: "Stop at the first malformed line instead of skipping it.")
     var strict = false
 
-    @Option(help: "Override the log's CLOSE_WAIT stall threshold, in seconds.")
-    var closeWaitThreshold: Double?
-
-    @Option(name: .customLong("fin-wait-2-threshold"), help: "Override the log's FIN_WAIT_2 stall threshold, in seconds.")
-    var finWait2Threshold: Double?
-
-    @Option(help: "Override the log's TIME_WAIT buildup threshold (sockets per local endpoint).")
-    var timeWaitThreshold: Int?
-
-    @Option(help: "Override the log's data retransmit threshold (segments per connection).")
-    var retransmitThreshold: Int?
+    /// Given, they replace the thresholds the log's header names.
+    @OptionGroup var anomalies: ThresholdOptions
 
     mutating func validate() throws {
         if files.isEmpty { throw ValidationError("give at least one log file") }
@@ -75,10 +66,6 @@ struct Replay: ParsableCommand {
         if let conn, ConnectionID(conn) == nil {
             throw ValidationError("--conn '\(conn)' is not a connection id such as 4217 or 4217.1")
         }
-        if let closeWaitThreshold { try OptionCheck.seconds(closeWaitThreshold, "--close-wait-threshold", in: 0.001...OptionCheck.longestSeconds) }
-        if let finWait2Threshold { try OptionCheck.seconds(finWait2Threshold, "--fin-wait-2-threshold", in: 0.001...OptionCheck.longestSeconds) }
-        if let timeWaitThreshold { try OptionCheck.count(timeWaitThreshold, "--time-wait-threshold", in: 1...100_000_000) }
-        if let retransmitThreshold { try OptionCheck.count(retransmitThreshold, "--retransmit-threshold", in: 1...1_000_000_000) }
         if html != nil && json { throw ValidationError("--html and --json are two different outputs: pick one") }
         if htmlLimit < 1 { throw ValidationError("--html-limit must be at least 1") }
         if files.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input ('-') can be given once") }
@@ -99,15 +86,8 @@ struct Replay: ParsableCommand {
         options.board = html != nil
         options.strict = strict
         options.version = TCPTrail.version
-        if closeWaitThreshold != nil || finWait2Threshold != nil || timeWaitThreshold != nil || retransmitThreshold != nil {
-            // Overrides start from the defaults; the log's header is not read for them.
-            var t = AnomalyThresholds()
-            if let v = closeWaitThreshold { t.closeWaitNanoseconds = UInt64(v * 1e9) }
-            if let v = finWait2Threshold { t.finWait2Nanoseconds = UInt64(v * 1e9) }
-            if let v = timeWaitThreshold { t.timeWaitSockets = v }
-            if let v = retransmitThreshold { t.dataRetransmits = v }
-            options.thresholds = t
-        }
+        // Overrides start from the defaults; the log's header is not read for them.
+        if anomalies.isSet { options.thresholds = anomalies.thresholds }
         signal(SIGPIPE, SIG_IGN)
         let replay = LogReplay(paths: files, options: options, write: { buffer in
             buffer.flush(to: STDOUT_FILENO) != EPIPE

@@ -96,7 +96,7 @@ struct Serve: ParsableCommand {
             Diagnostics.note("tcptrail: warning: serving on \(listen), not loopback: anyone who can reach it sees every connection on this host (no authentication)")
         }
         let sink = LivePipeline(format: .none, filter: filter, limit: nil, wideAddresses: false,
-                                engine: HandshakeEngine(thresholds: live.thresholds()), log: nil)
+                                engine: HandshakeEngine(thresholds: live.anomalies.thresholds), log: nil)
         // The engine's records are applied to the shared board once per turn, under one lock.
         nonisolated(unsafe) var pending: [EngineOutput] = []
         sink.observer = { pending.append($0) }
@@ -107,7 +107,7 @@ struct Serve: ParsableCommand {
 
         var limits = self.limits
         if let warning = limits.fitToDescriptorLimit() { Diagnostics.note(warning) }
-        let server = WebServer(state: state, host: host, port: port, limits: limits)
+        let server = WebServer(state: state, host: host, port: port, limits: limits, streams: Admission(limit: limits.maxStreams))
         let started = server.start()
         switch started {
         case .failure(let message):
@@ -164,16 +164,11 @@ struct ServeLimits: Sendable {
     var idleTimeout: Double
     var maxClients: Int
     var maxStreams: Int
-    /// Open connections past which accepting pauses (refusals included).
-    var acceptCeiling: Int
+    /// Connections the fd limit leaves room for, once `fitToDescriptorLimit` found it short.
+    var descriptorRoom: Int? = nil
 
-    init(headerTimeout: Double, idleTimeout: Double, maxClients: Int, maxStreams: Int) {
-        self.headerTimeout = headerTimeout
-        self.idleTimeout = idleTimeout
-        self.maxClients = maxClients
-        self.maxStreams = maxStreams
-        acceptCeiling = maxClients + Self.refusalAllowance
-    }
+    /// Open connections past which accepting pauses (refusals included).
+    var acceptCeiling: Int { min(maxClients + Self.refusalAllowance, descriptorRoom ?? .max) }
 
     static let defaults = ServeLimits(headerTimeout: 10, idleTimeout: 60, maxClients: 256, maxStreams: 16)
 
@@ -192,7 +187,7 @@ struct ServeLimits: Sendable {
         let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
         let room = max(Int(clamping: limit.rlim_cur) - open - Self.reservedDescriptors, 1)
         guard room < acceptCeiling else { return nil }
-        acceptCeiling = room
+        descriptorRoom = room
         return "tcptrail: warning: the fd limit (\(limit.rlim_cur), ulimit -n) leaves room for \(room) connections, fewer than --max-clients \(maxClients) plus \(Self.refusalAllowance) being refused: past \(room) new connections wait in the listen queue; raise the limit or lower --max-clients"
     }
 }
@@ -435,15 +430,8 @@ struct WebServer: Sendable {
     let host: String
     let port: Int
     let limits: ServeLimits
+    /// Event streams open now, at most `limits.maxStreams`.
     let streams: Admission
-
-    init(state: LiveBoard, host: String, port: Int, limits: ServeLimits) {
-        self.state = state
-        self.host = host
-        self.port = port
-        self.limits = limits
-        streams = Admission(limit: limits.maxStreams)
-    }
 
     enum Started { case success(String), failure(String) }
 

@@ -67,7 +67,7 @@ struct Top: ParsableCommand {
         tt_install_stop_handlers()
         let box = BoardBox()
         let sink = LivePipeline(format: .none, filter: filter, limit: nil, wideAddresses: false,
-                                engine: HandshakeEngine(thresholds: live.thresholds()), log: nil)
+                                engine: HandshakeEngine(thresholds: live.anomalies.thresholds), log: nil)
         sink.observer = { box.board.apply($0) }
         try session.begin(sink: sink)
 

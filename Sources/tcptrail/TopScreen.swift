@@ -130,7 +130,7 @@ struct TopScreen {
         let titles = 2 + legendCount
         let feedAll = board.recentAnomalies(limit: 50).filter { item in
             guard let p = view.query.process, !p.isEmpty else { return true }
-            return item.identity.comm.escaped.contains(p) || (item.identity.ownerKnown && String(item.identity.pid) == p)
+            return item.identity.owner.comm.escaped.contains(p) || (item.identity.ownerKnown && String(item.identity.owner.pid) == p)
         }
         let spare = lines - titles - 3
         let feedLines = min(max(feedAll.count, 1), min(10, max(2, spare / 4)))
@@ -293,7 +293,7 @@ struct TopScreen {
             }
             var e = Fmt.endpoints(row.identity)
             if row.state == .listen || row.side == .listener { e.remote = "(listening)" }
-            let local = c.localPortOnly ? ":" + String(row.identity.localPort) : e.local
+            let local = c.localPortOnly ? ":" + String(row.identity.local.port) : e.local
             var text = Fmt.process(row.identity, width: c.process) + " " + Fmt.fitLeft(local, c.local)
                 + " -> " + Fmt.fitLeft(e.remote, c.remote) + " "
             let stateAt = 2 + text.utf8.count

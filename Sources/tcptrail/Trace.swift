@@ -108,7 +108,7 @@ struct Trace: ParsableCommand {
             }
         }
         tt_install_stop_handlers()
-        let thresholds = live.thresholds()
+        let thresholds = live.anomalies.thresholds
         let sink = LivePipeline(
             format: quiet ? .none : json || output == "-" ? .json : .text,
             filter: filter,

@@ -86,7 +86,7 @@ func recordedTransition() -> [UInt8] {
         #expect(event.pid == 5536)
         #expect(event.comm == ProcessName("curl"))
         #expect(event.thread == ProcessName("curl-worker"))
-        #expect(event.family == 4)
+        #expect(event.family == .ipv4)
         #expect(event.localPort == 42174)
         #expect(event.remotePort == 8080)
         #expect(event.oldState == .synSent)

@@ -20,7 +20,7 @@ final class Script {
 
     private func base(_ kind: KernelEventKind) -> KernelEvent {
         KernelEvent(monoNanoseconds: mono, cookie: cookie, generation: generation, netns: 1, pid: 42, comm: ProcessName("app"),
-                    kind: kind, family: 4, localAddress: RawAddress(bytes: [198, 18, 0, 1]), remoteAddress: RawAddress(bytes: [198, 18, 0, 2]),
+                    kind: kind, family: .ipv4, localAddress: RawAddress(bytes: [198, 18, 0, 1]), remoteAddress: RawAddress(bytes: [198, 18, 0, 2]),
                     localPort: lport, remotePort: rport, flags: UInt8(TT_FLAG_OWNER_KNOWN.rawValue))
     }
 
@@ -37,31 +37,24 @@ final class Script {
     }
 
     @discardableResult func retransmit(_ what: RetransmitKind, in state: KernelTCPState, after ms: UInt64 = 1) -> Self {
-        mono += ms * 1_000_000
-        var e = base(.retransmit)
-        e.retransmit = what
-        e.oldState = state
-        e.newState = state
-        events.append(e)
-        return self
+        event(.retransmit, in: state, after: ms) { $0.retransmit = what }
     }
 
     @discardableResult func reset(_ d: ResetDirection, in state: KernelTCPState, after ms: UInt64 = 0) -> Self {
-        mono += ms * 1_000_000
-        var e = base(.reset)
-        e.reset = d
-        e.oldState = state
-        e.newState = state
-        events.append(e)
-        return self
+        event(.reset, in: state, after: ms) { $0.reset = d }
     }
 
     @discardableResult func error(_ errno: Int32, in state: KernelTCPState, after ms: UInt64 = 0) -> Self {
+        event(.error, in: state, after: ms) { $0.errorNumber = errno }
+    }
+
+    /// An event that is not a transition, in `state`, `ms` after the last.
+    private func event(_ kind: KernelEventKind, in state: KernelTCPState, after ms: UInt64, _ fill: (inout KernelEvent) -> Void) -> Self {
         mono += ms * 1_000_000
-        var e = base(.error)
-        e.errorNumber = errno
+        var e = base(kind)
         e.oldState = state
         e.newState = state
+        fill(&e)
         events.append(e)
         return self
     }
@@ -371,7 +364,7 @@ let minute: UInt64 = 60_000_000_000
         let run = Run(events)
         let atEnd = run.anomalies.suffix(ports.count)
         #expect(atEnd.allSatisfy { $0.kind == .listenOverflow && $0.count == 1 })
-        #expect(atEnd.map(\.connection.localPort) == ports.sorted())
+        #expect(atEnd.map(\.connection.local.port) == ports.sorted())
     }
 
     @Test func synackRetransmit() {

@@ -156,7 +156,7 @@ let fixedClock = WallClock(bootOffsetNanoseconds: 1_795_236_180_000_000_000)
 }
 
 @Suite struct AddressTests {
-    func text(_ bytes: [UInt8], family: UInt8) -> String {
+    func text(_ bytes: [UInt8], family: AddressFamily) -> String {
         var out = OutputBuffer()
         out.append(address: RawAddress(bytes: bytes), family: family)
         return out.string
@@ -173,22 +173,22 @@ let fixedClock = WallClock(bootOffsetNanoseconds: 1_795_236_180_000_000_000)
         var buffer = [CChar](repeating: 0, count: 64)
         inet_ntop(AF_INET6, &raw, &buffer, 64)
         let expected = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        #expect(text(bytes, family: 6) == expected)
+        #expect(text(bytes, family: .ipv6) == expected)
     }
 
     @Test func ipv4() {
-        #expect(text([198, 18, 0, 1], family: 4) == "198.18.0.1")
-        #expect(text([0, 0, 0, 0], family: 4) == "0.0.0.0")
+        #expect(text([198, 18, 0, 1], family: .ipv4) == "198.18.0.1")
+        #expect(text([0, 0, 0, 0], family: .ipv4) == "0.0.0.0")
     }
 
     @Test func cidrMatching() throws {
         let net = try #require(AddressPrefix("198.18.0.0/15"))
-        #expect(net.contains(RawAddress(bytes: [198, 19, 255, 1]), family: 4))
-        #expect(!net.contains(RawAddress(bytes: [198, 20, 0, 1]), family: 4))
-        #expect(!net.contains(RawAddress(bytes: [198, 18, 0, 1]), family: 6))
+        #expect(net.contains(RawAddress(bytes: [198, 19, 255, 1]), family: .ipv4))
+        #expect(!net.contains(RawAddress(bytes: [198, 20, 0, 1]), family: .ipv4))
+        #expect(!net.contains(RawAddress(bytes: [198, 18, 0, 1]), family: .ipv6))
         let v6 = try #require(AddressPrefix("fd00::/8"))
-        #expect(v6.contains(RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), family: 6))
-        #expect(!v6.contains(RawAddress(bytes: [0xfe, 0x80] + [UInt8](repeating: 0, count: 14)), family: 6))
+        #expect(v6.contains(RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), family: .ipv6))
+        #expect(!v6.contains(RawAddress(bytes: [0xfe, 0x80] + [UInt8](repeating: 0, count: 14)), family: .ipv6))
         let host = try #require(AddressPrefix("127.0.0.1"))
         #expect(host.prefixLength == 32)
         for bad in ["198.18.0.0/33", "300.1.1.1", "fd00:::1", "abc", "1.2.3", "fd00::/129", ""] {

@@ -113,8 +113,7 @@ import Testing
                       event(mono, .established, .close), event(mono, .listen, .listen, kind: .listenDrop), event(mono, .listen, .listen, kind: .listenDrop)] {
                 engine.process(e) { timelines.add($0, to: &out) }
             }
-            engine.seed([SocketSnapshot(cookie: 9, state: .timeWait, family: 4, localAddress: RawAddress(), localPort: 1, remoteAddress: RawAddress(),
-                                        remotePort: 2, inode: 0, netns: 1, expiresMilliseconds: .max)], at: mono) { timelines.add($0, to: &out) }
+            engine.seed([SocketSnapshot(cookie: 9, state: .timeWait, family: .ipv4, local: Endpoint(address: RawAddress(), port: 1), remote: Endpoint(address: RawAddress(), port: 2), inode: 0, netns: 1, expiresMilliseconds: .max)], at: mono) { timelines.add($0, to: &out) }
             engine.advance(to: .max) { timelines.add($0, to: &out) }
         }
         engine.finish { timelines.add($0, to: &out) }

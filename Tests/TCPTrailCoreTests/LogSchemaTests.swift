@@ -83,8 +83,7 @@ import TCPTrailCore
         ] {
             writer.append(e, to: &out)
         }
-        let snapshot = SocketSnapshot(cookie: 9, state: .timeWait, family: 4, localAddress: RawAddress(), localPort: 1, remoteAddress: RawAddress(),
-                                      remotePort: 2, inode: 0, netns: 1, expiresMilliseconds: 500)
+        let snapshot = SocketSnapshot(cookie: 9, state: .timeWait, family: .ipv4, local: Endpoint(address: RawAddress(), port: 1), remote: Endpoint(address: RawAddress(), port: 2), inode: 0, netns: 1, expiresMilliseconds: 500)
         var engine = HandshakeEngine()
         engine.seed([snapshot], at: 7) { writer.append($0, to: &out) }
         writer.appendLost(count: 1, total: 2, byKind: [.transition: 2], mono: 8, to: &out)

@@ -21,10 +21,10 @@ import Testing
         #expect(LogRotation(maxBytes: 1, keep: 0).moves(for: "t") == [.remove("t")])
     }
 
-    static func row(comm: String, port: UInt16, family: UInt8 = 4) throws -> ConnectionBoard.Row {
+    static func row(comm: String, port: UInt16, family: AddressFamily = .ipv4) throws -> ConnectionBoard.Row {
         var board = ConnectionBoard()
         let owner = UInt8(1)  // TT_FLAG_OWNER_KNOWN
-        let address = family == 6 ? RawAddress(bytes: [0xfd] + [UInt8](repeating: 0, count: 14) + [2]) : RawAddress(bytes: [198, 18, 0, 2])
+        let address = family == .ipv6 ? RawAddress(bytes: [0xfd] + [UInt8](repeating: 0, count: 14) + [2]) : RawAddress(bytes: [198, 18, 0, 2])
         var engine = HandshakeEngine()
         for (i, (from, to)) in [(KernelTCPState.close, KernelTCPState.synSent), (.synSent, .established)].enumerated() {
             let e = KernelEvent(monoNanoseconds: 1_000_000_000 + UInt64(i), cookie: UInt64(port), pid: 4242, comm: ProcessName(comm), kind: .transition,

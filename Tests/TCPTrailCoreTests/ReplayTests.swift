@@ -136,14 +136,15 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
     func ms(_ lo: UInt64, _ hi: UInt64) -> UInt64 { UInt64.random(in: lo...hi, using: &rng) * 1_000_000 }
     var seeds: [SocketSnapshot] = []
     // A listener and a TIME_WAIT socket that predate the trace.
-    seeds.append(SocketSnapshot(cookie: 7, state: .listen, family: 4, localAddress: RawAddress(bytes: [198, 18, 0, 2]), localPort: serverPort,
-                                remoteAddress: RawAddress(), remotePort: 0, inode: 1, netns: 1, expiresMilliseconds: 0, pid: 42, comm: ProcessName("srv")))
-    seeds.append(SocketSnapshot(cookie: 8, state: .timeWait, family: 4, localAddress: RawAddress(bytes: [198, 18, 0, 2]), localPort: serverPort,
-                                remoteAddress: RawAddress(bytes: [198, 18, 0, 1]), remotePort: 33000, inode: 0, netns: 1,
+    seeds.append(SocketSnapshot(cookie: 7, state: .listen, family: .ipv4, local: Endpoint(address: RawAddress(bytes: [198, 18, 0, 2]), port: serverPort),
+                                remote: Endpoint(address: RawAddress(), port: 0), inode: 1, netns: 1, expiresMilliseconds: 0, owner: Owner(pid: 42, comm: ProcessName("srv"))))
+    seeds.append(SocketSnapshot(cookie: 8, state: .timeWait, family: .ipv4, local: Endpoint(address: RawAddress(bytes: [198, 18, 0, 2]), port: serverPort),
+                                remote: Endpoint(address: RawAddress(bytes: [198, 18, 0, 1]), port: 33000), inode: 0, netns: 1,
                                 expiresMilliseconds: UInt32.random(in: 1...5000, using: &rng)))
-    seeds.append(SocketSnapshot(cookie: 9, state: .closeWait, family: 6, localAddress: RawAddress(bytes: [0xfd, 0, 0x74, 0x74] + Array(repeating: 0, count: 11) + [2]),
-                                localPort: serverPort, remoteAddress: RawAddress(bytes: [0xfd, 0, 0x74, 0x74] + Array(repeating: 0, count: 11) + [1]),
-                                remotePort: 33001, inode: 5, netns: 1, expiresMilliseconds: 0, pid: 43, comm: ProcessName("stuck\u{1b}[31m")))
+    seeds.append(SocketSnapshot(cookie: 9, state: .closeWait, family: .ipv6,
+                                local: Endpoint(address: RawAddress(bytes: [0xfd, 0, 0x74, 0x74] + Array(repeating: 0, count: 11) + [2]), port: serverPort),
+                                remote: Endpoint(address: RawAddress(bytes: [0xfd, 0, 0x74, 0x74] + Array(repeating: 0, count: 11) + [1]), port: 33001),
+                                inode: 5, netns: 1, expiresMilliseconds: 0, owner: Owner(pid: 43, comm: ProcessName("stuck\u{1b}[31m"))))
     for _ in 0..<connections {
         cookie += 1
         let start = 1_000_000_000 + ms(0, 8000)
@@ -245,7 +246,7 @@ func randomTraffic(_ rng: inout SplitMix64, connections: Int) -> (events: [Kerne
         var odd = events
         // Owners with every kind of byte in their name, and IPv6 endpoints.
         odd[0].comm = ProcessName(bytes: [0x1b, 0x5b, 0x32, 0x4a, 0x22, 0x5c, 0xff, 0x80, 0x01, 0x7f, 0x41])
-        odd[1].family = 6
+        odd[1].family = .ipv6
         odd[1].localAddress = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
         odd[1].remoteAddress = RawAddress(bytes: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0xab, 0xcd])
         odd[2].previousStateNanoseconds = 123_456
@@ -521,7 +522,7 @@ func replaceNumber(in line: inout [UInt8], _ which: Int, _ pick: UInt8) {
         var rng = SplitMix64(state: 11)
         var (events, _, _) = randomTraffic(&rng, connections: 120)
         events[0].comm = ProcessName(bytes: [0x1b, 0x22, 0x5c, 0xff, 0x41])
-        events[1].family = 6
+        events[1].family = .ipv6
         events[1].localAddress = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
         events[2].errorNumber = -5
         events[3].thread = ProcessName("pool-worker-7"); events[3].flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)

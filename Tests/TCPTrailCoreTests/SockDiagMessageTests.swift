@@ -33,13 +33,13 @@ import TCPTrailCore
         }
         #expect(items[3] == .done)
         // LISTEN 0 7 127.0.0.1:54433 0.0.0.0:* ino:14063 sk:2
-        #expect(l.state == .listen && l.family == 4 && l.localPort == 54433 && l.remotePort == 0)
-        #expect(l.localAddress == RawAddress(bytes: [127, 0, 0, 1]))
+        #expect(l.state == .listen && l.family == .ipv4 && l.local.port == 54433 && l.remote.port == 0)
+        #expect(l.local.address == RawAddress(bytes: [127, 0, 0, 1]))
         #expect(l.acceptQueue == 0 && l.acceptQueueLimit == 7 && l.inode == 14063 && l.cookie == 2)
         // ESTAB 127.0.0.1:54433 127.0.0.1:36946 ino:14065 sk:3
-        #expect(s.state == .established && s.localPort == 54433 && s.remotePort == 36946 && s.inode == 14065 && s.cookie == 3)
+        #expect(s.state == .established && s.local.port == 54433 && s.remote.port == 36946 && s.inode == 14065 && s.cookie == 3)
         // ESTAB 127.0.0.1:36946 127.0.0.1:54433 ino:14064 sk:4
-        #expect(c.state == .established && c.localPort == 36946 && c.remotePort == 54433 && c.inode == 14064 && c.cookie == 4)
+        #expect(c.state == .established && c.local.port == 36946 && c.remote.port == 54433 && c.inode == 14064 && c.cookie == 4)
     }
 
     @Test func aRecordedIPv6ListenerGivesWhatSSShowed() {
@@ -50,8 +50,8 @@ import TCPTrailCore
             return
         }
         // LISTEN 0 3 [::1]:44339 [::]:* ino:14066 sk:5
-        #expect(l.state == .listen && l.family == 6 && l.localPort == 44339)
-        #expect(l.localAddress == RawAddress(bytes: [UInt8](repeating: 0, count: 15) + [1]))
+        #expect(l.state == .listen && l.family == .ipv6 && l.local.port == 44339)
+        #expect(l.local.address == RawAddress(bytes: [UInt8](repeating: 0, count: 15) + [1]))
         #expect(l.acceptQueueLimit == 3 && l.inode == 14066 && l.cookie == 5)
         #expect(items.last == .done)
     }
@@ -68,7 +68,7 @@ import TCPTrailCore
     }
 
     @Test func theDumpRequestIsWhatSSSends() {
-        let r = SockDiagMessage.dumpRequest(family: 10, states: 1 << 10)
+        let r = SockDiagMessage.dumpRequest(family: .ipv6, states: 1 << 10)
         #expect(r.count == 72)
         #expect(Array(r[0..<8]) == [72, 0, 0, 0, 20, 0, 0x01, 0x03])
         #expect(r[16] == 10 && r[17] == 6)

@@ -45,7 +45,7 @@ import Testing
         var child = transition(3, .listen, .synRecv, port: 9000)
         fallback.fill(&child) {
             asked += 1
-            return [ListenerOwner(netns: 7, family: 4, port: 9000, pid: 77, comm: ProcessName("old-daemon"))]
+            return [ListenerOwner(key: ListenerKey(netns: 7, family: .ipv4, port: 9000), owner: Owner(pid: 77, comm: ProcessName("old-daemon")))]
         }
         #expect(asked == 1 && child.pid == 77)
         var orphan = transition(4, .listen, .synRecv, port: 9001)
@@ -139,19 +139,19 @@ import Testing
     @Test func aV4MappedPairIsIPv4AndAListenerOnAnyStaysIPv6() {
         let mapped = RawAddress(bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2])
         let peer = RawAddress(bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 1])
-        let (f, l, r) = RawAddress.dualStack(family: 6, local: mapped, remote: peer)
-        #expect(f == 4 && l == RawAddress(bytes: [198, 18, 0, 2]) && r == RawAddress(bytes: [198, 18, 0, 1]))
+        let (f, l, r) = RawAddress.dualStack(family: .ipv6, local: mapped, remote: peer)
+        #expect(f == .ipv4 && l == RawAddress(bytes: [198, 18, 0, 2]) && r == RawAddress(bytes: [198, 18, 0, 1]))
         // A child whose remote end is not set yet is IPv4 too; a listener on :: is not.
-        #expect(RawAddress.dualStack(family: 6, local: mapped, remote: RawAddress()).0 == 4)
-        #expect(RawAddress.dualStack(family: 6, local: RawAddress(), remote: RawAddress()).0 == 6)
+        #expect(RawAddress.dualStack(family: .ipv6, local: mapped, remote: RawAddress()).0 == .ipv4)
+        #expect(RawAddress.dualStack(family: .ipv6, local: RawAddress(), remote: RawAddress()).0 == .ipv6)
         let real6 = RawAddress(bytes: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
-        #expect(RawAddress.dualStack(family: 6, local: real6, remote: peer).0 == 6)
+        #expect(RawAddress.dualStack(family: .ipv6, local: real6, remote: peer).0 == .ipv6)
     }
 
     @Test func anIPv4ChildOfADualStackListenerTakesItsOwner() {
         var fallback = OwnerFallback()
         var listen = KernelEvent(monoNanoseconds: 1, cookie: 1, netns: 7, pid: 9, comm: ProcessName("srv"), kind: .transition,
-                                 family: 6, localPort: 80, oldState: .close, newState: .listen, flags: Self.owned)
+                                 family: .ipv6, localPort: 80, oldState: .close, newState: .listen, flags: Self.owned)
         fallback.fill(&listen)
         var child = transition(2, .listen, .synRecv, port: 80)
         fallback.fill(&child) { [] }

@@ -15,18 +15,18 @@ import Testing
         }
 
         func onEndpoint(_ id: ConnectionIdentity) -> Int {
-            live.values.filter { $0.identity.netns == id.netns && $0.identity.localAddress == id.localAddress && $0.identity.localPort == id.localPort }.count
+            live.values.filter { $0.identity.netns == id.netns && $0.identity.local == id.local }.count
         }
 
         func samePair(_ a: ConnectionIdentity, _ b: ConnectionIdentity) -> Bool {
-            a.netns == b.netns && a.localAddress == b.localAddress && a.remoteAddress == b.remoteAddress && a.localPort == b.localPort && a.remotePort == b.remotePort
+            a.netns == b.netns && a.local == b.local && a.remote == b.remote
         }
     }
 
     static func identity(_ rng: inout SplitMix64, connections: UInt64, ports: UInt16) -> ConnectionIdentity {
-        let s = SocketSnapshot(cookie: UInt64.random(in: 1...connections, using: &rng), state: .timeWait, family: 4,
-                               localAddress: RawAddress(bytes: [198, 18, 0, UInt8.random(in: 1...2, using: &rng)]), localPort: UInt16.random(in: 1...ports, using: &rng),
-                               remoteAddress: RawAddress(bytes: [198, 18, 1, 1]), remotePort: UInt16.random(in: 1...ports, using: &rng),
+        let s = SocketSnapshot(cookie: UInt64.random(in: 1...connections, using: &rng), state: .timeWait, family: .ipv4,
+                               local: Endpoint(address: RawAddress(bytes: [198, 18, 0, UInt8.random(in: 1...2, using: &rng)]), port: UInt16.random(in: 1...ports, using: &rng)),
+                               remote: Endpoint(address: RawAddress(bytes: [198, 18, 1, 1]), port: UInt16.random(in: 1...ports, using: &rng)),
                                inode: 0, netns: UInt32.random(in: 1...2, using: &rng), expiresMilliseconds: 0)
         return ConnectionIdentity(cookie: s.cookie, snapshot: s)
     }

@@ -34,14 +34,6 @@ struct LogSafetyTests {
         }
     }
 
-    /// `n` loopback connections on `port` in `ns` (10 transitions each, 2 more for the listener).
-    func traffic(_ ns: NetworkNamespace, port: UInt16, n: Int) throws {
-        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)"])
-        try server.background.waitFor("listening")
-        _ = try Peer(ns, ["client", "127.0.0.1", "\(port)", "\(n)"]).background.wait()
-        _ = try server.background.wait()
-    }
-
     func refusals(_ stderr: String) -> [Substring] {
         stderr.split(separator: "\n").filter { $0.contains("refusing") }
     }
@@ -63,9 +55,8 @@ struct LogSafetyTests {
         let ns = try NetworkNamespace(prefix: "ttsa")
         let port = Unique.port()
         let path = dir.path + "/trace.jsonl", moved = dir.path + "/moved.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--quiet", "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
-        try traffic(ns, port: port, n: 3)
+        let tracer = try LogRun.tracer(path, port: port, ["--quiet"])
+        try Peer.exchange(ns, port: port, n: 3)
         usleep(300_000)
 
         chmod(dir.path, 0o777)
@@ -77,7 +68,7 @@ struct LogSafetyTests {
         try waitForRefusals(tracer, 1)
         // Measured once the reopen closed it: from here on it must not grow.
         let movedSize = size(moved)
-        try traffic(ns, port: port, n: 3)
+        try Peer.exchange(ns, port: port, n: 3)
         usleep(300_000)
         #expect(size(path) == 0, "records went into nobody's file")
         #expect(size(moved) == movedSize, "the moved-away log was written after the SIGHUP")
@@ -97,10 +88,7 @@ struct LogSafetyTests {
 
         // Nobody's file gone: the next SIGHUP creates a new log and writes again.
         unlink(path)
-        tracer.signal(SIGHUP)
-        usleep(300_000)
-        try traffic(ns, port: port, n: 3)
-        usleep(300_000)
+        try LogRun.hangUp(tracer, then: ns, port: port, n: 3)
         tracer.signal(SIGINT)
         #expect(try tracer.wait() == 0)
         #expect(refusals(tracer.stderr).count == 2, "\(tracer.stderr)")
@@ -128,17 +116,13 @@ struct LogSafetyTests {
         let ns = try NetworkNamespace(prefix: "ttsr")
         let port = Unique.port()
         let path = dir.path + "/trace.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--quiet", "--rotate-size", "16K", "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
-        try traffic(ns, port: port, n: 2)
+        let tracer = try LogRun.tracer(path, port: port, ["--quiet", "--rotate-size", "16K"])
+        try Peer.exchange(ns, port: port, n: 2)
         usleep(300_000)
         #expect(rename(dir.path, held) == 0)
         try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: false)
         chmod(dir.path, 0o755)
-        tracer.signal(SIGHUP)
-        usleep(300_000)
-        try traffic(ns, port: port, n: 20)
-        usleep(300_000)
+        try LogRun.hangUp(tracer, then: ns, port: port, n: 20)
         tracer.signal(SIGINT)
         #expect(try tracer.wait() == 0)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "the log followed the path")
@@ -246,15 +230,15 @@ struct LogSafetyTests {
         let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--quiet", "--rotate-size", "16K",
                                      "--rotate-keep", "1000", "--port", "\(port)"])
         try tracer.waitFor("tracing TCP events", inStderr: true)
-        try traffic(ns, port: port, n: 10)
+        try Peer.exchange(ns, port: port, n: 10)
         usleep(300_000)
         // Fill the disk (dd stops at ENOSPC), then rotate while it is full.
         _ = try run(["dd", "if=/dev/zero", "of=\(mount)/filler", "bs=4k"], check: false)
-        try traffic(ns, port: port, n: 20)
+        try Peer.exchange(ns, port: port, n: 20)
         usleep(500_000)
         #expect(tracer.process.isRunning)
         unlink(mount + "/filler")
-        try traffic(ns, port: port, n: 10)
+        try Peer.exchange(ns, port: port, n: 10)
         usleep(300_000)
         tracer.signal(SIGINT)
         #expect(try tracer.wait() == 0)

@@ -45,13 +45,6 @@ struct EventLogTests {
         #expect(!r.stdout.contains("bad.jsonl:1:") && r.stdout.contains("bad.jsonl:2:") && r.stdout.contains("bad.jsonl:3:") && r.stdout.contains("bad.jsonl:4:"), "\(r.stdout)")
     }
 
-    func traffic(_ ns: NetworkNamespace, port: UInt16, n: Int) throws {
-        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)"])
-        try server.background.waitFor("listening")
-        _ = try Peer(ns, ["client", "127.0.0.1", "\(port)", "\(n)"]).background.wait()
-        _ = try server.background.wait()
-    }
-
     /// The header says which features the kernel gave; --no-syscall-hook
     /// leaves tt_sys_exit unloaded, --no-timer-hooks the timewait timer's
     /// three programs (bpftool lists the kernel's programs), and the header
@@ -92,13 +85,8 @@ struct EventLogTests {
     }
 
     @Test func logFileHasHeaderRecordsAndSummary() throws {
-        let dir = try PrivateDirectory()
-        let ns = try NetworkNamespace(prefix: "ttg")
-        let port = Unique.port()
-        let path = dir.path + "/trace.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
-        try traffic(ns, port: port, n: 10)
+        let (dir, ns, port, path, tracer) = try LogRun.start("ttg")
+        try Peer.exchange(ns, port: port, n: 10)
         usleep(300_000)
         tracer.signal(SIGTERM)
         #expect(try tracer.wait() == 0)
@@ -179,19 +167,11 @@ struct EventLogTests {
     }
 
     @Test func hangupReopensThePath() throws {
-        let dir = try PrivateDirectory()
-        let ns = try NetworkNamespace(prefix: "tthu")
-        let port = Unique.port()
-        let path = dir.path + "/trace.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
-        try traffic(ns, port: port, n: 3)
+        let (dir, ns, port, path, tracer) = try LogRun.start("tthu")
+        try Peer.exchange(ns, port: port, n: 3)
         usleep(300_000)
         try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
-        tracer.signal(SIGHUP)
-        usleep(300_000)
-        try traffic(ns, port: port, n: 3)
-        usleep(300_000)
+        try LogRun.hangUp(tracer, then: ns, port: port, n: 3)
         tracer.signal(SIGINT)
         #expect(try tracer.wait() == 0)
         let first = try lines(path + ".1"), second = try lines(path)
@@ -211,9 +191,8 @@ struct EventLogTests {
         defer { _ = try? run(["umount", "-l", mount], check: false) }
         let ns = try NetworkNamespace(prefix: "ttfd")
         let port = Unique.port()
-        let tracer = try Background([Products.tcptrail, "trace", "--output", mount + "/trace.jsonl", "--json", "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
-        try traffic(ns, port: port, n: 60)
+        let tracer = try LogRun.tracer(mount + "/trace.jsonl", port: port, ["--json"])
+        try Peer.exchange(ns, port: port, n: 60)
         usleep(500_000)
         #expect(tracer.process.isRunning, "tracing must go on when the disk is full")
         tracer.signal(SIGINT)
@@ -234,12 +213,7 @@ struct EventLogTests {
     }
 
     @Test func rotationUnderLoad() throws {
-        let dir = try PrivateDirectory()
-        let ns = try NetworkNamespace(prefix: "ttrot")
-        let port = Unique.port()
-        let path = dir.path + "/trace.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--rotate-size", "64K", "--rotate-keep", "1000", "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let (dir, ns, port, path, tracer) = try LogRun.start("ttrot", ["--rotate-size", "64K", "--rotate-keep", "1000"])
         let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "600"])
         try server.background.waitFor("listening")
         let clients = try (0..<2).map { _ in try Peer(ns, ["client", "127.0.0.1", "\(port)", "300"]) }
@@ -291,8 +265,7 @@ struct EventLogTests {
         let ns = try NetworkNamespace(prefix: "ttld")
         let port = Unique.port()
         let path = dir.path + "/trace.jsonl"
-        let tracer = try Background([Products.tcptrail, "trace", "--output", path, "--port", "\(port)"])
-        try tracer.waitFor("tracing TCP events", inStderr: true)
+        let tracer = try LogRun.tracer(path, port: port)
         let (server, clients) = try startChurn(ns, port: port)
         usleep(700_000)
         tracer.signal(signal)

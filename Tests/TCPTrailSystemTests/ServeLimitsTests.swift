@@ -109,6 +109,18 @@ struct ServeLimitsTests {
     }
 
     /// CPU share of one core over `seconds`, and the fds open at its start and end.
+    /// A normal request is answered within 3 s of the header timeout that
+    /// frees the flood's places; then the flood's own account of its sockets.
+    func servedAfter(_ flood: Background, startedAt floodStart: Date, webPort: UInt16, headerTimeout: Double) throws
+        -> (flood: Flood, board: (code: String, seconds: Double), sinceFlood: Double) {
+        let board = try timedGet("http://127.0.0.1:\(webPort)/api/board")
+        let sinceFlood = Date().timeIntervalSince(floodStart)
+        #expect(board.code == "200")
+        #expect(sinceFlood < headerTimeout + 3, "answered \(sinceFlood) s after the flood began")
+        _ = try flood.wait(timeout: 4 * headerTimeout + 30)
+        return (try Flood(flood), board, sinceFlood)
+    }
+
     func measureCPU(_ pid: Int32, seconds: Double) throws -> (share: Double, fds: (Int, Int)) {
         let cpu0 = try cpuSeconds(pid), wall0 = Date(), fds0 = openDescriptors(pid)
         usleep(UInt32(seconds * 1_000_000))
@@ -140,14 +152,8 @@ struct ServeLimitsTests {
         #expect(cpuShare < 0.2, "serve used \(cpuShare * 100)% of a core while full")
 
         // (a) A normal request is answered once the header timeout frees the half-requests' places.
-        let board = try timedGet("http://127.0.0.1:\(webPort)/api/board")
-        let sinceFlood = Date().timeIntervalSince(floodStart)
-        #expect(board.code == "200")
-        #expect(sinceFlood < headerTimeout + 3, "answered \(sinceFlood) s after the flood began")
-
         // (b) Every half-request was closed by the server after the header timeout, not before.
-        _ = try flood.wait(timeout: 4 * headerTimeout + 30)
-        let result = try Flood(flood)
+        let (result, board, sinceFlood) = try servedAfter(flood, startedAt: floodStart, webPort: webPort, headerTimeout: headerTimeout)
         let lifetimes = result.closed.map { $0.closed - $0.made }
         #expect(result.stillOpen == 0 && result.neverConnected == 0, "open \(result.stillOpen), never connected \(result.neverConnected)")
         #expect(result.closed.count == flooders)
@@ -191,13 +197,7 @@ struct ServeLimitsTests {
         #expect(cpuShare < 0.2, "serve used \(cpuShare * 100)% of a core while accept failed")
 
         // (a) Served once the header timeout frees fds (and the pause ends).
-        let board = try timedGet("http://127.0.0.1:\(webPort)/api/board")
-        let sinceFlood = Date().timeIntervalSince(floodStart)
-        #expect(board.code == "200")
-        #expect(sinceFlood < headerTimeout + 3, "answered \(sinceFlood) s after the flood began")
-
-        _ = try flood.wait(timeout: 4 * headerTimeout + 30)
-        let result = try Flood(flood)
+        let (result, board, sinceFlood) = try servedAfter(flood, startedAt: floodStart, webPort: webPort, headerTimeout: headerTimeout)
         #expect(result.stillOpen == 0 && result.neverConnected == 0 && result.closed.count == flooders)
         #expect(result.closed.allSatisfy { $0.closed - $0.made >= headerTimeout - 0.5 })
         print("""

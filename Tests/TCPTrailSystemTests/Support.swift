@@ -370,3 +370,44 @@ extension Array where Element == Capture.Packet {
     func first(with flag: Character) -> Capture.Packet? { first { $0.flags.contains(flag) } }
     func count(with flag: String) -> Int { filter { $0.flags == flag }.count }
 }
+
+/// The log tests' tracer and traffic: `trace --output` on a port of its own.
+enum LogRun {
+    /// A private directory, a namespace for traffic, a fresh port and a
+    /// tracer writing `dir/trace.jsonl` with `args`.
+    static func start(_ prefix: String, _ args: [String] = []) throws
+        -> (dir: EventLogTests.PrivateDirectory, ns: NetworkNamespace, port: UInt16, path: String, tracer: Background) {
+        let dir = try EventLogTests.PrivateDirectory()
+        let ns = try NetworkNamespace(prefix: prefix)
+        let port = Unique.port()
+        let path = dir.path + "/trace.jsonl"
+        return (dir, ns, port, path, try tracer(path, port: port, args))
+    }
+
+    /// `trace --output path`, `args` and `--port port`, once it is tracing.
+    static func tracer(_ path: String, port: UInt16, _ args: [String] = []) throws -> Background {
+        let tracer = try Background([Products.tcptrail, "trace", "--output", path] + args + ["--port", "\(port)"])
+        try tracer.waitFor("tracing TCP events", inStderr: true)
+        return tracer
+    }
+
+    /// SIGHUP, then `n` connections once the tracer has had time to reopen its path.
+    static func hangUp(_ tracer: Background, then ns: NetworkNamespace, port: UInt16, n: Int) throws {
+        tracer.signal(SIGHUP)
+        usleep(300_000)
+        try Peer.exchange(ns, port: port, n: n)
+        usleep(300_000)
+    }
+}
+
+extension Peer {
+    /// `n` loopback connections on `port` in `ns`: a server taking them and a
+    /// client making them, both exiting 0 (10 transitions each, 2 more for the listener).
+    static func exchange(_ ns: NetworkNamespace, port: UInt16, n: Int) throws {
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)"])
+        try server.background.waitFor("listening")
+        let client = try Peer(ns, ["client", "127.0.0.1", "\(port)", "\(n)"])
+        #expect(try client.background.wait() == 0)
+        #expect(try server.background.wait() == 0)
+    }
+}

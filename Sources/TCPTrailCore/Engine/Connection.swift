@@ -1,49 +1,30 @@
 /// Who and where a connection is, as the latest kernel event said.
 public struct ConnectionIdentity: Sendable, Equatable {
     public var conn: ConnectionID
-    public var pid: UInt32
-    public var comm: ProcessName
+    public var owner: Owner
     /// The owner's thread that took the socket, where known.
     public var thread: ProcessName
     public var ownerKnown: Bool
     public var netns: UInt32
-    public var family: UInt8
-    public var localAddress: RawAddress
-    public var localPort: UInt16
-    public var remoteAddress: RawAddress
-    public var remotePort: UInt16
+    public var family: AddressFamily
+    public var local: Endpoint
+    public var remote: Endpoint
+}
 
+extension ConnectionIdentity {
     public init(_ e: KernelEvent) {
         self.init(e, conn: e.connectionID)
     }
 
     public init(_ e: KernelEvent, conn: ConnectionID) {
-        self.conn = conn
-        pid = e.pid
-        comm = e.comm
-        thread = e.thread
-        ownerKnown = e.ownerKnown
-        netns = e.netns
-        family = e.family
-        localAddress = e.localAddress
-        localPort = e.localPort
-        remoteAddress = e.remoteAddress
-        remotePort = e.remotePort
+        self.init(conn: conn, owner: e.owner, thread: e.thread, ownerKnown: e.ownerKnown, netns: e.netns, family: e.family,
+                  local: e.local, remote: e.remote)
     }
 
-    /// The identity of a socket read through sock_diag.
+    /// The identity of a socket read through sock_diag (no thread: /proc names the process only).
     public init(cookie: UInt64, snapshot s: SocketSnapshot) {
-        conn = ConnectionID(cookie: cookie)
-        pid = s.pid
-        comm = s.comm
-        thread = ProcessName()
-        ownerKnown = s.pid != 0
-        netns = s.netns
-        family = s.family
-        localAddress = s.localAddress
-        localPort = s.localPort
-        remoteAddress = s.remoteAddress
-        remotePort = s.remotePort
+        self.init(conn: ConnectionID(cookie: cookie), owner: s.owner, thread: ProcessName(), ownerKnown: s.owner.pid != 0,
+                  netns: s.netns, family: s.family, local: s.local, remote: s.remote)
     }
 
     /// "198.18.0.1:41234 -> 198.18.0.2:8080" for sentences.
@@ -57,21 +38,17 @@ public struct ConnectionIdentity: Sendable, Equatable {
 extension OutputBuffer {
     /// The one endpoint formatter: "198.18.0.2:8080", "[fd00::2]:8080"
     /// (brackets for IPv6 with a port, as RFC 3986 and `ss` write it).
-    public mutating func append(endpoint address: RawAddress, port: UInt16, family: UInt8) {
-        if family == 6 { append(UInt8(ascii: "[")) }
-        append(address: address, family: family)
-        if family == 6 { append(UInt8(ascii: "]")) }
+    public mutating func append(endpoint: Endpoint, family: AddressFamily) {
+        if family == .ipv6 { append(UInt8(ascii: "[")) }
+        append(address: endpoint.address, family: family)
+        if family == .ipv6 { append(UInt8(ascii: "]")) }
         append(UInt8(ascii: ":"))
-        append(decimal: UInt64(port))
+        append(decimal: UInt64(endpoint.port))
     }
 
-    /// One side of a connection, through `append(endpoint:port:family:)`.
+    /// One side of a connection, through `append(endpoint:family:)`.
     public mutating func append(endpointOf id: ConnectionIdentity, remote: Bool) {
-        if remote {
-            append(endpoint: id.remoteAddress, port: id.remotePort, family: id.family)
-        } else {
-            append(endpoint: id.localAddress, port: id.localPort, family: id.family)
-        }
+        append(endpoint: remote ? id.remote : id.local, family: id.family)
     }
 
     /// A documented step's members, `,"from":…,"to":…,"step":…,"inferred":…`

@@ -110,15 +110,14 @@ public struct HandshakeEngine: Sendable {
         if mono > now { now = mono }
         var listening: Set<EndpointKey> = []
         for s in sockets where s.state == .listen {
-            listening.insert(EndpointKey(netns: s.netns, address: RawAddress(), port: s.localPort))
+            listening.insert(EndpointKey(netns: s.netns, address: RawAddress(), port: s.local.port))
         }
         for s in sockets.sorted(by: { $0.expiresMilliseconds < $1.expiresMilliseconds }) {
             var identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
-            identity.ownerKnown = s.pid != 0
             let state = TCPState(kernel: s.state)
             var c = ConnectionRecord(identity: identity, state: state, since: mono, lastMono: mono)
             // An endpoint on a listening port was accepted: the server side.
-            c.passive = s.state != .listen && listening.contains(EndpointKey(netns: s.netns, address: RawAddress(), port: s.localPort))
+            c.passive = s.state != .listen && listening.contains(EndpointKey(netns: s.netns, address: RawAddress(), port: s.local.port))
             emit(.snapshot(identity, state: state, kernel: s.state, mono: mono, expires: s.state == .timeWait ? s.expiresMilliseconds : 0))
             let id = identity.conn
             switch state {
@@ -379,7 +378,7 @@ public struct HandshakeEngine: Sendable {
         pending += 1
         if last == 0 || e.monoNanoseconds >= last.addingSaturating(1_000_000_000) {
             let identity = ConnectionIdentity(e)
-            report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(pending) segment(s) because its accept queue was full: \(identity.ownerKnown ? "process \(identity.pid) (\(identity.comm.escaped))" : "the application") does not accept() fast enough, or the backlog is too small.", e.monoNanoseconds, identity, count: pending, emit: emit)
+            report(.listenOverflow, .critical, "The listener on \(endpointText(identity, remote: false)) dropped \(pending) segment(s) because its accept queue was full: \(identity.ownerKnown ? "process \(identity.owner.pid) (\(identity.owner.comm.escaped))" : "the application") does not accept() fast enough, or the backlog is too small.", e.monoNanoseconds, identity, count: pending, emit: emit)
             last = e.monoNanoseconds
             pending = 0
         }
@@ -561,7 +560,7 @@ public struct HandshakeEngine: Sendable {
     /// `n`: the TIME_WAITs on the connection's local endpoint, itself included.
     private mutating func enterTimeWait(_ identity: ConnectionIdentity, onEndpoint n: Int, emit: (EngineOutput) -> Void) {
         guard n > thresholds.timeWaitSockets else { return }
-        let key = EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort)
+        let key = EndpointKey(netns: identity.netns, address: identity.local.address, port: identity.local.port)
         if !buildupReported.contains(key) {
             buildupReported.insert(key)
             report(.timeWaitBuildup, .warning, "\(n) sockets on local endpoint \(endpointText(identity, remote: false)) are in TIME_WAIT: connections there close first at a high rate, which ties up ports and memory; let the peer close first or reuse connections.", now, identity, count: n, emit: emit)
@@ -570,7 +569,7 @@ public struct HandshakeEngine: Sendable {
 
     private mutating func leaveTimeWait(_ identity: ConnectionIdentity, leftOnEndpoint n: Int) {
         guard !buildupReported.isEmpty, n <= thresholds.timeWaitSockets / 2 else { return }
-        buildupReported.remove(EndpointKey(netns: identity.netns, address: identity.localAddress, port: identity.localPort))
+        buildupReported.remove(EndpointKey(netns: identity.netns, address: identity.local.address, port: identity.local.port))
     }
 
     // MARK: - Reporting
@@ -588,6 +587,6 @@ public struct HandshakeEngine: Sendable {
     }
 
     private func processText(_ id: ConnectionIdentity) -> String {
-        id.ownerKnown ? "process \(id.pid) (\(id.comm.escaped))" : "the owning process"
+        id.ownerKnown ? "process \(id.owner.pid) (\(id.owner.comm.escaped))" : "the owning process"
     }
 }

@@ -172,13 +172,13 @@ struct TimeWaitTable {
     }
 
     private static func pairHash(_ id: ConnectionIdentity, _ seed: UInt64) -> Int {
-        let addresses = id.localAddress.high &* 0x9E37_79B9_7F4A_7C15 ^ id.localAddress.low
-            ^ id.remoteAddress.high &* 0xC2B2_AE3D_27D4_EB4F ^ id.remoteAddress.low
-        return SlotIndex.mix(addresses ^ (UInt64(id.localPort) << 16 | UInt64(id.remotePort) | UInt64(id.netns) << 32) ^ seed)
+        let addresses = id.local.address.high &* 0x9E37_79B9_7F4A_7C15 ^ id.local.address.low
+            ^ id.remote.address.high &* 0xC2B2_AE3D_27D4_EB4F ^ id.remote.address.low
+        return SlotIndex.mix(addresses ^ (UInt64(id.local.port) << 16 | UInt64(id.remote.port) | UInt64(id.netns) << 32) ^ seed)
     }
 
     private static func endpoint(_ id: ConnectionIdentity) -> HandshakeEngine.EndpointKey {
-        HandshakeEngine.EndpointKey(netns: id.netns, address: id.localAddress, port: id.localPort)
+        HandshakeEngine.EndpointKey(netns: id.netns, address: id.local.address, port: id.local.port)
     }
 
     private static func endpointHash(_ key: HandshakeEngine.EndpointKey, _ seed: UInt64) -> Int {
@@ -186,8 +186,7 @@ struct TimeWaitTable {
     }
 
     private static func samePair(_ a: ConnectionIdentity, _ b: ConnectionIdentity) -> Bool {
-        a.localPort == b.localPort && a.remotePort == b.remotePort && a.netns == b.netns
-            && a.localAddress == b.localAddress && a.remoteAddress == b.remoteAddress
+        a.local == b.local && a.remote == b.remote && a.netns == b.netns
     }
 
 }

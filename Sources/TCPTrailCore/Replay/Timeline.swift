@@ -315,9 +315,9 @@ public struct TimelineWriter {
         out.append("  " as StaticString)
         if id.ownerKnown {
             out.append("pid " as StaticString)
-            out.append(decimal: UInt64(id.pid))
+            out.append(decimal: UInt64(id.owner.pid))
             out.append(" (" as StaticString)
-            out.appendEscapedText(id.comm)
+            out.appendEscapedText(id.owner.comm)
             out.append(UInt8(ascii: ")"))
         } else {
             out.append("owner unknown" as StaticString)

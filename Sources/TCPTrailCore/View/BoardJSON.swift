@@ -67,11 +67,11 @@ public struct BoardJSON: Sendable {
         out.append("{\"conn\":\"" as StaticString)
         out.append(connection: id.conn)
         out.append("\",\"pid\":" as StaticString)
-        if id.ownerKnown { out.append(decimal: UInt64(id.pid)) } else { out.append("null" as StaticString) }
+        if id.ownerKnown { out.append(decimal: UInt64(id.owner.pid)) } else { out.append("null" as StaticString) }
         out.append(",\"comm\":" as StaticString)
         appendComm(id, to: &out)
         // The thread that took the socket, where its name is not the process's.
-        if id.ownerKnown && !id.thread.isEmpty && id.thread != id.comm {
+        if id.ownerKnown && !id.thread.isEmpty && id.thread != id.owner.comm {
             out.append(",\"thread\":", jsonString: id.thread.escaped)
         }
         out.append(",\"local\":\"" as StaticString)
@@ -133,7 +133,7 @@ public struct BoardJSON: Sendable {
             out.append("\"\"" as StaticString)
             return
         }
-        out.appendJSONString(id.comm.escaped)
+        out.appendJSONString(id.owner.comm.escaped)
     }
 
     /// Anomalies, newest first.

@@ -131,8 +131,7 @@ public struct ConnectionBoard: Sendable {
             see(e.monoNanoseconds)
             count(e.monoNanoseconds)
             if !e.noSocket, var row = rows[e.connectionID], e.ownerKnown {
-                row.identity.pid = e.pid
-                row.identity.comm = e.comm
+                row.identity.owner = e.owner
                 row.identity.thread = e.thread
                 row.identity.ownerKnown = true
                 rows[e.connectionID] = row
@@ -329,12 +328,12 @@ extension ConnectionBoard {
 
         public func matches(_ row: Row) -> Bool {
             if let state, row.state != state { return false }
-            if let port, row.identity.localPort != port && row.identity.remotePort != port { return false }
+            if let port, row.identity.local.port != port && row.identity.remote.port != port { return false }
             if anomaliesOnly && row.marks.isEmpty { return false }
             if let anomaly, !row.marks.contains(where: { $0.kind == anomaly }) { return false }
             if let process, !process.isEmpty {
-                let name = row.identity.comm.escaped
-                if !name.contains(process) && !(row.identity.ownerKnown && String(row.identity.pid) == process) { return false }
+                let name = row.identity.owner.comm.escaped
+                if !name.contains(process) && !(row.identity.ownerKnown && String(row.identity.owner.pid) == process) { return false }
             }
             return true
         }
@@ -357,7 +356,7 @@ extension ConnectionBoard {
         case .timeInState:
             out.sort { ($0.since, $0.identity.conn) < ($1.since, $1.identity.conn) }
         case .process:
-            out.sort { ($0.identity.comm.escaped, $0.identity.pid, $0.identity.conn) < ($1.identity.comm.escaped, $1.identity.pid, $1.identity.conn) }
+            out.sort { ($0.identity.owner.comm.escaped, $0.identity.owner.pid, $0.identity.conn) < ($1.identity.owner.comm.escaped, $1.identity.owner.pid, $1.identity.conn) }
         case .state:
             out.sort { (Self.rank($0.state), $0.identity.conn) < (Self.rank($1.state), $1.identity.conn) }
         }
@@ -388,7 +387,7 @@ extension ConnectionBoard {
             let name: String
             switch grouping {
             case .process:
-                name = row.identity.ownerKnown ? "\(row.identity.comm.escaped) (\(row.identity.pid))" : "(owner unknown)"
+                name = row.identity.ownerKnown ? "\(row.identity.owner.comm.escaped) (\(row.identity.owner.pid))" : "(owner unknown)"
             case .remote:
                 // A server's remote end is a client's ephemeral port: group by the service instead.
                 switch row.side {

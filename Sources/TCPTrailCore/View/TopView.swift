@@ -212,17 +212,17 @@ public enum Fmt {
     private static func two(_ n: UInt64) -> String { n < 10 ? "0\(n)" : "\(n)" }
 
     public static func process(_ id: ConnectionIdentity) -> String {
-        id.ownerKnown ? "\(id.comm.escaped) \(id.pid)" : "? (owner unknown)"
+        id.ownerKnown ? "\(id.owner.comm.escaped) \(id.owner.pid)" : "? (owner unknown)"
     }
 
     /// The process in `width` columns: a long name is cut, the pid kept.
     public static func process(_ id: ConnectionIdentity, width: Int) -> String {
         let whole = process(id)
         guard whole.utf8.count > width, id.ownerKnown else { return fit(whole, width) }
-        let pid = " \(id.pid)"
+        let pid = " \(id.owner.pid)"
         let room = width - pid.utf8.count
         guard room >= 4 else { return fit(whole, width) }
-        return fit(id.comm.escaped, room) + pid
+        return fit(id.owner.comm.escaped, room) + pid
     }
 
     public static func endpoints(_ id: ConnectionIdentity) -> (local: String, remote: String) {
