@@ -8,17 +8,24 @@ import Glibc
 public struct OutputBuffer {
     /// Raw bytes, so an append is a capacity check and a copy: Array's
     /// append(contentsOf:) cost more than the formatting around it.
-    private final class Storage {
-        var base: UnsafeMutablePointer<UInt8>
-        var capacity: Int
-        init(capacity: Int) {
+    /// Inlinable (with `reserve` and the small appends): the log writer and
+    /// the sinks append from other modules on every record (replay --json ran
+    /// 8% more instructions per event with these as calls). `let`s, because a
+    /// class's `var` read from inlined code in another module costs a runtime
+    /// exclusivity check: twice the instructions (bench/callgrind-replay).
+    @usableFromInline final class Storage {
+        @usableFromInline let base: UnsafeMutablePointer<UInt8>
+        @usableFromInline let capacity: Int
+        @usableFromInline init(capacity: Int) {
             self.capacity = max(capacity, 16)
             base = .allocate(capacity: self.capacity)
         }
         deinit { base.deallocate() }
     }
-    private var storage: Storage
-    public private(set) var count = 0
+    @usableFromInline var storage: Storage
+    @usableFromInline var used = 0
+    /// Bytes appended.
+    public var count: Int { used }
 
     public init(capacity: Int = 1 << 16) {
         storage = Storage(capacity: capacity)
@@ -35,33 +42,33 @@ public struct OutputBuffer {
         try body(UnsafeRawBufferPointer(start: storage.base, count: count))
     }
 
-    public mutating func removeAll() { count = 0 }
+    public mutating func removeAll() { used = 0 }
 
     /// Drops everything past `count` bytes (undoing a partly written record).
     public mutating func truncate(to count: Int) {
-        self.count = min(max(count, 0), self.count)
+        used = min(max(count, 0), used)
     }
 
     /// Room for `n` more bytes; where they go.
-    @inline(__always)
-    private mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt8> {
+    @inlinable @inline(__always)
+    mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt8> {
         if _slowPath(count + n > storage.capacity || !isKnownUniquelyReferenced(&storage)) { grow(n) }
         return storage.base + count
     }
 
-    @inline(never)
-    private mutating func grow(_ n: Int) {
+    @usableFromInline @inline(never)
+    mutating func grow(_ n: Int) {
         let bigger = Storage(capacity: max(storage.capacity * 2, count + n))
         bigger.base.update(from: storage.base, count: count)
         storage = bigger
     }
 
-    @inline(__always) public mutating func append(_ byte: UInt8) {
+    @inlinable @inline(__always) public mutating func append(_ byte: UInt8) {
         reserve(1).pointee = byte
-        count += 1
+        used += 1
     }
 
-    @inline(__always) public mutating func append(_ s: StaticString) {
+    @inlinable @inline(__always) public mutating func append(_ s: StaticString) {
         append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
     }
 
@@ -70,11 +77,11 @@ public struct OutputBuffer {
         s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 
-    @inline(__always) public mutating func append(_ raw: UnsafeRawBufferPointer) {
+    @inlinable @inline(__always) public mutating func append(_ raw: UnsafeRawBufferPointer) {
         let n = raw.count
         guard n > 0, let src = raw.baseAddress else { return }
         UnsafeMutableRawPointer(reserve(n)).copyMemory(from: src, byteCount: n)
-        count += n
+        used += n
     }
 
     public mutating func append(contentsOf bytes: some Sequence<UInt8>) {
@@ -104,13 +111,13 @@ public struct OutputBuffer {
     }
 
     /// A JSON member: its `,"key":` (or `{"key":`) literal, then the number.
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func append(_ key: StaticString, decimal value: UInt64) {
         append(key)
         append(decimal: value)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func append(_ key: StaticString, decimal value: Int64) {
         append(key)
         append(decimal: value)
@@ -140,7 +147,7 @@ public struct OutputBuffer {
         var n = ((64 - value.leadingZeroBitCount) &* 1233) >> 12
         if value >= Self.powersOfTen[n] { n += 1 }
         Self.writeDigits(value, n, before: reserve(n) + n)
-        count += n
+        used += n
     }
 
     public mutating func append(decimal value: Int64) {
@@ -156,15 +163,15 @@ public struct OutputBuffer {
     public mutating func append(decimal value: UInt64, zeroPaddedTo width: Int) {
         let w = max(width, 1)
         Self.writeDigits(value, w, before: reserve(w) + w)
-        count += w
+        used += w
     }
 
     /// Pads with spaces until the bytes since `start` reach `width`, then adds one space.
     public mutating func pad(from start: Int, to width: Int) {
-        let used = count - start
-        let n = (used < width ? width - used : 0) + 1
+        let written = count - start
+        let n = (written < width ? width - written : 0) + 1
         reserve(n).update(repeating: 32, count: n)
-        count += n
+        used += n
     }
 
     // MARK: - Escaping

@@ -113,7 +113,7 @@ public struct HandshakeEngine: Sendable {
             listening.insert(EndpointKey(netns: s.netns, address: RawAddress(), port: s.local.port))
         }
         for s in sockets.sorted(by: { $0.expiresMilliseconds < $1.expiresMilliseconds }) {
-            var identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
+            let identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
             let state = TCPState(kernel: s.state)
             var c = ConnectionRecord(identity: identity, state: state, since: mono, lastMono: mono)
             // An endpoint on a listening port was accepted: the server side.
