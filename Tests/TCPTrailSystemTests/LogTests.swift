@@ -252,11 +252,15 @@ struct EventLogTests {
         }
     }
 
-    /// Loopback churn that keeps going while the test stops the tracer.
+    /// Loopback churn that keeps going while the test stops the tracer: two
+    /// clients, each holding a connection 1 ms (about 1,800 connections and
+    /// 18,000 events a second). Unpaced, the debug-build tracer lost most of
+    /// a 14,000 connections/s churn, and too few connections were whole to
+    /// check the log against (seen in CI: 5 of them).
     func startChurn(_ ns: NetworkNamespace, port: UInt16) throws -> (Peer, [Peer]) {
         let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "100000"])
         try server.background.waitFor("listening")
-        let clients = try (0..<2).map { _ in try Peer(ns, ["client", "127.0.0.1", "\(port)", "50000"]) }
+        let clients = try (0..<2).map { _ in try Peer(ns, ["client", "127.0.0.1", "\(port)", "50000", "--hold", "0.001"]) }
         return (server, clients)
     }
 
@@ -267,7 +271,10 @@ struct EventLogTests {
         let path = dir.path + "/trace.jsonl"
         let tracer = try LogRun.tracer(path, port: port)
         let (server, clients) = try startChurn(ns, port: port)
-        usleep(700_000)
+        // Mid-load, once the churn is going (about 100 connections made).
+        let deadline = Date().addingTimeInterval(30)
+        while clients.reduce(0, { $0 + $1.background.stdout.utf8.count }) < 100 * 40 && Date() < deadline { usleep(50_000) }
+        usleep(300_000)
         tracer.signal(signal)
         let status = try tracer.wait()
         for p in [server] + clients { p.background.signal(SIGKILL) }
