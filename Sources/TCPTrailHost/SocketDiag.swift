@@ -25,6 +25,36 @@ public enum SocketDiag {
                 result.append(s)
             }
         }
+        // Namespaces `ip netns add` made that no process is in: sockets live
+        // on there (TIME_WAIT, orphans) and the tracer sees their events.
+        for (netns, fd) in namedNamespaces() where table.pidInNetns[netns] == nil {
+            defer { close(fd) }
+            let sockets = inNamespace(fd) { ((try? dump(family: .ipv4)) ?? []) + ((try? dump(family: .ipv6)) ?? []) } ?? []
+            for var s in sockets {
+                s.netns = netns
+                result.append(s)
+            }
+        }
+        return result
+    }
+
+    /// The network namespaces bound under /run/netns, by inode, each open.
+    static func namedNamespaces(directory: String = "/run/netns") -> [(netns: UInt32, fd: Int32)] {
+        let names = ListenQueueMonitor.entries(directory)
+        var seen: Set<UInt32> = []
+        var result: [(netns: UInt32, fd: Int32)] = []
+        for name in names.sorted() {
+            let fd = open("\(directory)/\(name)", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            var st = stat()
+            // A bind mount of nsfs; a plain file left behind by a failed `ip netns add` is not one.
+            guard fstat(fd, &st) == 0, st.st_ino != 0, seen.insert(UInt32(truncatingIfNeeded: st.st_ino)).inserted,
+                  inNamespace(fd, { true }) == true else {
+                close(fd)
+                continue
+            }
+            result.append((UInt32(truncatingIfNeeded: st.st_ino), fd))
+        }
         return result
     }
 

@@ -38,9 +38,13 @@ public final class LivePipeline: RingBufferConsumer {
     /// The run should end: --count reached or stdout closed.
     public var finished: Bool { outputClosed || (limit.map { events >= $0 } ?? false) }
 
+    /// How the sockets open at start are shown (text) and recorded (`none`: not at all).
+    private let snapshotMode: SnapshotMode
+
     public init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
-         log: EventLog? = nil) {
+         log: EventLog? = nil, snapshot: SnapshotMode = .full) {
         self.filter = filter
+        self.snapshotMode = snapshot
         self.limit = limit
         self.engine = engine
         let clock = WallClock.current()
@@ -50,7 +54,7 @@ public final class LivePipeline: RingBufferConsumer {
         case .text:
             let writer = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
             writer.appendHeader(to: &out)
-            text = TextLinesSink(writer)
+            text = TextLinesSink(writer, snapshot: snapshot)
         case .none: break
         }
     }
@@ -122,6 +126,8 @@ public final class LivePipeline: RingBufferConsumer {
 
     /// One record to every sink.
     private func write(_ output: EngineOutput) {
+        // --no-snapshot: a listed socket's TIME_WAIT running out is not news either.
+        if snapshotMode == .none, case .change(let c) = output, c.connection.openAtStart, c.kernel == nil { return }
         log?.record(output, to: &out)
         json?.record(output, to: &out)
         text?.record(output, to: &out)
@@ -168,7 +174,13 @@ public final class LivePipeline: RingBufferConsumer {
     public func seed(_ sockets: [SocketSnapshot]) {
         guard engine != nil else { return }
         let kept = sockets.filter(filter.keeps)
-        engine!.seed(kept, at: WallClock.monotonicNow()) { write($0) }
+        let now = WallClock.monotonicNow()
+        let recorded = snapshotMode != .none
+        engine!.seed(kept, at: now) { output in
+            if !recorded, case .snapshot = output { return }
+            write(output)
+        }
+        text?.endSnapshot(mono: now, to: &out)
         flush()
     }
 

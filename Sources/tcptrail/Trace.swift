@@ -49,6 +49,12 @@ struct Trace: ParsableCommand {
     @Flag(help: "Kernel transitions only, as the kernel names them: no handshake engine, no anomalies.")
     var raw = false
 
+    @Option(help: ArgumentHelp("How to show the sockets open at start: compact (one line each when at most \(SnapshotDigest.listLimit), else counts by state and endpoint; JSON and --output keep one record each), full (one line each), none (neither shown nor recorded).", valueName: "mode"))
+    var snapshot: SnapshotMode = .compact
+
+    @Flag(help: "Same as --snapshot none.")
+    var noSnapshot = false
+
     mutating func validate() throws {
         if let duration { try OptionCheck.seconds(duration, "--duration", in: 0.001...OptionCheck.longestSeconds) }
         if let rotateSize {
@@ -59,6 +65,9 @@ struct Trace: ParsableCommand {
             if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
         }
         if rotateKeep < 0 || rotateKeep > 1000 { throw ValidationError("--rotate-keep must be 0 to 1000") }
+        if noSnapshot && snapshot != .compact && snapshot != .none {
+            throw ValidationError("--no-snapshot and --snapshot \(snapshot.rawValue) disagree: pick one")
+        }
         if quiet && (json || output == "-") { throw ValidationError("--quiet writes nothing on standard output; --json and --output - write there: pick one") }
     }
 
@@ -115,7 +124,8 @@ struct Trace: ParsableCommand {
             limit: count,
             wideAddresses: filters.ipv6Only,
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds),
-            log: log
+            log: log,
+            snapshot: noSnapshot ? .none : snapshot
         )
         sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
                             features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
@@ -167,3 +177,5 @@ extension Diagnostics {
         }
     }
 }
+
+extension SnapshotMode: ExpressibleByArgument {}

@@ -9,6 +9,10 @@ public struct ConnectionIdentity: Sendable, Equatable {
     public var family: AddressFamily
     public var local: Endpoint
     public var remote: Endpoint
+    /// Listed by the snapshot at start and touched by no kernel event since
+    /// (an event's identity replaces it): views may count such sockets
+    /// instead of listing each, and the summary tells them apart.
+    public var openAtStart = false
 }
 
 extension ConnectionIdentity {

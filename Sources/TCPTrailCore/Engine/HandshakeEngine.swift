@@ -68,7 +68,14 @@ public struct HandshakeEngine: Sendable {
     private var timerScratch: [ConnectionID] = []
 
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
+    /// Connections of this run by their state at the end (CLOSED once closed).
     public private(set) var finalStates: [TCPState: Int] = [:]
+    /// Sockets the snapshot listed that no kernel event touched, by their
+    /// state at the end (CLOSED: their TIME_WAIT ran out): apart from
+    /// `finalStates`, so other work's TIME_WAITs do not fill the summary.
+    public private(set) var openAtStartStates: [TCPState: Int] = [:]
+    /// Of `timeWaits`, those still as the snapshot listed them.
+    private var openAtStartTimeWaits = 0
     /// SYN_SENT -> ESTABLISHED and SYN_RECEIVED -> ESTABLISHED, in µs.
     public private(set) var activeHandshakes = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
     public private(set) var passiveHandshakes = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
@@ -113,7 +120,8 @@ public struct HandshakeEngine: Sendable {
             listening.insert(EndpointKey(netns: s.netns, address: RawAddress(), port: s.local.port))
         }
         for s in sockets.sorted(by: { $0.expiresMilliseconds < $1.expiresMilliseconds }) {
-            let identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
+            var identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
+            identity.openAtStart = true
             let state = TCPState(kernel: s.state)
             var c = ConnectionRecord(identity: identity, state: state, since: mono, lastMono: mono)
             // An endpoint on a listening port was accepted: the server side.
@@ -123,6 +131,7 @@ public struct HandshakeEngine: Sendable {
             switch state {
             case .timeWait:
                 beginTimeWait(identity, ends: mono.addingSaturating(UInt64(s.expiresMilliseconds) * 1_000_000), emit: emit)
+                openAtStartTimeWaits += 1
                 continue
             case .closeWait, .finWait2:
                 stallWatch.insert(id)
@@ -468,8 +477,11 @@ public struct HandshakeEngine: Sendable {
         for id in connections.keys.sorted() where connections[id]?.pendingClose != nil {
             resolvePendingClose(id: id, emit: emit)
         }
-        for c in connections.values { finalStates[c.state, default: 0] += 1 }
-        if !timeWaits.isEmpty { finalStates[.timeWait, default: 0] += timeWaits.count }
+        for c in connections.values {
+            if c.identity.openAtStart { openAtStartStates[c.state, default: 0] += 1 } else { finalStates[c.state, default: 0] += 1 }
+        }
+        if timeWaits.count > openAtStartTimeWaits { finalStates[.timeWait, default: 0] += timeWaits.count - openAtStartTimeWaits }
+        if openAtStartTimeWaits > 0 { openAtStartStates[.timeWait, default: 0] += openAtStartTimeWaits }
         // Drops counted since the last listen_overflow report are reported now.
         // In endpoint order, so the records come out the same on every run.
         let pending = listenDrops.filter { $0.value.1 > 0 }
@@ -511,7 +523,12 @@ public struct HandshakeEngine: Sendable {
                                         step: Step = .closed, kernel: KernelEvent? = nil, emit: (EngineOutput) -> Void) {
         leaveTimeWait(identity, leftOnEndpoint: leftOnEndpoint)
         emit(.change(StateChange(connection: identity, monoNanoseconds: mono, from: .timeWait, to: .closed, step: step, inferred: kernel == nil, kernel: kernel, reason: reason)))
-        finalStates[.closed, default: 0] += 1
+        if identity.openAtStart { openAtStartTimeWaits -= 1 }
+        if identity.openAtStart && kernel == nil {
+            openAtStartStates[.closed, default: 0] += 1
+        } else {
+            finalStates[.closed, default: 0] += 1
+        }
     }
 
     // MARK: - Timewait sockets

@@ -18,6 +18,11 @@ public struct TraceSummary {
         var lines: [String] = []
         let states = engine.finalStates.sorted { $0.value > $1.value }.map { "\($0.key.rawValue) \($0.value)" }
         lines.append("connections by final state: " + (states.isEmpty ? "none" : states.joined(separator: ", ")))
+        if !engine.openAtStartStates.isEmpty {
+            let untouched = engine.openAtStartStates.sorted { $0.value > $1.value }.map { "\($0.key.rawValue) \($0.value)" }
+            lines.append("open at start with no event since: " + untouched.joined(separator: ", ")
+                         + (engine.openAtStartStates[.closed] != nil ? " (CLOSED: their TIME_WAIT ran out)" : ""))
+        }
         let anomalies = engine.anomalyCounts.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \($0.value)" }
         lines.append("anomalies: " + (anomalies.isEmpty ? "none" : anomalies.joined(separator: ", ")))
         lines.append("handshake SYN_SENT -> ESTABLISHED: " + Self.percentiles(engine.activeHandshakes))

@@ -23,11 +23,53 @@ extension RecordSink {
 /// `trace`'s text lines.
 public struct TextLinesSink: RecordSink {
     public var writer: TextLinesWriter
+    /// How the sockets open at start are shown.
+    public var snapshot: SnapshotMode
+    /// In compact mode, the snapshot's records until `endSnapshot`.
+    private var held: [EngineOutput] = []
+    private var digest = SnapshotDigest()
+    /// Until `endSnapshot`: the engine is being seeded.
+    private var seeding = true
 
-    public init(_ writer: TextLinesWriter) { self.writer = writer }
+    public init(_ writer: TextLinesWriter, snapshot: SnapshotMode = .full) {
+        self.writer = writer
+        self.snapshot = snapshot
+    }
 
     public mutating func record(_ output: EngineOutput, to out: inout OutputBuffer) {
-        writer.append(output, to: &out)
+        switch output {
+        case .snapshot(let id, let state, _, _, _) where snapshot != .full:
+            guard snapshot == .compact else { return }
+            held.append(output)
+            digest.add(id, state: state)
+            return
+        case .anomaly(let a) where snapshot == .compact && seeding && a.connection.openAtStart:
+            // What the snapshot showed (a TIME_WAIT buildup) follows its digest.
+            held.append(output)
+            return
+        case .change(let c) where snapshot != .full && c.connection.openAtStart && c.kernel == nil:
+            // A listed socket's TIME_WAIT running out: as many lines as the snapshot had.
+            return
+        default:
+            writer.append(output, to: &out)
+        }
+    }
+
+    /// After the snapshot: its sockets one per line when few, else counted.
+    public mutating func endSnapshot(mono: UInt64, to out: inout OutputBuffer) {
+        defer { held = []; digest = SnapshotDigest(); seeding = false }
+        guard snapshot == .compact, !held.isEmpty else { return }
+        for line in digest.listsEach ? [] : digest.lines() {
+            let start = out.count
+            writer.clock.appendTimeOfDay(mono: mono, to: &out)
+            out.pad(from: start, to: 15)
+            out.append(line)
+            out.append(UInt8(ascii: "\n"))
+        }
+        for output in held {
+            if case .snapshot = output, !digest.listsEach { continue }
+            writer.append(output, to: &out)
+        }
     }
 
     public mutating func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64], mono: UInt64, to out: inout OutputBuffer) {
