@@ -9,6 +9,13 @@ static __always_inline __u32 netns_of(const struct sock_common *skc)
 	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
 }
 
+/* A segment with no socket belongs to the namespace of the device it came in
+ * on: a reset answering it, a listen drop, a timewait's segment. */
+static __always_inline __u32 netns_of_segment(const struct sk_buff *skb)
+{
+	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+}
+
 static __always_inline bool port_in(__u16 port, const volatile __u16 *list, __u32 n)
 {
 	for (int i = 0; i < TT_MAX_FILTER; i++) {

@@ -341,6 +341,8 @@ static __always_inline int on_send_reset(const void *ctx, enum tt_copy copy, str
 		e.old_state = e.new_state = TCP_CLOSE;
 		if (!fill_from_segment(&e, skb))
 			return 0;
+		/* Without it --netns dropped every socket-less reset. */
+		e.netns = netns_of_segment(skb);
 	} else {
 		return 0;
 	}
@@ -445,7 +447,7 @@ static __always_inline int on_kfree_skb(const void *ctx, enum tt_copy copy, stru
 		e.cookie = bpf_get_socket_cookie(rx_sk);
 		e.netns = netns_of(&rx_sk->__sk_common);
 	} else {
-		e.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+		e.netns = netns_of_segment(skb);
 	}
 	if (e.netns) {
 		struct tcptrail_listener_key lk = { .netns = e.netns, .family = e.family, .port = e.sport };

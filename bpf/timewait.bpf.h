@@ -146,7 +146,7 @@ static __always_inline void tw_segment(struct sk_buff *skb, struct sock *rx_sk, 
 		if (!fill_from_segment(&seg, skb))
 			return;
 		/* fill_from_segment names the segment's destination as sport. */
-		seg.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+		seg.netns = netns_of_segment(skb);
 	}
 	struct tcptrail_tw_key k = tw_key_of(&seg);
 	struct tcptrail_tw *t = bpf_map_lookup_elem(&timewaits, &k);

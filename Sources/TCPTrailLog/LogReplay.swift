@@ -178,12 +178,15 @@ public final class LogReplay {
         var selection = ReplaySelection()
         selection.conn = options.conn
         selection.anomaliesOnly = options.anomaliesOnly
+        /// Set where the selection narrows what is shown: the summary then counts only that.
+        var tally: SelectionTally?
 
         // The output is set up at the first record, once the clock is known.
         func start(_ clock: WallClock, header: LogRecord?) {
             // Clamped: a window outside the log's clock selects from its start or to its end.
             if let since = options.since { selection.sinceMono = UInt64(clamping: since.subtractingSaturating(clock.bootOffsetNanoseconds)) }
             if let until = options.until { selection.untilMono = UInt64(clamping: until.subtractingSaturating(clock.bootOffsetNanoseconds)) }
+            if SelectionTally.narrows(selection) { tally = SelectionTally(selection) }
             if options.board {
                 // One report shows one run: its times share one clock.
                 if board == nil {
@@ -204,6 +207,7 @@ public final class LogReplay {
             }
         }
         func emit(_ output: EngineOutput) {
+            if tally != nil { tally!.record(output) }
             if timelines != nil {
                 timelines!.record(output, to: &buffer)
             } else if boardSink != nil {
@@ -317,26 +321,36 @@ public final class LogReplay {
         result.kernelEvents += run.kernelEvents
         if let boardSink { board = boardSink.board }
 
+        let summary = tally.map(TraceSummary.init) ?? TraceSummary(engine: run.engine)
         if timelines != nil {
             while timelines!.writer.finishOne(to: &buffer) {
                 if buffer.count >= 1 << 19 { flushOutput() }
             }
-            buffer.append(summaryText(run, timelines: timelines?.writer, files: files))
+            buffer.append(summaryText(run, summary, timelines: timelines?.writer, files: files))
         } else if board != nil {
-            buffer.append(summaryText(run, timelines: nil, files: files))
+            buffer.append(summaryText(run, summary, timelines: nil, files: files))
         } else if json != nil {
-            let anomalies = run.engine.anomalyCounts.map { ($0.key.rawValue, $0.value) }.sorted { $0.0 < $1.0 }
             json!.writer.appendSummary(recordsByType: json!.writer.countsByType,
-                                anomalies: anomalies, lost: run.lostInKernel, exportErrors: 0,
+                                anomalies: summary.anomalyPairs, lost: run.lostInKernel, exportErrors: 0,
                                 untracked: run.untracked.isEmpty ? nil : run.untracked, mono: run.engine.now, to: &buffer)
-            for line in summaryText(run, timelines: nil, files: files).split(separator: "\n") {
+            for line in summaryText(run, summary, timelines: nil, files: files).split(separator: "\n") {
                 diagnose("tcptrail: " + line)
             }
         }
         flushOutput()
     }
 
-    private func summaryText(_ run: ReplayRun, timelines: TimelineWriter?, files: [Input]) -> String {
+    /// The options that narrow the summary, as the user gave them; nil for the whole log.
+    private var selectionWords: String? {
+        var words: [String] = []
+        if let c = options.conn { words.append("--conn \(c)") }
+        if options.since != nil { words.append("--since") }
+        if options.until != nil { words.append("--until") }
+        if options.anomaliesOnly { words.append("--anomalies-only") }
+        return words.isEmpty ? nil : words.joined(separator: " ")
+    }
+
+    private func summaryText(_ run: ReplayRun, _ summary: TraceSummary, timelines: TimelineWriter?, files: [Input]) -> String {
         var lines: [String] = []
         let names = files.map(\.path.escaped).joined(separator: ", ")
         var origin = ""
@@ -351,7 +365,10 @@ public final class LogReplay {
         if let t = timelines {
             lines.append("connections shown: \(t.connectionsShown) of \(t.connectionsSeen), with \(t.anomaliesShown) anomalies")
         }
-        lines.append(contentsOf: TraceSummary(engine: run.engine).lines)
+        if let narrowed = selectionWords {
+            lines.append("counted below: only what \(narrowed) selects")
+        }
+        lines.append(contentsOf: summary.lines)
         var gaps: [String] = []
         if run.lostInKernel > 0 { gaps.append("\(run.lostInKernel) events lost in the kernel (ring buffer full) while recording") }
         if let s = run.summary, case let errors = s.exportErrors, errors > 0 { gaps.append("\(errors) records the log could not take") }

@@ -90,4 +90,50 @@ import Testing
         #expect(r.status == 65 && r.stderr.contains("headerless.jsonl:1: \"time\" must be an RFC 3339 time"), "\(r.stderr)")
         #expect(r.stdout.contains("SYN_SENT      -> ESTABLISHED"))
     }
+
+    /// `--conn`, `--since` and `--anomalies-only` narrow the summary as they
+    /// narrow the timelines: it counts the connections shown, not the whole log.
+    @Test func theSummaryCountsOnlyWhatTheSelectionShows() throws {
+        let log = try Log()
+        let path = log.dir.path + "/three.jsonl"
+        // 5: opens in 1 ms and closes; 7: opens in 4 ms and stays in CLOSE_WAIT
+        // past the 60 s threshold; 9: opens at 70 s in 2 ms, closes at 71 s.
+        let s = 1_000_000_000
+        let lines = Array(Self.lines) + [
+            Self.transition(5, conn: "7", from: "CLOSE", to: "SYN_SENT", mono: 5_000_000),
+            Self.transition(6, conn: "7", from: "SYN_SENT", to: "ESTABLISHED", mono: 9_000_000),
+            Self.transition(7, conn: "7", from: "ESTABLISHED", to: "CLOSE_WAIT", mono: 10_000_000),
+            Self.transition(8, conn: "9", from: "CLOSE", to: "SYN_SENT", mono: 70 * s),
+            Self.transition(9, conn: "9", from: "SYN_SENT", to: "ESTABLISHED", mono: 70 * s + 2_000_000),
+            Self.transition(10, conn: "9", from: "ESTABLISHED", to: "CLOSE", mono: 71 * s),
+        ]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: false, encoding: .utf8)
+        func summary(_ args: [String]) throws -> (states: String, anomalies: String, active: String, all: String) {
+            let r = try run([Products.tcptrail, "replay"] + args + [path], check: false)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+            func line(_ prefix: String) -> String {
+                r.stdout.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) } ?? "(no line)"
+            }
+            return (line("connections by final state: "), line("anomalies: "), line("handshake SYN_SENT -> ESTABLISHED: "), r.stdout)
+        }
+        let whole = try summary([])
+        #expect(whole.states == "CLOSED 2, CLOSE_WAIT 1" && whole.anomalies.contains("close_wait_stall 1"), "\(whole.all)")
+        #expect(whole.active.hasPrefix("n=3 "), "\(whole.all)")
+        #expect(!whole.all.contains("counted below"), "\(whole.all)")
+
+        let five = try summary(["--conn", "5"])
+        #expect(five.states == "CLOSED 1" && five.anomalies == "none" && five.active.hasPrefix("n=1 p50=1.000ms"), "\(five.all)")
+        #expect(five.all.contains("counted below: only what --conn 5 selects"), "\(five.all)")
+        let seven = try summary(["--conn", "7"])
+        #expect(seven.states == "CLOSE_WAIT 1" && seven.anomalies == "close_wait_stall 1" && seven.active.hasPrefix("n=1 p50=4.000ms"), "\(seven.all)")
+        // From 65 s on: 9's whole life, and 7's stall (7 changed no state there).
+        let late = try summary(["--since", "2026-11-21T06:31:05Z"])
+        #expect(late.states == "CLOSED 1" && late.anomalies.contains("close_wait_stall 1") && late.active.hasPrefix("n=1 p50=2.000ms"), "\(late.all)")
+        let flagged = try summary(["--anomalies-only"])
+        #expect(flagged.states == "CLOSE_WAIT 1" && flagged.active.hasPrefix("n=1 p50=4.000ms"), "\(flagged.all)")
+        // The JSON summary record counts the same anomalies.
+        let json = try run([Products.tcptrail, "replay", "--json", "--conn", "5", path]).stdout
+        let last = json.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.contains(#""type":"summary""#) && last.contains(#""anomalies":{}"#), "\(last)")
+    }
 }

@@ -178,6 +178,31 @@ struct TraceTests {
         #expect(addr.filter(\.isSetState).count == 10 * n + 1)
     }
 
+    /// A connect to a port nobody listens on is answered by a reset that no
+    /// socket sends: `--netns` keeps it for the namespace the segment came
+    /// in on (it used to drop it, its namespace unread), and only there.
+    @Test func namespaceFilterKeepsResetsSentWithoutASocket() throws {
+        let ns = try NetworkNamespace(prefix: "ttrs"), other = try NetworkNamespace(prefix: "ttro")
+        let closed = Unique.port()
+        let inode = try ns.inode
+        let here = try Tracer(["--netns", "\(inode)"])
+        let elsewhere = try Tracer(["--netns", "\(try other.inode)"])
+        let refused = try run(ns.command(["python3", "-c",
+            "import socket\ns = socket.socket()\ntry:\n s.connect(('127.0.0.1', \(closed)))\nexcept ConnectionRefusedError:\n print('refused', s.getsockname()[1])"]))
+        let clientPort = Int(refused.stdout.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+        #expect(refused.stdout.hasPrefix("refused"), "the connect was not refused: \(refused.stdout) \(refused.stderr)")
+        usleep(300_000)
+        let kept = try here.stop().records
+        let resets = kept.filter { $0.str("type") == "reset" && $0.str("direction") == "sent" && ($0["no_socket"] as? Bool) == true }
+        #expect(resets.count == 1, "socket-less resets in \(kept.count) records: \(resets)")
+        if let r = resets.first {
+            // The segment's destination is the closed port: the reset's local side.
+            #expect(r.int("lport") == Int(closed) && r.int("rport") == clientPort && r.int("netns") == Int(inode), "\(r)")
+        }
+        let dropped = try elsewhere.stop().records
+        #expect(!dropped.contains { $0.str("type") == "reset" }, "another namespace's filter kept \(dropped)")
+    }
+
     // Test 6: a stopped consumer and a tiny buffer: lost + delivered = tracepoint hits.
     @Test func lossIsCountedExactly() throws {
         let ns = try NetworkNamespace(prefix: "ttl")

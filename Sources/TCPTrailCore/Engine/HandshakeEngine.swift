@@ -13,6 +13,16 @@ public enum EngineOutput: Sendable, Equatable {
     /// A connection that was open when tracing started, as sock_diag showed it
     /// (`expires`: ms left in TIME_WAIT).
     case snapshot(ConnectionIdentity, state: TCPState, kernel: KernelTCPState, mono: UInt64, expires: UInt32)
+
+    /// When it happened (kernel monotonic ns).
+    public var monoNanoseconds: UInt64 {
+        switch self {
+        case .change(let c): c.monoNanoseconds
+        case .anomaly(let a): a.monoNanoseconds
+        case .event(let e): e.monoNanoseconds
+        case .snapshot(_, _, _, let mono, _): mono
+        }
+    }
 }
 
 /// Turns the kernel's raw transitions into each connection's life as the TCP
@@ -77,8 +87,8 @@ public struct HandshakeEngine: Sendable {
     /// Of `timeWaits`, those still as the snapshot listed them.
     private var openAtStartTimeWaits = 0
     /// SYN_SENT -> ESTABLISHED and SYN_RECEIVED -> ESTABLISHED, in µs.
-    public private(set) var activeHandshakes = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
-    public private(set) var passiveHandshakes = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    public private(set) var activeHandshakes = TraceSummary.handshakeHistogram()
+    public private(set) var passiveHandshakes = TraceSummary.handshakeHistogram()
 
     struct EndpointKey: Hashable, Sendable {
         var netns: UInt32
