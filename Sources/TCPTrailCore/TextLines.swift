@@ -157,6 +157,16 @@ public struct TextLinesWriter: Sendable {
         if let state { out.append(state.nameBytes) } else { out.append(UInt8(ascii: "?")) }
     }
 
+    /// The anomalies of one kind on one endpoint a second that had no line of their own.
+    public mutating func appendBurst(_ b: AnomalyRateLimit.Burst, to out: inout OutputBuffer) {
+        let start = out.count
+        clock.appendTimeOfDay(mono: b.end, to: &out)
+        out.pad(from: start, to: 15)
+        out.append(b.severity == .critical ? "!!! " as StaticString : "!! " as StaticString)
+        out.append(b.text)
+        out.append(UInt8(ascii: "\n"))
+    }
+
     /// A line that says events were lost, as soon as the loss is counted.
     public mutating func appendLost(count: UInt64, total: UInt64, mono: UInt64, to out: inout OutputBuffer) {
         clock.appendTimeOfDay(mono: mono, to: &out)

@@ -42,7 +42,7 @@ public final class LivePipeline: RingBufferConsumer {
     private let snapshotMode: SnapshotMode
 
     public init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
-         log: EventLog? = nil, snapshot: SnapshotMode = .full) {
+         log: EventLog? = nil, snapshot: SnapshotMode = .full, anomalyLinesPerSecond: Int = 0) {
         self.filter = filter
         self.snapshotMode = snapshot
         self.limit = limit
@@ -54,7 +54,7 @@ public final class LivePipeline: RingBufferConsumer {
         case .text:
             let writer = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
             writer.appendHeader(to: &out)
-            text = TextLinesSink(writer, snapshot: snapshot)
+            text = TextLinesSink(writer, snapshot: snapshot, anomalyLinesPerSecond: anomalyLinesPerSecond)
         case .none: break
         }
     }
@@ -198,6 +198,7 @@ public final class LivePipeline: RingBufferConsumer {
         if acceptHold.count > 0 { acceptHold.expire(now: mono) { process($0) } }
         guard engine != nil else { return }
         engine!.advance(to: mono) { write($0) }
+        text?.advance(to: mono, to: &out)
     }
 
     /// Settles what the engine still holds at the end of the run.
@@ -205,6 +206,7 @@ public final class LivePipeline: RingBufferConsumer {
         acceptHold.releaseAll { process($0) }
         guard engine != nil else { return }
         engine!.finish { write($0) }
+        text?.finish(to: &out)
     }
 
     /// Reports events the kernel could not queue, as soon as they are counted.

@@ -55,6 +55,9 @@ struct Trace: ParsableCommand {
     @Flag(help: "Same as --snapshot none.")
     var noSnapshot = false
 
+    @Option(help: ArgumentHelp("Text lines per second for one anomaly on one endpoint (a listener, or a peer) before the rest of that second are counted in one line; 0 prints every one. JSON and --output always record each.", valueName: "n"))
+    var anomalyLines: Int = 5
+
     mutating func validate() throws {
         if let duration { try OptionCheck.seconds(duration, "--duration", in: 0.001...OptionCheck.longestSeconds) }
         if let rotateSize {
@@ -65,6 +68,7 @@ struct Trace: ParsableCommand {
             if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
         }
         if rotateKeep < 0 || rotateKeep > 1000 { throw ValidationError("--rotate-keep must be 0 to 1000") }
+        if anomalyLines < 0 || anomalyLines > 1_000_000 { throw ValidationError("--anomaly-lines must be 0 (every one) to 1000000, got \(anomalyLines)") }
         if noSnapshot && snapshot != .compact && snapshot != .none {
             throw ValidationError("--no-snapshot and --snapshot \(snapshot.rawValue) disagree: pick one")
         }
@@ -125,7 +129,8 @@ struct Trace: ParsableCommand {
             wideAddresses: filters.ipv6Only,
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds),
             log: log,
-            snapshot: noSnapshot ? .none : snapshot
+            snapshot: noSnapshot ? .none : snapshot,
+            anomalyLinesPerSecond: anomalyLines
         )
         sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
                             features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)

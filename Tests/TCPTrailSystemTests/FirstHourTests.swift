@@ -80,6 +80,63 @@ struct FirstHourTests {
         #expect(jsonNone.stdout.contains("\"type\":\"transition\""))
     }
 
+    /// A server that closes first makes one server_time_wait per TIME_WAIT it holds:
+    /// the text shows a few a second one by one and counts the rest a line a
+    /// second; the log keeps each. Checked against ss's count of them.
+    @Test func anAnomalyFloodIsCountedInTextAndKeptWholeInTheLog() throws {
+        let ns = try NetworkNamespace(prefix: "ttaf")
+        let port = Unique.port()
+        let n = 1000
+        let dir = try EventLogTests.PrivateDirectory()
+        let log = dir.path + "/flood.jsonl"
+        let inode = try ns.inode
+        let limited = try Background([Products.tcptrail, "trace", "--netns", "\(inode)", "--output", log])
+        let every = try Background([Products.tcptrail, "trace", "--netns", "\(inode)", "--anomaly-lines", "0"])
+        try limited.waitFor("tracing TCP events", inStderr: true)
+        try every.waitFor("tracing TCP events", inStderr: true)
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)", "--close-first", "--name", "tt-flood"])
+        try server.background.waitFor("listening")
+        let serverPid = try server.pid
+        // The client waits 2 ms before its close(), so the server's FIN comes first.
+        let client = try Peer(ns, ["client", "127.0.0.1", "\(port)", "\(n)", "--hold", "0.002"])
+        #expect(try client.background.wait(timeout: 120) == 0)
+        #expect(try server.background.wait(timeout: 120) == 0)
+        #expect(server.connections.count == n, "the server served \(server.connections.count)")
+        // ss counts the server's TIME_WAITs (none ends in the test's seconds).
+        let served = try run(ns.command(["ss", "-Htan", "state", "time-wait", "sport", "= :\(port)"])).stdout.split(separator: "\n").count
+        #expect(served > n / 2, "ss: \(served) server-side TIME_WAITs")
+        usleep(300_000)
+        for t in [limited, every] { t.signal(SIGINT) }
+        #expect(try limited.wait() == 0 && every.wait() == 0)
+
+        let lines = limited.stdout.split(separator: "\n")
+        let single = lines.filter { $0.contains("!! server_time_wait: ") }
+        let bursts = lines.compactMap { $0.firstMatch(of: /!! server_time_wait ×([\d,]+) more in 1 s (on \S+) (\S+) \((\d+)\) \((\d+) listed above/) }
+        let counted = bursts.reduce(0) { $0 + (Int($1.1.replacing(",", with: "")) ?? 0) }
+        let report = "\(single.count) lines, \(bursts.count) bursts counting \(counted); " + lines.filter { $0.contains("×") }.prefix(5).joined(separator: "\n")
+        print("FLOOD-FIGURES ss \(served) server TIME_WAITs; text: \(report)")
+        // The log keeps each: the text's lines and counts add up to it.
+        let records = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        let logged = records.filter { $0.contains(#""anomaly":"server_time_wait""#) }.count
+        #expect(single.count + counted == logged, "log \(logged); \(report)")
+        // ss counts what is still in TIME_WAIT (a client port used again recycles
+        // one): at most one per connection. One transition in 10,400 was once
+        // missing from one of the two tracers (0 lost): 1% is allowed below ss.
+        #expect(logged >= served - served / 100 && logged <= n, "log \(logged), ss \(served); \(limited.stderr)")
+        #expect(!bursts.isEmpty && single.count < served / 4, "\(report)")
+        for b in bursts {
+            #expect(b.2 == "on 127.0.0.1:\(port)" && b.3 == "tt-flood" && Int(b.4) == serverPid && Int(b.5) == 5, "\(b.0)")
+        }
+        // At most 5 lines of their own per 1 s window: 10 in any second of the clock.
+        let perSecond = Dictionary(grouping: single) { $0.prefix(8) }.mapValues(\.count)
+        #expect(perSecond.values.allSatisfy { $0 <= 10 }, "\(perSecond)")
+        // --anomaly-lines 0 prints each.
+        let unlimited = every.stdout.split(separator: "\n").filter { $0.contains("!! server_time_wait: ") }.count
+        #expect(every.stderr.contains("anomalies: server_time_wait \(unlimited)\n") && !every.stdout.contains("more in 1 s"),
+                "--anomaly-lines 0: \(unlimited) lines; \(every.stderr)")
+        #expect(unlimited >= served - served / 100 && unlimited <= n, "--anomaly-lines 0: \(unlimited) lines, ss \(served)")
+    }
+
     @Test func snapshotFlagsThatDisagreeAreAUsageError() throws {
         let r = try run([Products.tcptrail, "trace", "--no-snapshot", "--snapshot", "full"], check: false)
         #expect(r.status == 64, "status \(r.status): \(r.stderr)")

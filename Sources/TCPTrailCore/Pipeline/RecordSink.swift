@@ -12,12 +12,18 @@ public protocol RecordSink {
     mutating func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64], mono: UInt64, to out: inout OutputBuffer)
     /// What full kernel tables kept from the record (an `untracked` record).
     mutating func untracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer)
+    /// Time passed with no record (the live tick): what waits for time may be written.
+    mutating func advance(to mono: UInt64, to out: inout OutputBuffer)
+    /// The run ends: what the sink still holds is written.
+    mutating func finish(to out: inout OutputBuffer)
 }
 
 extension RecordSink {
     /// Most views have no line for losses.
     public mutating func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64], mono: UInt64, to out: inout OutputBuffer) {}
     public mutating func untracked(_ gaps: TableGaps, mono: UInt64, to out: inout OutputBuffer) {}
+    public mutating func advance(to mono: UInt64, to out: inout OutputBuffer) {}
+    public mutating func finish(to out: inout OutputBuffer) {}
 }
 
 /// `trace`'s text lines.
@@ -30,13 +36,20 @@ public struct TextLinesSink: RecordSink {
     private var digest = SnapshotDigest()
     /// Until `endSnapshot`: the engine is being seeded.
     private var seeding = true
+    /// A flood of one anomaly on one endpoint: a few lines a second, the rest counted.
+    public var anomalyLines: AnomalyRateLimit
 
-    public init(_ writer: TextLinesWriter, snapshot: SnapshotMode = .full) {
+    public init(_ writer: TextLinesWriter, snapshot: SnapshotMode = .full, anomalyLinesPerSecond: Int = 0) {
         self.writer = writer
         self.snapshot = snapshot
+        anomalyLines = AnomalyRateLimit(perSecond: anomalyLinesPerSecond)
     }
 
     public mutating func record(_ output: EngineOutput, to out: inout OutputBuffer) {
+        if anomalyLines.perSecond > 0 {
+            anomalyLines.note(output)
+            if output.monoNanoseconds >= anomalyLines.nextDueTime { writeBursts(anomalyLines.due(at: output.monoNanoseconds), to: &out) }
+        }
         switch output {
         case .snapshot(let id, let state, _, _, _) where snapshot != .full:
             guard snapshot == .compact else { return }
@@ -50,9 +63,23 @@ public struct TextLinesSink: RecordSink {
         case .change(let c) where snapshot != .full && c.connection.openAtStart && c.kernel == nil:
             // A listed socket's TIME_WAIT running out: as many lines as the snapshot had.
             return
+        case .anomaly(let a) where anomalyLines.perSecond > 0 && !anomalyLines.admit(a):
+            return
         default:
             writer.append(output, to: &out)
         }
+    }
+
+    public mutating func advance(to mono: UInt64, to out: inout OutputBuffer) {
+        if mono >= anomalyLines.nextDueTime { writeBursts(anomalyLines.due(at: mono), to: &out) }
+    }
+
+    public mutating func finish(to out: inout OutputBuffer) {
+        writeBursts(anomalyLines.drain(), to: &out)
+    }
+
+    private mutating func writeBursts(_ bursts: [AnomalyRateLimit.Burst], to out: inout OutputBuffer) {
+        for b in bursts { writer.appendBurst(b, to: &out) }
     }
 
     /// After the snapshot: its sockets one per line when few, else counted.
