@@ -56,6 +56,13 @@ public struct WallClock: Sendable {
         out.append(decimal: UInt64(nanos / 1000), zeroPaddedTo: 6)
     }
 
+    /// Appends `2026-11-21T04:43:00.123456` (no zone: the caller adds `Z` or an offset).
+    public mutating func appendDateTime(mono: UInt64, to out: inout OutputBuffer) {
+        let nanos = secondAndNanos(mono: mono)
+        withUnsafeBytes(of: cachedPrefix) { out.append(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+        out.append(decimal: UInt64(nanos / 1000), zeroPaddedTo: 6)
+    }
+
     private mutating func fillPrefix(_ seconds: Int64) {
         cachedSecond = seconds
         let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400

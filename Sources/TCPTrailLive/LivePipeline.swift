@@ -42,7 +42,7 @@ public final class LivePipeline: RingBufferConsumer {
     private let snapshotMode: SnapshotMode
 
     public init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
-         log: EventLog? = nil, snapshot: SnapshotMode = .full, anomalyLinesPerSecond: Int = 0) {
+         log: EventLog? = nil, snapshot: SnapshotMode = .full, anomalyLinesPerSecond: Int = 0, textFormat: TextFormat = TextFormat()) {
         self.filter = filter
         self.snapshotMode = snapshot
         self.limit = limit
@@ -52,7 +52,9 @@ public final class LivePipeline: RingBufferConsumer {
         switch format {
         case .json: json = JSONLinesSink(JSONLinesWriter(clock: clock))
         case .text:
-            let writer = TextLinesWriter(clock: clock, addressWidth: wideAddresses ? 39 : 15, documented: engine != nil)
+            var format = textFormat
+            format.wide = format.wide || wideAddresses
+            var writer = format.writer(clock: clock, documented: engine != nil, startMono: WallClock.monotonicNow())
             writer.appendHeader(to: &out)
             text = TextLinesSink(writer, snapshot: snapshot, anomalyLinesPerSecond: anomalyLinesPerSecond)
         case .none: break

@@ -21,6 +21,21 @@ struct Trace: ParsableCommand {
     @Flag(help: "Write one JSON object per line (contract v1, docs/event-log.md) instead of text.")
     var json = false
 
+    @Option(name: [.customShort("T"), .long], help: ArgumentHelp("The time column: utc (time of day, UTC; the default), local (time of day in this host's zone), iso (date and time, UTC, RFC 3339), iso-local (date, time and offset), relative (seconds since the trace started).", valueName: "format"))
+    var timeFormat: TimeFormat = .utc
+
+    @Flag(help: "Write the text as CSV (RFC 4180, a header row of field names, every field of a line; see --columns).")
+    var csv = false
+
+    @Flag(help: "Write the text as tab-separated values, with a header row of field names.")
+    var tsv = false
+
+    @Flag(name: [.customShort("w"), .long], help: "Address columns 39 characters wide from the start (any IPv6 address; -6 implies it). Without it they widen on the first longer address, under a new header.")
+    var wide = false
+
+    @Option(help: ArgumentHelp("The text's columns, in order, comma-separated: \(TextColumn.allCases.map(\.rawValue).joined(separator: ",")) (default: all but event; with --csv/--tsv all).", valueName: "list"))
+    var columns: String?
+
     @Flag(help: "Write nothing on standard output (with --output, the log is the only record; the summary still goes to stderr).")
     var quiet = false
 
@@ -72,7 +87,25 @@ struct Trace: ParsableCommand {
         if noSnapshot && snapshot != .compact && snapshot != .none {
             throw ValidationError("--no-snapshot and --snapshot \(snapshot.rawValue) disagree: pick one")
         }
+        if csv && tsv { throw ValidationError("--csv and --tsv are two formats: pick one") }
+        if (csv || tsv || columns != nil || wide || timeFormat != .utc) && (json || quiet || output == "-") {
+            throw ValidationError("--csv, --tsv, --columns, -w and -T shape the text; \(json || output == "-" ? "--json writes JSON Lines" : "--quiet writes none"): pick one")
+        }
+        if let columns, case .failure(let e) = TextLinesWriter.columns(columns) {
+            throw ValidationError("--columns: '\(e.name.escaped)' is not a column; the columns are \(TextColumn.allCases.map(\.rawValue).joined(separator: ","))")
+        }
         if quiet && (json || output == "-") { throw ValidationError("--quiet writes nothing on standard output; --json and --output - write there: pick one") }
+    }
+
+    /// The text's style, time format, columns and width.
+    var textFormat: TextFormat {
+        var f = TextFormat()
+        f.style = csv ? .csv : tsv ? .tsv : .aligned
+        f.timeFormat = timeFormat
+        if let columns, case .success(let list) = TextLinesWriter.columns(columns) { f.columns = list }
+        f.wide = wide
+        f.utcOffsetSeconds = TimeZone.current.secondsFromGMT()
+        return f
     }
 
     /// The filters in force, for the log header.
@@ -130,7 +163,8 @@ struct Trace: ParsableCommand {
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds),
             log: log,
             snapshot: noSnapshot ? .none : snapshot,
-            anomalyLinesPerSecond: anomalyLines
+            anomalyLinesPerSecond: anomalyLines,
+            textFormat: textFormat
         )
         sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
                             features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
@@ -184,3 +218,4 @@ extension Diagnostics {
 }
 
 extension SnapshotMode: ExpressibleByArgument {}
+extension TimeFormat: ExpressibleByArgument {}

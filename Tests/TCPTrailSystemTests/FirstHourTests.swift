@@ -137,9 +137,38 @@ struct FirstHourTests {
         #expect(unlimited >= served - served / 100 && unlimited <= n, "--anomaly-lines 0: \(unlimited) lines, ss \(served)")
     }
 
+    /// `--csv -T iso` live: Python's csv module reads every line back with all
+    /// its fields, each time is an RFC 3339 time inside the run, and the three
+    /// connections' transitions are there.
+    @Test func liveCSVWithDatesReadsBack() throws {
+        let ns = try NetworkNamespace(prefix: "ttcs")
+        let started = Date()
+        let r = try Self.trace(ns, ["--csv", "-T", "iso"])
+        let ended = Date()
+        let file = try EventLogTests.PrivateDirectory()
+        try r.stdout.write(toFile: file.path + "/t.csv", atomically: false, encoding: .utf8)
+        let json = try run(["python3", "-c", "import csv, json, sys\nr = list(csv.reader(open(sys.argv[1])))\nprint(json.dumps(r))", file.path + "/t.csv"]).stdout
+        let rows = try JSONDecoder().decode([[String]].self, from: Data(json.utf8))
+        #expect(rows.first == ["time", "event", "pid", "comm", "laddr", "lport", "raddr", "rport", "old", "new", "ms", "step"], "\(rows.first ?? [])")
+        #expect(rows.dropFirst().allSatisfy { $0.count == 12 }, "\(r.stdout.prefix(800))")
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for row in rows.dropFirst() {
+            let t = iso.date(from: row[0])
+            #expect(t.map { $0 >= started.addingTimeInterval(-1) && $0 <= ended.addingTimeInterval(1) } == true, "\(row)")
+        }
+        let established = rows.filter { $0[1] == "transition" && $0[9] == "ESTABLISHED" }
+        #expect(established.count == 6, "both ends of 3 connections: \(established)")
+    }
+
     @Test func snapshotFlagsThatDisagreeAreAUsageError() throws {
         let r = try run([Products.tcptrail, "trace", "--no-snapshot", "--snapshot", "full"], check: false)
         #expect(r.status == 64, "status \(r.status): \(r.stderr)")
         #expect(r.stderr.contains("--no-snapshot and --snapshot full disagree"), "\(r.stderr)")
+        for (args, words) in [(["--csv", "--tsv"], "--csv and --tsv are two formats"), (["--columns", "time,bogus"], "'bogus' is not a column"),
+                              (["--csv", "--json"], "--json writes JSON Lines"), (["-T", "mars"], "mars"), (["--anomaly-lines", "-1"], "--anomaly-lines")] {
+            let bad = try run([Products.tcptrail, "trace"] + args, check: false)
+            #expect(bad.status == 64 && bad.stderr.contains(words), "\(args): \(bad.status) \(bad.stderr)")
+        }
     }
 }

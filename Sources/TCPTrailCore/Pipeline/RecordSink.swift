@@ -87,11 +87,7 @@ public struct TextLinesSink: RecordSink {
         defer { held = []; digest = SnapshotDigest(); seeding = false }
         guard snapshot == .compact, !held.isEmpty else { return }
         for line in digest.listsEach ? [] : digest.lines() {
-            let start = out.count
-            writer.clock.appendTimeOfDay(mono: mono, to: &out)
-            out.pad(from: start, to: 15)
-            out.append(line)
-            out.append(UInt8(ascii: "\n"))
+            writer.appendNote(mono: mono, event: "snapshot_digest", to: &out) { $0.append(line) }
         }
         for output in held {
             if case .snapshot = output, !digest.listsEach { continue }
