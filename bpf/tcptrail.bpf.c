@@ -384,9 +384,14 @@ static __always_inline int on_error_report(const void *ctx, enum tt_copy copy, s
 {
 	if (!take(ctx, copy, TT_HOOK_ERROR_REPORT, (__u64)sk, 0) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	/* tcp_disconnect() reports too, with sk_err already taken by the
+	 * failed connect() (sock_error() clears it): a report of no error. */
+	int err = BPF_CORE_READ(sk, sk_err);
+	if (!err)
+		return 0;
 	struct tcptrail_event e = {};
 	prepare_sock_event(&e, sk, TT_EVENT_ERROR);
-	e.error = BPF_CORE_READ(sk, sk_err);
+	e.error = err;
 	emit(&e);
 	return 0;
 }

@@ -181,6 +181,7 @@ struct TraceTests {
     /// A connect to a port nobody listens on is answered by a reset that no
     /// socket sends: `--netns` keeps it for the namespace the segment came
     /// in on (it used to drop it, its namespace unread), and only there.
+    /// The refused socket has one error record: ECONNREFUSED.
     @Test func namespaceFilterKeepsResetsSentWithoutASocket() throws {
         let ns = try NetworkNamespace(prefix: "ttrs"), other = try NetworkNamespace(prefix: "ttro")
         let closed = Unique.port()
@@ -199,6 +200,10 @@ struct TraceTests {
             // The segment's destination is the closed port: the reset's local side.
             #expect(r.int("lport") == Int(closed) && r.int("rport") == clientPort && r.int("netns") == Int(inode), "\(r)")
         }
+        // One error, the one connect() returned (ECONNREFUSED, 111): tcp_disconnect()'s
+        // later report of sk_err 0 is no error and no record.
+        let errors = kept.filter { $0.str("type") == "error" && $0.int("lport") == clientPort }.map { $0.int("errno") }
+        #expect(errors == [111], "error records of the refused socket: \(errors)")
         let dropped = try elsewhere.stop().records
         #expect(!dropped.contains { $0.str("type") == "reset" }, "another namespace's filter kept \(dropped)")
     }
