@@ -129,6 +129,8 @@ public struct HandshakeEngine: Sendable {
         for s in sockets where s.state == .listen {
             listening.insert(EndpointKey(netns: s.netns, address: RawAddress(), port: s.local.port))
         }
+        seedingBuildups = [:]
+        defer { reportSeedingBuildups(emit: emit) }
         for s in sockets.sorted(by: { $0.expiresMilliseconds < $1.expiresMilliseconds }) {
             var identity = ConnectionIdentity(cookie: s.cookie, snapshot: s)
             identity.openAtStart = true
@@ -588,9 +590,27 @@ public struct HandshakeEngine: Sendable {
     private mutating func enterTimeWait(_ identity: ConnectionIdentity, onEndpoint n: Int, emit: (EngineOutput) -> Void) {
         guard n > thresholds.timeWaitSockets else { return }
         let key = EndpointKey(netns: identity.netns, address: identity.local.address, port: identity.local.port)
+        if seedingBuildups != nil {
+            // The snapshot's sockets: one report per endpoint with its total, once all are in.
+            seedingBuildups![key] = (identity, n)
+            return
+        }
         if !buildupReported.contains(key) {
             buildupReported.insert(key)
             report(.timeWaitBuildup, .warning, "\(n) sockets on local endpoint \(endpointText(identity, remote: false)) are in TIME_WAIT: connections there close first at a high rate, which ties up ports and memory; let the peer close first or reuse connections.", now, identity, count: n, emit: emit)
+        }
+    }
+
+    /// While seeding: the endpoints past the TIME_WAIT threshold, with their latest count.
+    private var seedingBuildups: [EndpointKey: (ConnectionIdentity, Int)]?
+
+    /// Reports the snapshot's TIME_WAIT buildups with their totals (not the 1,001st socket's count).
+    private mutating func reportSeedingBuildups(emit: (EngineOutput) -> Void) {
+        guard let found = seedingBuildups else { return }
+        seedingBuildups = nil
+        for (key, (identity, n)) in found.sorted(by: { ($0.key.netns, $0.key.address.high, $0.key.address.low, $0.key.port) < ($1.key.netns, $1.key.address.high, $1.key.address.low, $1.key.port) }) {
+            guard !buildupReported.contains(key) else { continue }
+            enterTimeWait(identity, onEndpoint: n, emit: emit)
         }
     }
 
