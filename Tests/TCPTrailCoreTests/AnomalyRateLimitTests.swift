@@ -29,7 +29,7 @@ struct AnomalyRateLimitTests {
         #expect(shown == 15)
         #expect(bursts.map(\.counted) == [995, 995, 995])
         #expect(bursts.allSatisfy { $0.endpoint == "on 127.0.0.1:8081" && $0.owner == "nginx (812)" && $0.shown == 5 })
-        #expect(bursts.first?.text == "server_time_wait ×995 more in 1 s on 127.0.0.1:8081 nginx (812) (5 listed above; --json and --output record each)")
+        #expect(bursts.first?.text == "server_time_wait ×995 more in 1 s on 127.0.0.1:8081 nginx (812) (5 shown singly; --json and --output record each)")
         #expect(limit.drain().isEmpty)
     }
 
@@ -55,5 +55,28 @@ struct AnomalyRateLimitTests {
             #expect(shown)
         }
         #expect(limit.drain().isEmpty)
+    }
+}
+
+/// The board's feed (top's, the page's): a flood is 5 items a second and one growing count.
+struct BoardFeedRateTests {
+    @Test func aFloodIsOneCountingItemPerSecond() {
+        var board = ConnectionBoard()
+        board.apply(.snapshot(AnomalyRateLimitTests.identity(1, local: 8081, remote: 0), state: .listen, kernel: .listen, mono: 0, expires: 0))
+        for i in 0..<3000 {
+            let id = AnomalyRateLimitTests.identity(UInt64(10 + i), local: 8081, remote: UInt16(40000 + i))
+            board.apply(.anomaly(AnomalyRateLimitTests.anomaly(.serverTimeWait, id, at: UInt64(i))))
+        }
+        let feed = board.recentAnomalies(limit: 400)
+        #expect(feed.count == 18, "\(feed.map(\.count))")
+        #expect(feed.map(\.count).reduce(0, +) == 3000 && board.anomalyCounts[.serverTimeWait] == 3000)
+        let bursts = feed.filter { $0.count > 1 }
+        #expect(bursts.map(\.count) == [995, 995, 995])
+        // Newest first: the last second's count, stamped with its latest anomaly.
+        #expect(feed.first?.count == 995 && feed.first?.mark.mono == 2_999_000_000)
+        #expect(feed.first?.mark.detail.hasPrefix("×995 more in 1 s on 127.0.0.1:8081 nginx (812)") == true, "\(feed.first?.mark.detail ?? "")")
+        var json = OutputBuffer()
+        BoardJSON(clock: fixedClock, source: "test", host: "h", windowSeconds: 10, limit: 10).appendFeed(feed, to: &json)
+        #expect(json.string.components(separatedBy: "\"count\":995").count == 4)
     }
 }

@@ -111,7 +111,7 @@ struct FirstHourTests {
 
         let lines = limited.stdout.split(separator: "\n")
         let single = lines.filter { $0.contains("!! server_time_wait: ") }
-        let bursts = lines.compactMap { $0.firstMatch(of: /!! server_time_wait ×([\d,]+) more in 1 s (on \S+) (\S+) \((\d+)\) \((\d+) listed above/) }
+        let bursts = lines.compactMap { $0.firstMatch(of: /!! server_time_wait ×([\d,]+) more in 1 s (on \S+) (\S+) \((\d+)\) \((\d+) shown singly/) }
         let counted = bursts.reduce(0) { $0 + (Int($1.1.replacing(",", with: "")) ?? 0) }
         let report = "\(single.count) lines, \(bursts.count) bursts counting \(counted); " + lines.filter { $0.contains("×") }.prefix(5).joined(separator: "\n")
         print("FLOOD-FIGURES ss \(served) server TIME_WAITs; text: \(report)")
@@ -135,6 +135,36 @@ struct FirstHourTests {
         #expect(every.stderr.contains("anomalies: server_time_wait \(unlimited)\n") && !every.stdout.contains("more in 1 s"),
                 "--anomaly-lines 0: \(unlimited) lines; \(every.stderr)")
         #expect(unlimited >= served - served / 100 && unlimited <= n, "--anomaly-lines 0: \(unlimited) lines, ss \(served)")
+    }
+
+    /// The page's and top's feed under the same flood: `serve`'s board holds 5
+    /// items a second and one counting item per second; their counts add up
+    /// to the board's anomaly count, which ss bounds.
+    @Test func serveFeedCountsAFlood() throws {
+        let ns = try NetworkNamespace(prefix: "ttsf")
+        let port = Unique.port(), webPort = Unique.port()
+        let n = 1000
+        let serve = try Background([Products.tcptrail, "serve", "--listen", "127.0.0.1:\(webPort)", "--netns", "\(try ns.inode)"])
+        try serve.waitFor("serving live timelines", inStderr: true)
+        let server = try Peer(ns, ["server", "127.0.0.1", "\(port)", "\(n)", "--close-first", "--name", "tt-flood"])
+        try server.background.waitFor("listening")
+        let client = try Peer(ns, ["client", "127.0.0.1", "\(port)", "\(n)", "--hold", "0.002"])
+        #expect(try client.background.wait(timeout: 120) == 0)
+        #expect(try server.background.wait(timeout: 120) == 0)
+        let timeWaits = try run(ns.command(["ss", "-Htan", "state", "time-wait", "sport", "= :\(port)"])).stdout.split(separator: "\n").count
+        usleep(500_000)
+        let body = try run(["curl", "-sS", "http://127.0.0.1:\(webPort)/api/board"]).stdout
+        serve.signal(SIGINT)
+        _ = try serve.wait()
+        let board = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        let feed = (board["feed"] as? [[String: Any]] ?? []).filter { $0.str("kind") == "server_time_wait" }
+        let total = feed.reduce(0) { $0 + (($1["count"] as? Int) ?? 1) }
+        let bursts = feed.filter { $0["count"] != nil }
+        #expect(!bursts.isEmpty && feed.count < 100, "\(feed.count) feed items, \(bursts.count) counting")
+        #expect(bursts.allSatisfy { $0.str("detail").contains("more in 1 s on 127.0.0.1:\(port) tt-flood") }, "\(bursts.prefix(2))")
+        // Every anomaly is in the feed once (it keeps 200 items: the flood fits), and ss bounds them.
+        #expect(total >= timeWaits - timeWaits / 100 && total <= n, "feed counts \(total), ss \(timeWaits)")
+        print("FEED-FIGURES ss \(timeWaits); feed \(feed.count) items, \(bursts.count) counting, \(total) in all")
     }
 
     /// `--csv -T iso` live: Python's csv module reads every line back with all

@@ -22,13 +22,19 @@ public struct AnomalyRateLimit: Sendable {
         public var start: UInt64
         public var end: UInt64
 
-        /// "server_time_wait ×10,995 in 1 s on 127.0.0.1:8081 nginx (812); 5 more were listed one by one".
-        public var text: String {
-            var s = "\(kind.rawValue) ×\(SnapshotDigest.grouped(counted)) more in 1 s \(endpoint)"
+        /// The latest one counted (kernel monotonic ns).
+        public var latest: UInt64
+
+        /// "×10,995 more in 1 s on 127.0.0.1:8081 nginx (812) (5 shown singly; --json and --output record each)".
+        public var detail: String {
+            var s = "×\(SnapshotDigest.grouped(counted)) more in 1 s \(endpoint)"
             if let owner { s += " " + owner }
-            s += " (\(shown) listed above; --json and --output record each)"
+            s += " (\(shown) shown singly; --json and --output record each)"
             return s
         }
+
+        /// The kind, then `detail`: the text view's line.
+        public var text: String { kind.rawValue + " " + detail }
     }
 
     /// Lines per kind and endpoint per second before the rest are counted; 0: no limit.
@@ -51,8 +57,10 @@ public struct AnomalyRateLimit: Sendable {
         /// nil once two owners differ.
         var owner: Owner?
         var ownerMixed = false
+        var latest: UInt64 = 0
     }
     private var windows: [Key: Window] = [:]
+    private var pruneAt = 4096
     /// The earliest end of a window that counted something: nothing is due before it.
     private var nextDue: UInt64 = .max
     private var listening: Set<ListeningPort> = []
@@ -78,7 +86,18 @@ public struct AnomalyRateLimit: Sendable {
 
     /// Whether this anomaly gets its own line; if not, it is counted in its window's burst.
     public mutating func admit(_ a: Anomaly) -> Bool {
-        guard perSecond > 0 else { return true }
+        count(a) == nil
+    }
+
+    /// Nil when this anomaly is shown singly; else the burst of its window so
+    /// far, this one counted (a view that keeps the burst as one growing item).
+    public mutating func count(_ a: Anomaly) -> Burst? {
+        guard perSecond > 0 else { return nil }
+        if windows.count > pruneAt {
+            // Windows past their second: a text view has written their bursts already (`due`).
+            windows = windows.filter { $0.value.start.addingSaturating(Self.window) > a.monoNanoseconds }
+            pruneAt = max(4096, windows.count * 2)
+        }
         let id = a.connection
         let server = listening.contains(ListeningPort(netns: id.netns, port: id.local.port))
         let key = Key(kind: a.kind, netns: id.netns, server: server, family: id.family, endpoint: server ? id.local : id.remote)
@@ -87,7 +106,7 @@ public struct AnomalyRateLimit: Sendable {
             if w.shown < perSecond {
                 w.shown += 1
                 windows[key] = w
-                return true
+                return nil
             }
             if w.counted == 0 {
                 w.identity = id
@@ -98,13 +117,14 @@ public struct AnomalyRateLimit: Sendable {
                 w.owner = nil
             }
             w.counted += 1
+            w.latest = a.monoNanoseconds
             w.severity = a.severity == .critical ? .critical : w.severity
             windows[key] = w
-            return false
+            return burst(key, w, end: w.start.addingSaturating(Self.window))
         }
         // A window that counted something is taken out by `due` first (the caller's order).
         windows[key] = Window(start: a.monoNanoseconds, shown: 1, severity: a.severity, identity: id, owner: owner)
-        return true
+        return nil
     }
 
     /// Nothing is due before this: one comparison on the hot path.
@@ -125,8 +145,6 @@ public struct AnomalyRateLimit: Sendable {
             }
         }
         nextDue = next
-        // Windows that counted nothing are dropped as they pass, so the table stays small.
-        if windows.count > 4096 { windows = windows.filter { $0.value.start.addingSaturating(Self.window) > mono } }
         return bursts.sorted { ($0.end, $0.kind.rawValue, $0.endpoint) < ($1.end, $1.kind.rawValue, $1.endpoint) }
     }
 
@@ -140,6 +158,6 @@ public struct AnomalyRateLimit: Sendable {
         out.append(endpointOf: w.identity, remote: !key.server)
         let owner = w.owner.map { "\($0.comm.escaped) (\($0.pid))" }
         return Burst(kind: key.kind, severity: w.severity, endpoint: (key.server ? "on " : "to ") + out.string, owner: owner,
-                     shown: w.shown, counted: w.counted, start: w.start, end: end)
+                     shown: w.shown, counted: w.counted, start: w.start, end: end, latest: w.latest)
     }
 }

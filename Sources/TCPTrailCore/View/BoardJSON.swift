@@ -147,6 +147,7 @@ public struct BoardJSON: Sendable {
             out.append("\",\"comm\":" as StaticString)
             appendComm(item.identity, to: &out)
             out.append(",\"endpoints\":", jsonString: item.identity.endpoints)
+            if item.count > 1 { out.append(",\"count\":", decimal: UInt64(item.count)) }
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: "]"))

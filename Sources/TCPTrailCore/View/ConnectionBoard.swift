@@ -54,6 +54,15 @@ public struct ConnectionBoard: Sendable {
     public struct FeedItem: Sendable {
         public var mark: Mark
         public var identity: ConnectionIdentity
+        /// More than one: a burst, counted (its mark's detail says so and where).
+        public var count = 1
+        /// A burst's window: which one it is, while it grows.
+        var burst: (start: UInt64, endpoint: String)?
+
+        init(mark: Mark, identity: ConnectionIdentity) {
+            self.mark = mark
+            self.identity = identity
+        }
     }
 
     /// A state change in the recent-events list.
@@ -74,6 +83,8 @@ public struct ConnectionBoard: Sendable {
     public var maxSegments = 64
     public var maxMarks = 32
     public var feedLimit = 200
+    /// A flood of one anomaly on one endpoint: 5 items a second, then one that counts the rest.
+    public var feedRate = AnomalyRateLimit(perSecond: 5)
     public var recentLimit = 500
 
     public private(set) var rows: [ConnectionID: Row] = [:]
@@ -108,6 +119,7 @@ public struct ConnectionBoard: Sendable {
 
     /// Takes one output of the engine.
     public mutating func apply(_ output: EngineOutput) {
+        feedRate.note(output)
         switch output {
         case .snapshot(let identity, let state, _, let mono, _):
             see(mono)
@@ -280,7 +292,19 @@ public struct ConnectionBoard: Sendable {
     private mutating func anomaly(_ a: Anomaly) {
         anomalyCounts[a.kind, default: 0] += 1
         let mark = Mark(kind: a.kind, severity: a.severity, mono: a.monoNanoseconds, detail: a.detail)
-        feed.append(FeedItem(mark: mark, identity: a.connection))
+        if let b = feedRate.count(a) {
+            // One item per window, kept newest: its count and time move on.
+            var item = FeedItem(mark: mark, identity: a.connection)
+            if let i = feed.lastIndex(where: { $0.mark.kind == b.kind && $0.burst?.start == b.start && $0.burst?.endpoint == b.endpoint }) {
+                item = feed.remove(at: i)
+            }
+            item.mark = Mark(kind: b.kind, severity: b.severity, mono: b.latest, detail: b.detail)
+            item.count = b.counted
+            item.burst = (b.start, b.endpoint)
+            feed.append(item)
+        } else {
+            feed.append(FeedItem(mark: mark, identity: a.connection))
+        }
         if feed.count > feedLimit * 2 { feed.removeFirst(feed.count - feedLimit) }
         let conn = a.connection.conn
         if var row = rows[conn] {
