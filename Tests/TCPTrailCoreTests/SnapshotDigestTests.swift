@@ -59,7 +59,7 @@ import Testing
         let full = Self.text(Self.sockets(serverSide: 300, clientSide: 0), mode: .full).stdout
         #expect(full.split(separator: "\n").filter { $0.contains("(open at start) TIME_WAIT") }.count == 300)
         // Full mode also shows each TIME_WAIT running out.
-        #expect(full.split(separator: "\n").filter { $0.contains("TIME_WAIT   -> CLOSED") }.count == 300)
+        #expect(full.split(separator: "\n").filter { $0.contains("TIME_WAIT    -> CLOSED") }.count == 300)
         let none = Self.text(Self.sockets(serverSide: 300, clientSide: 0), mode: .none).stdout
         #expect(none.isEmpty)
     }

@@ -101,6 +101,13 @@ import Testing
             }
             #expect(!row.hasSuffix(" "))
         }
+        // The longest documented state, SYN_RECEIVED, keeps the columns after it in place.
+        var e = event()
+        e.oldState = .synRecv
+        e.newState = .established
+        let lines = line(TextFormat(), documented: true, e)
+        #expect(lines[1].contains("SYN_RECEIVED -> ESTABLISHED"), "\(lines[1])")
+        #expect(lines[0].range(of: "-> NEWSTATE")?.lowerBound.utf16Offset(in: lines[0]) == lines[1].range(of: "-> ")?.lowerBound.utf16Offset(in: lines[1]), "\(lines)")
     }
 
     @Test func aLongAddressWidensTheColumnsUnderANewHeader() throws {
@@ -128,7 +135,7 @@ import Testing
         e.oldState = .finWait1
         e.newState = .finWait1
         let documented = line(TextFormat(), documented: true, header: false, e)[0]
-        #expect(documented.contains("FIN_WAIT_1  -> FIN_WAIT_1") && documented.contains("unchanged (close() on a closing socket)"), "\(documented)")
+        #expect(documented.contains("FIN_WAIT_1   -> FIN_WAIT_1") && documented.contains("unchanged (close() on a closing socket)"), "\(documented)")
         #expect(!documented.contains("FIN_WAIT1"))
         let raw = line(TextFormat(), header: false, e)[0]
         #expect(raw.contains("FIN_WAIT1   -> FIN_WAIT1"), "--raw keeps the kernel's names: \(raw)")
