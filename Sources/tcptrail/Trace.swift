@@ -28,19 +28,19 @@ struct Trace: ParsableCommand {
 
     @OptionGroup var live: LiveOptions
 
-    @Option(help: "Stop after this many seconds.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Stop after this many seconds (default: run until Ctrl-C or SIGTERM).", valueName: "seconds"))
     var duration: Double?
 
-    @Option(help: "Stop after this many events.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Stop after this many events (default: no limit).", valueName: "events"), transform: OptionCheck.positiveWhole)
     var count: UInt64?
 
-    @Option(help: "Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json).")
+    @Option(help: ArgumentHelp("Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json; default: none).", valueName: "file"))
     var output: String?
 
-    @Option(help: "Rotate the --output file before it passes this size (K/M/G suffixes).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Rotate the --output file before it passes this size in bytes (K/M/G suffixes, at least 4K; default: never).", valueName: "bytes"))
     var rotateSize: String?
 
-    @Option(help: "Rotated files to keep (FILE.1 is the newest).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Rotated files to keep (FILE.1 is the newest; 0 to 1000).", valueName: "files"))
     var rotateKeep: Int = 5
 
     @Flag(help: "Allow --output in a directory other users can write.")
@@ -64,7 +64,7 @@ struct Trace: ParsableCommand {
             _ = bytes
             if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
         }
-        if rotateKeep < 0 || rotateKeep > 1000 { throw ValidationError("--rotate-keep must be 0 to 1000") }
+        try OptionCheck.count(rotateKeep, "--rotate-keep", in: 0...1000)
         if noSnapshot && snapshot != .compact && snapshot != .none {
             throw ValidationError("--no-snapshot and --snapshot \(snapshot.rawValue) disagree: pick one")
         }
