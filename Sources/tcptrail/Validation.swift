@@ -13,7 +13,7 @@ enum OptionCheck {
     /// Seconds as a finite number in `range` (`nan`, `inf` and `1e300` are not).
     static func seconds(_ value: Double, _ option: String, in range: ClosedRange<Double>) throws {
         guard value.isFinite, range.contains(value) else {
-            throw ValidationError("\(option) must be \(positive(value < range.lowerBound && range.lowerBound > 0))a number of seconds from \(format(range.lowerBound)) to \(format(range.upperBound)), got \(format(value))")
+            throw ValidationError("\(option) must be \(positive(value <= 0 && range.lowerBound > 0))a number of seconds from \(format(range.lowerBound)) to \(format(range.upperBound)), got \(format(value))")
         }
     }
 
@@ -21,13 +21,13 @@ enum OptionCheck {
     static func count<T: FixedWidthInteger>(_ value: T, _ option: String, in range: ClosedRange<T>, unit: String = "") throws {
         guard !range.contains(value) else { return }
         let suffix = unit.isEmpty ? "" : " " + unit
-        let below = value < range.lowerBound && range.lowerBound > 0
+        let below = value <= 0 && range.lowerBound > 0
         let rule = range.upperBound < T.max ? positive(below) + "\(range.lowerBound) to \(range.upperBound)" + suffix
             : range.lowerBound == 1 ? "positive" : "at least \(range.lowerBound)" + suffix
         throw ValidationError("\(option) must be \(rule), got \(value)")
     }
 
-    /// "positive: " where the value is below a positive range (zero or negative).
+    /// "positive: " for a value of zero or less where the range is above zero.
     private static func positive(_ below: Bool) -> String { below ? "positive: " : "" }
 
     private static func format(_ v: Double) -> String {

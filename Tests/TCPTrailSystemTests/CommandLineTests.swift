@@ -109,6 +109,11 @@ func helpEntries(_ subcommand: String?) throws -> [HelpEntry] {
         #expect(low.status == 64 && low.stderr.hasPrefix("Error: --nice must be -20 to 19, got -21"), "\(low.stderr)")
         let keep = try run([Products.tcptrail, "trace", "--rotate-keep", "-1"], check: false, timeout: 30)
         #expect(keep.status == 64 && keep.stderr.hasPrefix("Error: --rotate-keep must be 0 to 1000, got -1"), "\(keep.stderr)")
+        // Positive but under the range: the range alone, not "must be positive".
+        let small = try run([Products.tcptrail, "trace", "--max-connections", "10"], check: false, timeout: 30)
+        #expect(small.status == 64 && small.stderr.hasPrefix("Error: --max-connections must be 64 to 16777216, got 10"), "\(small.stderr)")
+        let short = try run([Products.tcptrail, "top", "--window", "0.5"], check: false, timeout: 30)
+        #expect(short.status == 64 && short.stderr.hasPrefix("Error: --window must be a number of seconds from 1 to 86400, got 0.5"), "\(short.stderr)")
         // --nice -5 is a valid value: top gets past the options to its terminal check.
         let nice = try run([Products.tcptrail, "top", "--nice", "-5"], check: false, timeout: 30)
         #expect(nice.status == 64 && nice.stderr.contains("top needs a terminal"), "\(nice.stderr)")
