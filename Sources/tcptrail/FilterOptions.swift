@@ -7,16 +7,16 @@ import TCPTrailLive
 
 /// The connection filters `trace` and `replay` share.
 struct FilterOptions: ParsableArguments {
-    @Option(name: .customLong("pid"), help: "Only sockets owned by this process (repeatable).")
+    @Option(name: .customLong("pid"), parsing: .unconditionalSingleValue, help: "Only sockets owned by this process (repeatable; default: every process).", transform: OptionCheck.positiveWhole)
     var pids: [UInt32] = []
 
-    @Option(name: .customLong("port"), help: "Only connections with this local or remote port (repeatable).")
+    @Option(name: .customLong("port"), parsing: .unconditionalSingleValue, help: "Only connections with this local or remote port (repeatable; default: every port).", transform: OptionCheck.positiveWhole)
     var ports: [UInt16] = []
 
-    @Option(name: .customLong("lport"), help: "Only connections with this local port (repeatable).")
+    @Option(name: .customLong("lport"), parsing: .unconditionalSingleValue, help: "Only connections with this local port (repeatable; default: every port).", transform: OptionCheck.positiveWhole)
     var localPorts: [UInt16] = []
 
-    @Option(name: .customLong("rport"), help: "Only connections with this remote port (repeatable).")
+    @Option(name: .customLong("rport"), parsing: .unconditionalSingleValue, help: "Only connections with this remote port (repeatable; default: every port).", transform: OptionCheck.positiveWhole)
     var remotePorts: [UInt16] = []
 
     @Flag(name: .customShort("4"), help: "Only IPv4.")
@@ -25,10 +25,10 @@ struct FilterOptions: ParsableArguments {
     @Flag(name: .customShort("6"), help: "Only IPv6.")
     var ipv6Only = false
 
-    @Option(help: "Only this network namespace (inode, as in 'ls -L -i /proc/PID/ns/net').")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Only this network namespace (its inode, as in 'ls -L -i /proc/PID/ns/net'; default: every namespace).", valueName: "inode"), transform: OptionCheck.positiveWhole)
     var netns: UInt32?
 
-    @Option(name: .customLong("addr"), help: "Only connections whose local or remote address is in this CIDR (repeatable).")
+    @Option(name: .customLong("addr"), help: ArgumentHelp("Only connections whose local or remote address is in this CIDR block (repeatable; default: every address).", valueName: "cidr"))
     var addresses: [String] = []
 
     func validate() throws {

@@ -7,21 +7,21 @@ import TCPTrailLive
 
 /// What every live command (`trace`, `top`, `serve`) sets on the tracer and the engine.
 struct LiveOptions: ParsableArguments {
-    @Option(help: "Ring buffer size in bytes (K/M suffixes; a power of two, at least 4K).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Ring buffer size in bytes (K/M/G suffixes; a power of two from 4K to 1G).", valueName: "bytes"))
     var bufferSize: String = "16M"
 
-    @Option(help: "How often to drain the ring buffer when the kernel does not wake us, in ms.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("How often to drain the ring buffer when the kernel does not wake us, in milliseconds (1 to 1000).", valueName: "ms"))
     var pollInterval: Int32 = 50
 
-    @Option(help: "Nice value of the tracer (-20 to 19). It needs little CPU, but must get it promptly on a busy host or the ring buffer overflows; 0 keeps the one it was started with.")
+    @Option(parsing: .unconditional, help: "Nice value of the tracer (-20 to 19). It needs little CPU, but must get it promptly on a busy host or the ring buffer overflows; 0 keeps the one it was started with.")
     var nice: Int32 = -10
 
     @OptionGroup var anomalies: ThresholdOptions
 
-    @Option(help: "Sockets the kernel side can track at once (its connection table; default: 65536, or 4 times the sockets open at start if more). A socket beyond it is traced without owner or previous state, and counted as untracked.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Sockets the kernel side can track at once (its connection table, \(TableSizes.connectionRange.lowerBound) to \(TableSizes.connectionRange.upperBound); default: 65536, or 4 times the sockets open at start if more). A socket beyond it is traced without owner or previous state, and counted as untracked.", valueName: "sockets"))
     var maxConnections: Int?
 
-    @Option(help: "Listening sockets whose owner the kernel side can hold (default: 8192, or 4 times the listeners at start if more). Accepted sockets of a listener beyond it get their owner from user space, or are counted as ownerless.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Listening sockets whose owner the kernel side can hold (\(TableSizes.listenerRange.lowerBound) to \(TableSizes.listenerRange.upperBound); default: 8192, or 4 times the listeners at start if more). Accepted sockets of a listener beyond it get their owner from user space, or are counted as ownerless.", valueName: "listeners"))
     var maxListeners: Int?
 
     @Flag(help: "Do not hook every syscall's return (about 0.1 µs per syscall, bench/syscall-cost): a connect's or listen's first event then waits for the socket's next one.")
@@ -40,8 +40,8 @@ struct LiveOptions: ParsableArguments {
         if bytes < 4096 || bytes & (bytes - 1) != 0 || bytes > 1 << 30 {
             throw ValidationError("--buffer-size must be a power of two from 4K to 1G, got \(bytes)")
         }
-        if nice < -20 || nice > 19 { throw ValidationError("--nice must be -20 to 19, got \(nice)") }
-        if pollInterval < 1 || pollInterval > 1000 { throw ValidationError("--poll-interval must be 1 to 1000 ms") }
+        try OptionCheck.count(nice, "--nice", in: -20...19)
+        try OptionCheck.count(pollInterval, "--poll-interval", in: 1...1000, unit: "ms")
         if let maxConnections { try OptionCheck.count(maxConnections, "--max-connections", in: TableSizes.connectionRange) }
         if let maxListeners { try OptionCheck.count(maxListeners, "--max-listeners", in: TableSizes.listenerRange) }
     }

@@ -25,19 +25,19 @@ struct Replay: ParsableCommand {
 
     @OptionGroup var filters: FilterOptions
 
-    @Option(help: "Only what happened from this time on (RFC 3339, e.g. 2026-11-21T03:12:00Z; no offset means UTC).")
+    @Option(help: ArgumentHelp("Only what happened from this time on (RFC 3339, e.g. 2026-11-21T03:12:00Z; no offset means UTC; default: from the first record).", valueName: "time"))
     var since: String?
 
-    @Option(help: "Only what happened up to this time (RFC 3339).")
+    @Option(help: ArgumentHelp("Only what happened up to this time (RFC 3339; default: to the last record).", valueName: "time"))
     var until: String?
 
-    @Option(help: "Only this connection (the 'conn' id, e.g. 4217 or 4217.1).")
+    @Option(help: ArgumentHelp("Only this connection (the 'conn' id, e.g. 4217 or 4217.1; default: every connection).", valueName: "id"))
     var conn: String?
 
-    @Option(help: "Write the timelines as one self-contained HTML page to this file (the view of 'tcptrail serve'), instead of text.")
+    @Option(help: ArgumentHelp("Write the timelines as one self-contained HTML page to this file (the view of 'tcptrail serve'), instead of text (default: none).", valueName: "file"))
     var html: String?
 
-    @Option(help: "At most this many connections in the --html page (those with anomalies first, then the latest).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("At most this many connections in the --html page (those with anomalies first, then the latest).", valueName: "connections"))
     var htmlLimit: Int = 2000
 
     @Flag(help: "Only connections with anomalies (with --json: only anomaly records).")
@@ -67,7 +67,7 @@ struct Replay: ParsableCommand {
             throw ValidationError("--conn '\(conn)' is not a connection id such as 4217 or 4217.1")
         }
         if html != nil && json { throw ValidationError("--html and --json are two different outputs: pick one") }
-        if htmlLimit < 1 { throw ValidationError("--html-limit must be at least 1") }
+        try OptionCheck.count(htmlLimit, "--html-limit", in: 1...Int.max)
         if files.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input ('-') can be given once") }
     }
 

@@ -37,25 +37,25 @@ struct Serve: ParsableCommand {
         """
     )
 
-    @Option(help: "Address and port to listen on (IPv6 in brackets: [::1]:8080).")
+    @Option(help: ArgumentHelp("Address and port to listen on (IPv6 in brackets: [::1]:8080).", valueName: "address:port"))
     var listen: String = "127.0.0.1:8080"
 
     @Flag(help: "Allow --listen on an address other than loopback (no authentication: anyone who can reach it sees every connection).")
     var allowRemote = false
 
-    @Option(help: "Seconds of history the page shows.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Seconds of history the page shows (5 to 3600).", valueName: "seconds"))
     var window: Int = 60
 
-    @Option(help: "Seconds a client has to send a complete request head, from connecting or from its first byte after a keep-alive pause; then it is closed.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Seconds a client has to send a complete request head, from connecting or from its first byte after a keep-alive pause; then it is closed (0.1 to 3600).", valueName: "seconds"))
     var headerTimeout: Double = ServeLimits.defaults.headerTimeout
 
-    @Option(help: "Seconds a connection may sit with no request in progress (before its first one, too) before it is closed.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Seconds a connection may sit with no request in progress (before its first one, too) before it is closed (0.1 to 86400).", valueName: "seconds"))
     var idleTimeout: Double = ServeLimits.defaults.idleTimeout
 
-    @Option(help: "Open connections at most; a new one beyond this is answered 503 and closed.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Open connections at most (1 to 1000000); a new one beyond this is answered 503 and closed.", valueName: "connections"))
     var maxClients: Int = ServeLimits.defaults.maxClients
 
-    @Option(help: "Open /api/stream clients at most (and no more than --max-clients); a new one beyond this is answered 503.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Open /api/stream clients at most (and no more than --max-clients); a new one beyond this is answered 503.", valueName: "clients"))
     var maxStreams: Int = ServeLimits.defaults.maxStreams
 
     @OptionGroup var filters: FilterOptions
@@ -69,12 +69,11 @@ struct Serve: ParsableCommand {
         if !address.isLoopback && !allowRemote {
             throw ValidationError("--listen \(listen) is not a loopback address; the server has no authentication, so add --allow-remote to serve connection data to the network")
         }
-        if window < 5 || window > 3600 { throw ValidationError("--window must be 5 to 3600 seconds") }
-        // `!(a...b).contains` also refuses nan.
-        if !(0.1...3600).contains(headerTimeout) { throw ValidationError("--header-timeout must be 0.1 to 3600 seconds") }
-        if !(0.1...86400).contains(idleTimeout) { throw ValidationError("--idle-timeout must be 0.1 to 86400 seconds") }
-        if !(1...1_000_000).contains(maxClients) { throw ValidationError("--max-clients must be 1 to 1000000") }
-        if !(1...maxClients).contains(maxStreams) { throw ValidationError("--max-streams must be 1 to --max-clients (\(maxClients))") }
+        try OptionCheck.count(window, "--window", in: 5...3600, unit: "seconds")
+        try OptionCheck.seconds(headerTimeout, "--header-timeout", in: 0.1...3600)
+        try OptionCheck.seconds(idleTimeout, "--idle-timeout", in: 0.1...86400)
+        try OptionCheck.count(maxClients, "--max-clients", in: 1...1_000_000)
+        if !(1...maxClients).contains(maxStreams) { throw ValidationError("--max-streams must be \(maxStreams < 1 ? "positive: " : "")1 to --max-clients (\(maxClients)), got \(maxStreams)") }
     }
 
     var limits: ServeLimits {

@@ -4,16 +4,16 @@ import TCPTrailCore
 /// The anomaly thresholds as options, the same four for the live commands
 /// and `replay` (where a value given overrides the log's header).
 struct ThresholdOptions: ParsableArguments {
-    @Option(help: "Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall; default 60).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Flag a socket in CLOSE_WAIT for longer than this many seconds (close_wait_stall; default: \(AnomalyThresholds().closeWaitNanoseconds / 1_000_000_000)).", valueName: "seconds"))
     var closeWaitThreshold: Double?
 
-    @Option(name: .customLong("fin-wait-2-threshold"), help: "Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall; default 60).")
+    @Option(name: .customLong("fin-wait-2-threshold"), parsing: .unconditional, help: ArgumentHelp("Flag a socket in FIN_WAIT_2 for longer than this many seconds (fin_wait_2_stall; default: \(AnomalyThresholds().finWait2Nanoseconds / 1_000_000_000)).", valueName: "seconds"))
     var finWait2Threshold: Double?
 
-    @Option(help: "Flag a local endpoint holding more TIME_WAIT sockets than this (time_wait_buildup; default 1000).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Flag a local endpoint holding more TIME_WAIT sockets than this (time_wait_buildup; default: \(AnomalyThresholds().timeWaitSockets)).", valueName: "sockets"))
     var timeWaitThreshold: Int?
 
-    @Option(help: "Flag a connection retransmitting more data segments than this (data_retransmit; default 3).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Flag a connection retransmitting more data segments than this (data_retransmit; default: \(AnomalyThresholds().dataRetransmits)).", valueName: "segments"))
     var retransmitThreshold: Int?
 
     func validate() throws {

@@ -13,7 +13,7 @@ struct Top: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show TCP connections live, full screen: states over time, anomalies, event rate.",
         discussion: """
-        The header shows events per second, open connections (and ended ones still shown), \
+        The header shows events per second, open connections (and those ended in the last 5 s), \
         events lost by the kernel, and how many anomalies of each kind were seen. Each row is a \
         connection: process name and pid, local -> remote endpoint, documented state, age, time \
         in that state, and a timeline bar of its states over the last --window seconds (a colour \
@@ -33,18 +33,18 @@ struct Top: ParsableCommand {
 
     @OptionGroup var live: LiveOptions
 
-    @Option(help: "Width of the timeline bar in seconds (keys w, + and - change it).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Width of the timeline bar in seconds (1 to 86400; keys w, + and - change it).", valueName: "seconds"))
     var window: Double = 30
 
-    @Option(help: "Redraw the screen every this many milliseconds.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Redraw the screen every this many milliseconds (20 to 10000).", valueName: "ms"))
     var refresh: Int = 250
 
     @Flag(help: "No colours: letters and reverse video only (also when NO_COLOR is set).")
     var noColor = false
 
     mutating func validate() throws {
-        if !(window >= 1 && window <= 86400) { throw ValidationError("--window must be 1 to 86400 seconds") }
-        if refresh < 20 || refresh > 10_000 { throw ValidationError("--refresh must be 20 to 10000 ms") }
+        try OptionCheck.seconds(window, "--window", in: 1...86400)
+        try OptionCheck.count(refresh, "--refresh", in: 20...10_000, unit: "ms")
     }
 
     /// The board the engine's output goes to, shared with the observer closure.

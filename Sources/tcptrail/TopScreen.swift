@@ -156,6 +156,9 @@ struct TopScreen {
             drawTable(page, now: board.now, window: view.window, top: titles, cols: cols)
         }
         drawLegend(y: 2, count: legendCount, cols: cols, present: present)
+        if total == 0 {
+            Paint.put(titles + 1, 2, view.emptyTableLine(connections: board.rows.count), width: cols - 2, attr: tt_a_dim())
+        }
 
         // The feed.
         let what = view.grouping == nil ? "connections" : "groups"
@@ -179,7 +182,8 @@ struct TopScreen {
         var out = OutputBuffer(capacity: 32)
         clock.appendTimeOfDay(mono: board.now, to: &out)
         let time = String(out.string.prefix(8)) + " UTC"
-        let ended = board.endedRows
+        // Every connection that ended in the last 5 s, also those past the rows kept.
+        let ended = board.endedWithinRetention
         let head = "tcptrail top   \(Fmt.rate(board.eventsPerSecond)) events/s   \(board.openConnections) open"
             + (ended > 0 ? " + \(ended) ended" : "") + "   \(board.lost) lost"
         Paint.put(0, 0, head, attr: tt_a_bold())
@@ -275,7 +279,7 @@ struct TopScreen {
         Paint.band(top, attr: tt_a_reverse())
         var x = 2
         var titles = Fmt.fit("PROCESS PID", c.process) + " " + Fmt.fit(c.localPortOnly ? "LPORT" : "LOCAL", c.local)
-            + "    " + Fmt.fit("REMOTE", c.remote) + " " + Fmt.fit("STATE", c.state) + " "
+            + String(repeating: " ", count: c.arrow.utf8.count) + Fmt.fit("REMOTE", c.remote) + " " + Fmt.fit("STATE", c.state) + " "
         if c.age > 0 { titles += Fmt.right("AGE", c.age) + " " }
         titles += Fmt.right("FOR", c.inState) + " "
         Paint.put(top, x, titles, attr: tt_a_reverse() | tt_a_bold())
@@ -291,11 +295,10 @@ struct TopScreen {
             if let worst = row.marks.max(by: { Timeline.rank($0.severity) < Timeline.rank($1.severity) }) {
                 Paint.put(y, 0, "!", attr: palette.mark(worst.severity))
             }
-            var e = Fmt.endpoints(row.identity)
-            if row.state == .listen || row.side == .listener { e.remote = "(listening)" }
+            let e = Fmt.endpoints(row)
             let local = c.localPortOnly ? ":" + String(row.identity.local.port) : e.local
             var text = Fmt.process(row.identity, width: c.process) + " " + Fmt.fitLeft(local, c.local)
-                + " -> " + Fmt.fitLeft(e.remote, c.remote) + " "
+                + c.arrow + Fmt.fitLeft(e.remote, c.remote) + " "
             let stateAt = 2 + text.utf8.count
             text += Fmt.fit(row.state.rawValue, c.state) + " "
             if c.age > 0 { text += Fmt.right(Fmt.duration(now &- min(now, row.opened)), c.age) + " " }

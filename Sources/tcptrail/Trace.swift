@@ -21,7 +21,7 @@ struct Trace: ParsableCommand {
     @Flag(help: "Write one JSON object per line (contract v1, docs/event-log.md) instead of text.")
     var json = false
 
-    @Option(name: [.customShort("T"), .long], help: ArgumentHelp("The time column: utc (time of day, UTC; the default), local (time of day in this host's zone), iso (date and time, UTC, RFC 3339), iso-local (date, time and offset), relative (seconds since the trace started).", valueName: "format"))
+    @Option(name: [.customShort("T"), .long], help: ArgumentHelp("The time column (default: utc): utc (time of day, UTC), local (time of day in this host's zone), iso (date and time, UTC, RFC 3339), iso-local (date, time and offset), relative (seconds since the trace started).", valueName: "format"))
     var timeFormat: TimeFormat = .utc
 
     @Flag(help: "Write the text as CSV (RFC 4180, a header row of field names, every field of a line; see --columns).")
@@ -33,7 +33,7 @@ struct Trace: ParsableCommand {
     @Flag(name: [.customShort("w"), .long], help: "Address columns 39 characters wide from the start (any IPv6 address; -6 implies it). Without it they widen on the first longer address, under a new header.")
     var wide = false
 
-    @Option(help: ArgumentHelp("The text's columns, in order, comma-separated: \(TextColumn.allCases.map(\.rawValue).joined(separator: ",")) (default: all but event; with --csv/--tsv all).", valueName: "list"))
+    @Option(help: ArgumentHelp("The text's columns, in order, comma-separated: \(TextColumn.allCases.map(\.rawValue).joined(separator: ",")) (default: all but event; with --csv/--tsv all).", valueName: "columns"))
     var columns: String?
 
     @Flag(help: "Write nothing on standard output (with --output, the log is the only record; the summary still goes to stderr).")
@@ -43,19 +43,19 @@ struct Trace: ParsableCommand {
 
     @OptionGroup var live: LiveOptions
 
-    @Option(help: "Stop after this many seconds.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Stop after this many seconds (default: run until Ctrl-C or SIGTERM).", valueName: "seconds"))
     var duration: Double?
 
-    @Option(help: "Stop after this many events.")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Stop after this many events (default: no limit).", valueName: "events"), transform: OptionCheck.positiveWhole)
     var count: UInt64?
 
-    @Option(help: "Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json).")
+    @Option(help: ArgumentHelp("Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json; default: none).", valueName: "file"))
     var output: String?
 
-    @Option(help: "Rotate the --output file before it passes this size (K/M/G suffixes).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Rotate the --output file before it passes this size in bytes (K/M/G suffixes, at least 4K; default: never).", valueName: "bytes"))
     var rotateSize: String?
 
-    @Option(help: "Rotated files to keep (FILE.1 is the newest).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Rotated files to keep (FILE.1 is the newest; 0 to 1000).", valueName: "files"))
     var rotateKeep: Int = 5
 
     @Flag(help: "Allow --output in a directory other users can write.")
@@ -70,7 +70,7 @@ struct Trace: ParsableCommand {
     @Flag(help: "Same as --snapshot none.")
     var noSnapshot = false
 
-    @Option(help: ArgumentHelp("Text lines per second for one anomaly on one endpoint (a listener, or a peer) before the rest of that second are counted in one line; 0 prints every one. JSON and --output always record each.", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Text lines per second for one anomaly on one endpoint (a listener, or a peer) before the rest of that second are counted in one line (0 prints every one). JSON and --output always record each.", valueName: "lines"))
     var anomalyLines: Int = 5
 
     mutating func validate() throws {
@@ -82,8 +82,8 @@ struct Trace: ParsableCommand {
             _ = bytes
             if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
         }
-        if rotateKeep < 0 || rotateKeep > 1000 { throw ValidationError("--rotate-keep must be 0 to 1000") }
-        if anomalyLines < 0 || anomalyLines > 1_000_000 { throw ValidationError("--anomaly-lines must be 0 (every one) to 1000000, got \(anomalyLines)") }
+        try OptionCheck.count(rotateKeep, "--rotate-keep", in: 0...1000)
+        try OptionCheck.count(anomalyLines, "--anomaly-lines", in: 0...1_000_000)
         if noSnapshot && snapshot != .compact && snapshot != .none {
             throw ValidationError("--no-snapshot and --snapshot \(snapshot.rawValue) disagree: pick one")
         }

@@ -37,17 +37,17 @@ import Testing
 
     @Test func topsTableGivesTheBarWhatIsLeftAndNarrowsOtherColumnsFirst() throws {
         let rows = [try Self.row(comm: "curl", port: 40000), try Self.row(comm: "nginx", port: 40001)][...]
-        // Widest cells: process "PROCESS PID" (11), local "198.18.0.2:40000" (16), remote "198.18.0.2:443" (14).
-        // Fixed part: 2 + 11 + 1 + 16 + 4 + 14 + 1 + 12 (state) + 1 + 6 + 1 (age) + 6 (for) + 1 = 76.
+        // Widest cells: process "PROCESS PID" (11), local "198.18.0.2:40000" (16), remote "198.18.0.2:443" (14), state "ESTABLISHED" (11).
+        // Fixed part: 2 + 11 + 1 + 16 + 4 + 14 + 1 + 11 (state) + 1 + 6 + 1 (age) + 6 (for) + 1 = 75.
         let wide = TopColumns.fitting(160, rows: rows)
-        #expect(wide == TopColumns(process: 11, local: 16, remote: 14, bar: 84))
-        #expect(wide.barTitle(window: 60) == "-60s" + String(repeating: " ", count: 84 - 4 - 3) + "now")
-        // 80 columns: the bar would have 4, under its 10; the age goes first (7 columns), and the bar gets 11.
+        #expect(wide == TopColumns(process: 11, local: 16, remote: 14, state: 11, bar: 85))
+        #expect(wide.barTitle(window: 60) == "-60s" + String(repeating: " ", count: 85 - 4 - 3) + "now")
+        // 80 columns: the bar would have 5, under its 10; the local address gives way to its port (10 columns), the age stays.
         let narrow = TopColumns.fitting(80, rows: rows)
-        #expect(narrow == TopColumns(process: 11, local: 16, remote: 14, age: 0, bar: 11))
-        // 40 columns: the local address gives way to its port, the process and remote shrink to their floors, the bar keeps 1.
+        #expect(narrow == TopColumns(process: 11, local: 6, localPortOnly: true, remote: 14, state: 11, bar: 15))
+        // 40 columns: the age goes too, the process and remote shrink to their floors, the bar keeps 1.
         let tiny = TopColumns.fitting(40, rows: rows)
-        #expect(tiny.localPortOnly && tiny.local == 6 && tiny.age == 0 && tiny.process == 8 && tiny.remote == 12 && tiny.bar == 1)
+        #expect(tiny.localPortOnly && tiny.local == 6 && tiny.age == 0 && tiny.process == 8 && tiny.remote == 11 && tiny.bar == 1)
         #expect(tiny.barTitle(window: 300) == "~")
     }
 

@@ -128,8 +128,8 @@ struct TopTests {
         // A server, a client holding its connection, a client with a hostile name, a refused connect.
         let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "2", "--name", "tt-topsrv"])
         try server.background.waitFor("listening")
-        let client = try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--name", "tt-topcli", "--hold", "8"])
-        let evil = try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--name", "\u{1b}[31mEVIL\u{7}", "--hold", "8"])
+        let client = try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--name", "tt-topcli", "--hold", "20"])
+        let evil = try Peer(net.client, ["client", net.serverV4, "\(port)", "1", "--name", "\u{1b}[31mEVIL\u{7}", "--hold", "20"])
         try client.background.waitFor("conn ")
         try evil.background.waitFor("conn ")
         let refused = try Peer(net.client, ["client", net.serverV4, "\(closed)", "1", "--name", "tt-topref"])
@@ -192,6 +192,29 @@ struct TopTests {
         }
         #expect(topTableLines(small).contains { $0.contains("\(raddr):\(rport)") }, "\(small)")
         #expect(small.contains("q:quit") || small.contains("[q]uit"), "the footer: \(small)")
+        // Every column keeps its title at 80 columns (the local one as its port), the bar's too.
+        let titles = try #require(small.split(separator: "\n").first { $0.contains("PROCESS PID") }, "\(small)")
+        let titleWords = titles.split(whereSeparator: \.isWhitespace).map(String.init)
+        for title in ["REMOTE", "STATE", "AGE", "FOR"] {
+            #expect(titleWords.contains(title), "no \(title) column at 80x24: \(titles)")
+        }
+        #expect(titleWords.contains("LOCAL") || titleWords.contains("LPORT"), "\(titles)")
+        #expect(titleWords.last == "now" || titles.contains("last 30s") || titleWords.last == "30s", "the bar's title: \(titles)")
+        // The listener's remote end whole, not cut to "~stening)".
+        #expect(topTableLines(small).contains { $0.contains("tt-topsrv") && $0.contains("(listening)") }, "\(small)")
+        #expect(!small.contains("~stening)"), "\(small)")
+
+        // A process filter nothing matches: the table says so, and how to clear it.
+        try pane.send("/")
+        try pane.send("-l", "tt-nosuch")
+        try pane.send("Enter")
+        let none = try pane.waitFor("the no-match line") { s in topTableLines(s).contains { $0.contains("no match for process \"tt-nosuch\"") } }
+        #expect(topTableLines(none).count == 1, "only the no-match line: \(none)")
+        #expect(topTableLines(none).first?.contains("(key / changes it)") == true, "\(none)")
+        // "/" starts from the filter in force: delete it, and Enter clears the filter.
+        try pane.send("/")
+        try pane.send("End", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "Enter")
+        try pane.waitFor("the rows again") { s in topTableLines(s).contains { $0.contains("tt-topcli") } }
 
         // g: grouped by process, then by remote endpoint, then back.
         try pane.send("g")
@@ -210,6 +233,53 @@ struct TopTests {
         #expect(!after.contains("events/s") && !after.contains("PROCESS PID"), "\(after)")
         #expect(after.contains("tcptrail: ") && after.contains(" events, 0 lost"), "\(after)")
         #expect(try pane.format("#{alternate_on}") == "0")
+        _ = server
+    }
+
+    /// More connections end within top's 5 s than the 5,000 rows it keeps: the
+    /// header counts every one, as many as the client's sockets the kernel holds
+    /// in TIME_WAIT (ss; only the client's sockets are traced, --rport).
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason)"), .enabled(if: Tmux.available, "\(Tmux.reason)"))
+    func theEndedCountPastTheRowsKeptIsExact() throws {
+        let net = try VethPair()
+        let port = Unique.port(), n = 6000
+        let pane = try TmuxPane(command: "\(Products.tcptrail) top --refresh 100 --rport \(port); sleep 60", width: 120, height: 30)
+        defer { pane.kill() }
+        try pane.waitFor("the header", timeout: 30) { $0.contains("tcptrail top") && $0.contains("events/s") }
+        let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "\(n)", "--name", "tt-endsrv"])
+        try server.background.waitFor("listening")
+        let start = Date()
+        let client = try Peer(net.client, ["client", net.serverV4, "\(port)", "\(n)", "--name", "tt-endcli"])
+        _ = try client.background.wait(timeout: 60)
+        let took = Date().timeIntervalSince(start)
+        let made = client.connections.count
+        #expect(made == n, "the client made \(made) of \(n) connections: \(client.background.stderr)")
+        // All ended within 5 s of the first: the count can reach every one.
+        #expect(took < 4.5, "the client took \(took) s for \(made) connections: more than top's 5 s retention")
+
+        // The most the header shows while they are all within the 5 s.
+        var most = 0, screen = ""
+        let end = Date().addingTimeInterval(6)
+        while Date() < end && most < made {
+            screen = try pane.capture()
+            let header = screen.split(separator: "\n").first.map(String.init) ?? ""
+            if let r = header.range(of: #"\+ (\d+) ended"#, options: .regularExpression),
+               let k = Int(header[r].split(separator: " ")[1]) {
+                most = max(most, k)
+            }
+            usleep(50_000)
+        }
+        // The kernel's count: the client's sockets to the port in TIME_WAIT (they stay 60 s).
+        // Those not ended yet, as the kernel has them (a FIN_WAIT_1 whose FIN is retransmitted);
+        // a TIME_WAIT a later connect reused has ended all the same.
+        func ss(_ filter: [String]) throws -> Int {
+            try run(net.client.command(["ss", "-Htan"] + filter + ["dport", "=", ":\(port)"]), timeout: 30).stdout.split(separator: "\n").count
+        }
+        let open = try ss(["state", "connected", "exclude", "time-wait"])
+        let timeWaits = try ss(["state", "time-wait"])
+        #expect(made - open > 5000, "\(open) of \(made) connections still open")
+        #expect(screen.split(separator: "\n").first?.contains(" 0 lost") == true, "events were lost: \(screen)")
+        #expect(most == made - open, "the header's ended count reached \(most); the client made \(made), ss shows \(open) still open and \(timeWaits) in TIME_WAIT (took \(took) s): \(screen)")
         _ = server
     }
 }

@@ -92,6 +92,9 @@ public struct ConnectionBoard: Sendable {
     private var endedOrder: [(conn: ConnectionID, at: UInt64)] = []
     private var endedHead = 0
     public private(set) var endedRows = 0
+    /// When each ended row that the cap let go before its retention ended, oldest first.
+    private var cappedEnds: [UInt64] = []
+    private var cappedHead = 0
     /// Newest last.
     public private(set) var feed: [FeedItem] = []
     public private(set) var recent: [RecentChange] = []
@@ -114,6 +117,10 @@ public struct ConnectionBoard: Sendable {
 
     /// Connections not yet ended.
     public var openConnections: Int { rows.count - endedRows }
+
+    /// Connections that ended within `retention`: the ended rows kept, and
+    /// those the cap (`maxEndedRows`) let go before their time.
+    public var endedWithinRetention: Int { endedRows + cappedEnds.count - cappedHead }
 
     // MARK: - Feeding
 
@@ -160,13 +167,23 @@ public struct ConnectionBoard: Sendable {
         while endedHead < endedOrder.count {
             let (conn, at) = endedOrder[endedHead]
             let (leaves, never) = at.addingReportingOverflow(retention)
-            let expired = (!never && leaves <= now) || endedRows > maxEndedRows
-            guard expired else { break }
+            let due = !never && leaves <= now
+            guard due || endedRows > maxEndedRows else { break }
             endedHead += 1
             if let row = rows[conn], row.ended == at {
                 rows[conn] = nil
                 endedRows -= 1
+                if !due { cappedEnds.append(at) }
             }
+        }
+        while cappedHead < cappedEnds.count {
+            let (leaves, never) = cappedEnds[cappedHead].addingReportingOverflow(retention)
+            guard !never && leaves <= now else { break }
+            cappedHead += 1
+        }
+        if cappedHead > 1024 && cappedHead * 2 > cappedEnds.count {
+            cappedEnds.removeFirst(cappedHead)
+            cappedHead = 0
         }
         if endedHead > 1024 && endedHead * 2 > endedOrder.count {
             endedOrder.removeFirst(endedHead)

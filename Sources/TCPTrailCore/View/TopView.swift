@@ -48,6 +48,30 @@ public struct TopView {
 
     public mutating func widerWindow() { window = Self.windows.first { $0 > window } ?? window }
     public mutating func narrowerWindow() { window = Self.windows.last { $0 < window } ?? window }
+
+    /// What an empty table says: nothing seen yet, or which of the view's
+    /// filters hide the `connections` on the board and the keys that change them.
+    public func emptyTableLine(connections: Int) -> String {
+        guard connections > 0 else { return "no connections yet" }
+        var filters: [String] = []
+        var keys: [String] = []
+        if let state = query.state {
+            filters.append("state \(state.rawValue)")
+            keys.append("f")
+        }
+        if let process = query.process, !process.isEmpty {
+            filters.append("process \"\(process)\"")
+            keys.append("/")
+        }
+        if query.anomaliesOnly {
+            filters.append("anomalies only")
+            keys.append("a")
+        }
+        let hidden = connections == 1 ? "1 connection" : "\(connections) connections"
+        guard !filters.isEmpty else { return "no match: \(hidden) on the board, none to show" }
+        let change = keys.count == 1 ? "key \(keys[0]) changes it" : "keys " + keys.joined(separator: " ") + " change them"
+        return "no match for " + filters.joined(separator: ", ") + ": \(hidden) hidden (\(change))"
+    }
 }
 
 /// One cell of a row's timeline bar.
@@ -227,5 +251,12 @@ public enum Fmt {
 
     public static func endpoints(_ id: ConnectionIdentity) -> (local: String, remote: String) {
         (ConnectionBoard.endpoint(id, remote: false), ConnectionBoard.endpoint(id, remote: true))
+    }
+
+    /// A table row's endpoints: a listener's remote end is "(listening)".
+    public static func endpoints(_ row: ConnectionBoard.Row) -> (local: String, remote: String) {
+        var e = endpoints(row.identity)
+        if row.state == .listen || row.side == .listener { e.remote = TopColumns.listening }
+        return e
     }
 }
