@@ -139,12 +139,12 @@ struct ServeFirstHourTests {
         let segments = try #require(row["segments"] as? [[String: Any]])
         #expect(segments.count == 1 && segments.first?["start"] as? Double == since)
 
-        // The page says the same: "open before the trace · TIME_WAIT 5.2 s, 54.8 s left".
+        // The page says the same: "open at start · TIME_WAIT 5.2 s, 54.8 s left".
         let dom = try page.checkPage("http://127.0.0.1:\(webPort)/", name: "serve-time-wait-at-start")
         let pageLeft = try ssLeft()
         let label = try #require(Self.label(in: dom, conn: row.str("conn")), "no row label in the page")
         let numbers = label.matches(of: try Regex(#"([0-9.]+) s"#)).compactMap { ($0.output[1].substring).flatMap { Double($0) } }
-        #expect(label.hasPrefix("open before the trace \u{b7} TIME_WAIT ") && label.hasSuffix(" left") && numbers.count == 2, "\(label)")
+        #expect(label.hasPrefix("open at start \u{b7} TIME_WAIT ") && label.hasSuffix(" left") && numbers.count == 2, "\(label)")
         if numbers.count == 2 {
             #expect(abs(numbers[1] - pageLeft) < 2.6 && abs(numbers[0] - (60 - pageLeft)) < 2.6, "page: \(label); ss: \(pageLeft) s left")
         }
@@ -155,9 +155,10 @@ struct ServeFirstHourTests {
     /// The text of a connection row's times in a rendered page.
     static func label(in dom: String, conn: String) -> String? {
         guard let row = dom.range(of: #"data-conn="\#(conn)""#),
-              let tm = dom.range(of: #"class="tm">"#, range: row.upperBound..<dom.endIndex),
-              let end = dom[tm.upperBound...].firstIndex(of: "<") else { return nil }
-        return String(dom[tm.upperBound..<end])
+              let tm = dom.range(of: #"class="tm""#, range: row.upperBound..<dom.endIndex),
+              let open = dom[tm.upperBound...].firstIndex(of: ">"),
+              let end = dom[open...].firstIndex(of: "<") else { return nil }
+        return String(dom[dom.index(after: open)..<end])
     }
 
     @Test func theReportsHeaderAndDurationsAgreeWithTheLog() throws {
