@@ -63,6 +63,26 @@ struct BoardTimesTests {
         #expect(closed - (tw["start"] as? Double ?? 0) >= 60_000, "2MSL lasted \(closed - (tw["start"] as? Double ?? 0)) ms")
     }
 
+    /// Seen replaying 1,500 loopback connections: 80 TIME_WAITs killed by a
+    /// reset became new rows with no segments ("lived 0 µs") and were counted twice.
+    @Test(arguments: [TimewaitStep.resetReceived, .resetSent, .reused])
+    func aTimeWaitTheKernelEndsStaysTheSameRow(step: TimewaitStep) throws {
+        let s = Script(34)
+        s.t(.close, .synSent).t(.synSent, .established).t(.established, .finWait1).t(.finWait1, .finWait2)
+            .t(.finWait2, .close, peerFin: true, timewait: .handoff)
+        let entered = s.mono
+        s.t(.timeWait, .close, after: 2000, timewait: step)
+        var engine = HandshakeEngine()
+        var board = ConnectionBoard(retention: .max)
+        for e in s.events { engine.process(e) { board.apply($0) } }
+        #expect(board.connectionsSeen == 1 && board.rows.count == 1)
+        let row = try row(try json(board), "34")
+        let segments = try #require(row["segments"] as? [[String: Any]])
+        #expect(segments.map { $0["state"] as? String } == ["SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"])
+        #expect(row["state"] as? String == "CLOSED" && row["closed"] as? Double == ms(s.mono) && segments.last?["end"] as? Double == ms(s.mono))
+        #expect(row["opened"] as? Double == ms(1_001_000_000) && segments.last?["start"] as? Double == ms(entered))
+    }
+
     @Test func aTimeWaitOpenAtStartIsDatedByTheKernelsTimer() throws {
         let at: UInt64 = 100_000_000_000
         let socket = SocketSnapshot(cookie: 9, state: .timeWait, family: .ipv4, local: Endpoint(address: RawAddress(bytes: [198, 18, 0, 1]), port: 40001),

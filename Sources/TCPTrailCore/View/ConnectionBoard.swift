@@ -236,13 +236,14 @@ public struct ConnectionBoard: Sendable {
         var row: Row
         if let existing = rows[conn] {
             row = existing
-            // The 2MSL end of a row still shown: TIME_WAIT is over.
-            if c.kernel == nil && c.from == .timeWait {
+            // TIME_WAIT is over: 2MSL ran out, or the kernel's timewait socket was
+            // killed by a reset or reused. The same connection, not a new row.
+            if c.from == .timeWait && existing.state == .timeWait {
                 if var last = row.segments.last, last.end == nil {
                     last.end = c.monoNanoseconds
                     row.segments[row.segments.count - 1] = last
                 }
-                row.state = .closed
+                row.state = c.to
                 row.since = c.monoNanoseconds
                 row.timeWaitEnds = nil
                 rows[conn] = row
