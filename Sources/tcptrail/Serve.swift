@@ -21,8 +21,11 @@ struct Serve: ParsableCommand {
         state, with anomalies marked; it updates live by server-sent events. The API: \
         /api/board (what the page shows), /api/connections, /api/events (recent state changes \
         and anomalies), /api/stream (server-sent events, one 'board' event every 500 ms). \
+        A query parameter the API does not take, or a value it cannot read (?state=bogus, \
+        ?limit=abc), is answered 400 with one line naming it and what it accepts. \
         It binds to loopback unless --allow-remote: the data names processes and endpoints \
-        and the server has no authentication.
+        and the server has no authentication. Its own connections (to and from the --listen \
+        address and port: the page's and the API's) are left out unless --include-self.
 
         Limits, so idle or half-sent requests cannot starve it: a connection must send a \
         complete request head within --header-timeout seconds of connecting (or of its first \
@@ -42,6 +45,9 @@ struct Serve: ParsableCommand {
 
     @Flag(help: "Allow --listen on an address other than loopback (no authentication: anyone who can reach it sees every connection).")
     var allowRemote = false
+
+    @Flag(help: "Also show serve's own connections (its listener and every client of the page and the API, to or from the --listen address and port), which are left out by default.")
+    var includeSelf = false
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Seconds of history the page shows (5 to 3600).", valueName: "seconds"))
     var window: Int = 60
@@ -99,7 +105,8 @@ struct Serve: ParsableCommand {
         // The engine's records are applied to the shared board once per turn, under one lock.
         nonisolated(unsafe) var pending: [EngineOutput] = []
         sink.observer = { pending.append($0) }
-        let state = LiveBoard(host: ProcessInfo.processInfo.hostName, windowSeconds: window)
+        let own = includeSelf ? nil : HiddenEndpoint(listen: address, netns: Self.ownNetworkNamespace())
+        let state = LiveBoard(host: ProcessInfo.processInfo.hostName, windowSeconds: window, hidden: own)
         try session.begin(sink: sink)
         state.apply(pending, lost: session.lost, now: WallClock.monotonicNow())
         pending.removeAll()
@@ -125,6 +132,13 @@ struct Serve: ParsableCommand {
         state.apply(pending, lost: stats.lost, now: WallClock.monotonicNow())
         Diagnostics.note("tcptrail: \(sink.events) events, \(stats.lost) lost")
     }
+
+    /// The inode of this process's network namespace, as the records' `netns`.
+    static func ownNetworkNamespace() -> UInt32? {
+        var st = stat()
+        guard stat("/proc/self/ns/net", &st) == 0 else { return nil }
+        return UInt32(exactly: st.st_ino)
+    }
 }
 
 /// The board the tracing loop writes and the HTTP handlers read.
@@ -136,10 +150,12 @@ final class LiveBoard: Sendable {
 
     /// Ended connections stay for the page's window (its bars reach back that
     /// far), at most 5000 of them.
-    init(host: String, windowSeconds: Int) {
+    init(host: String, windowSeconds: Int, hidden: HiddenEndpoint?) {
         self.host = host
         self.windowSeconds = windowSeconds
-        board = Mutex(ConnectionBoard(retention: UInt64(windowSeconds) * 1_000_000_000, maxEndedRows: 5000))
+        var b = ConnectionBoard(retention: UInt64(windowSeconds) * 1_000_000_000, maxEndedRows: 5000)
+        b.hidden = hidden
+        board = Mutex(b)
     }
 
     func apply(_ outputs: [EngineOutput], lost: UInt64, now: UInt64) {
@@ -509,25 +525,25 @@ struct WebServer: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: TimelinePage.bytes)))
         }
         router.get("/api/board") { request, _ -> Response in
-            let query = Self.query(request.uri.queryParameters)
-            let limit = request.uri.queryParameters["limit"].flatMap { Int($0) }.map { min(max($0, 1), 5000) } ?? 400
+            let parsed = Self.request(request, Self.boardParameters)
+            guard case .success(let asked) = parsed else { return Self.refusal(parsed) }
             return Self.json(state.read { board, json in
                 var j = json
-                j.limit = limit
+                j.limit = asked.limit
                 var out = OutputBuffer(capacity: 1 << 16)
-                j.append(board, query: query, to: &out)
+                j.append(board, query: asked.query, to: &out)
                 return out
             })
         }
         router.get("/api/connections") { request, _ -> Response in
-            let query = Self.query(request.uri.queryParameters)
-            let limit = request.uri.queryParameters["limit"].flatMap { Int($0) }.map { min(max($0, 1), 100_000) } ?? 5000
+            let parsed = Self.request(request, .init(path: "/api/connections", filters: true, limits: 1...100_000, defaultLimit: 5000))
+            guard case .success(let asked) = parsed else { return Self.refusal(parsed) }
             return Self.json(state.read { board, json in
                 var out = OutputBuffer(capacity: 1 << 16)
-                let rows = board.rows(matching: query)
+                let rows = board.rows(matching: asked.query)
                 out.append("{\"total\":", decimal: Int64(rows.count))
                 out.append(",\"connections\":[" as StaticString)
-                for (i, row) in rows.prefix(limit).enumerated() {
+                for (i, row) in rows.prefix(asked.limit).enumerated() {
                     if i > 0 { out.append(UInt8(ascii: ",")) }
                     json.appendRow(row, to: &out)
                 }
@@ -536,7 +552,9 @@ struct WebServer: Sendable {
             })
         }
         router.get("/api/events") { request, _ -> Response in
-            let limit = request.uri.queryParameters["limit"].flatMap { Int($0) }.map { min(max($0, 1), 500) } ?? 100
+            let parsed = Self.request(request, .init(path: "/api/events", filters: false, limits: 1...500, defaultLimit: 100))
+            guard case .success(let asked) = parsed else { return Self.refusal(parsed) }
+            let limit = asked.limit
             return Self.json(state.read { board, json in
                 var out = OutputBuffer(capacity: 1 << 16)
                 out.append("{\"stats\":" as StaticString)
@@ -551,6 +569,10 @@ struct WebServer: Sendable {
         }
         let streams = self.streams
         router.get("/api/stream") { request, _ -> Response in
+            var streamParameters = Self.boardParameters
+            streamParameters.path = "/api/stream"
+            let parsed = Self.request(request, streamParameters)
+            guard case .success(let asked) = parsed else { return Self.refusal(parsed) }
             guard let ticket = streams.enter() else {
                 var headers = HTTPFields()
                 headers[.contentType] = "text/plain"
@@ -558,7 +580,6 @@ struct WebServer: Sendable {
                 let text = "tcptrail: too many event streams (--max-streams \(streams.limit)); try again shortly\n"
                 return Response(status: .serviceUnavailable, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
             }
-            let query = Self.query(request.uri.queryParameters)
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-store"
@@ -569,8 +590,10 @@ struct WebServer: Sendable {
                 while !Task.isCancelled {
                     let out = state.read { board, json in
                         var o = OutputBuffer(capacity: 1 << 16)
+                        var j = json
+                        j.limit = asked.limit
                         o.append("event: board\ndata: " as StaticString)
-                        json.append(board, query: query, to: &o)
+                        j.append(board, query: asked.query, to: &o)
                         o.append("\n\n" as StaticString)
                         return o
                     }
@@ -590,16 +613,23 @@ struct WebServer: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: out.withUnsafeBytes { ByteBuffer(bytes: $0) }))
     }
 
-    /// `?process=&port=&state=&anomaly=&anomalies_only=1&order=`.
-    static func query(_ p: FlatDictionary<Substring, Substring>) -> ConnectionBoard.Query {
-        var q = ConnectionBoard.Query()
-        if let v = p["process"], !v.isEmpty { q.process = String(v) }
-        if let v = p["port"] { q.port = UInt16(v) }
-        if let v = p["state"] { q.state = TCPState(rawValue: v.uppercased()) }
-        if let v = p["anomaly"] { q.anomaly = Anomaly.Kind(rawValue: String(v)) }
-        if let v = p["anomalies_only"] { q.anomaliesOnly = v == "1" || v == "true" }
-        if let v = p["order"], let o = ConnectionBoard.Query.Order(rawValue: String(v)) { q.order = o }
-        return q
+    /// `/api/board`'s parameters (and the stream's: its events are boards).
+    static let boardParameters = ConnectionBoard.Request.Accepted(path: "/api/board", filters: true, limits: 1...5000, defaultLimit: 400)
+
+    /// `?process=&port=&state=&anomaly=&anomalies_only=1&order=&limit=`, each checked.
+    static func request(_ request: Request, _ accepted: ConnectionBoard.Request.Accepted) -> Result<ConnectionBoard.Request, ConnectionBoard.Request.Refusal> {
+        let pairs = request.uri.queryParameters.map { (name: String($0.key), value: String($0.value)) }
+        return Result { () throws(ConnectionBoard.Request.Refusal) in try ConnectionBoard.Request(pairs, accepted: accepted) }
+    }
+
+    /// 400, with the one line that says which parameter and what it takes.
+    static func refusal(_ parsed: Result<ConnectionBoard.Request, ConnectionBoard.Request.Refusal>) -> Response {
+        guard case .failure(let refusal) = parsed else { return Response(status: .internalServerError) }
+        let message = refusal.message
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: .badRequest, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "tcptrail: \(message)\n")))
     }
 }
 

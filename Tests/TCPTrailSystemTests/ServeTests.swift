@@ -114,17 +114,22 @@ struct LiveViewTests {
         #expect(try serve.wait(timeout: 30) == 0)
     }
 
-    @Test func replayHTMLReportRendersTheRun() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tt-html-\(getpid())-\(Unique.next())")
+    /// A tracer writing a log on `port` and `closedPort` into a new directory
+    /// (the caller removes it), and where the report of that log goes.
+    static func tracedRun(_ name: String, port: UInt16, closedPort: UInt16) throws -> (dir: URL, log: String, report: String, tracer: Background) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tt-\(name)-\(getpid())-\(Unique.next())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
         let log = dir.appendingPathComponent("trace.jsonl").path
-        let report = dir.appendingPathComponent("report.html").path
-
-        let net = try VethPair()
-        let port = Unique.port(), closedPort = Unique.port()
         let tracer = try Background([Products.tcptrail, "trace", "--output", log, "--port", "\(port)", "--port", "\(closedPort)"])
         try tracer.waitFor("tracing TCP events", inStderr: true)
+        return (dir, log, dir.appendingPathComponent("report.html").path, tracer)
+    }
+
+    @Test func replayHTMLReportRendersTheRun() throws {
+        let net = try VethPair()
+        let port = Unique.port(), closedPort = Unique.port()
+        let (dir, log, report, tracer) = try Self.tracedRun("html", port: port, closedPort: closedPort)
+        defer { try? FileManager.default.removeItem(at: dir) }
         let server = try Peer(net.server, ["server", net.serverV4, "\(port)", "1", "--name", "tt-websrv"])
         try server.background.waitFor("listening")
         // Half-close, so the client still holds the socket when the server's FIN

@@ -1,7 +1,9 @@
 /// Writes a `ConnectionBoard` as the JSON the timeline page reads
 /// (`/api/board`, the `board` server-sent event, `replay --html`). Times are
-/// wall-clock ms since the epoch; process names are escaped to printable
-/// ASCII (`\xNN`) before JSON escaping, so no control byte reaches a page.
+/// wall-clock ms since the epoch, with the µs as a fraction where there are
+/// any (`1763699948123.04`): a refused connect lasts some 40 µs. Process names
+/// are escaped to printable ASCII (`\xNN`) before JSON escaping, so no
+/// control byte reaches a page.
 public struct BoardJSON: Sendable {
     public var clock: WallClock
     public var source: String
@@ -19,22 +21,53 @@ public struct BoardJSON: Sendable {
         self.limit = limit
     }
 
-    func ms(_ mono: UInt64) -> Int64 { clock.unixNanoseconds(mono: mono) / 1_000_000 }
+    /// `mono` as wall-clock ms, to the µs: "1763699948123", "1763699948123.04".
+    func appendTime(_ mono: UInt64, to out: inout OutputBuffer) {
+        let us = clock.unixNanoseconds(mono: mono) / 1000
+        if us < 0 { out.append(UInt8(ascii: "-")) }
+        let magnitude = us.magnitude
+        out.append(decimal: magnitude / 1000)
+        var fraction = magnitude % 1000
+        guard fraction != 0 else { return }
+        var digits = 3
+        while fraction % 10 == 0 {
+            fraction /= 10
+            digits -= 1
+        }
+        out.append(UInt8(ascii: "."))
+        out.append(decimal: fraction, zeroPaddedTo: digits)
+    }
 
-    /// The whole board: header, stats, connections, anomaly feed.
+    func appendTime(_ mono: UInt64?, to out: inout OutputBuffer) {
+        if let mono { appendTime(mono, to: &out) } else { out.append("null" as StaticString) }
+    }
+
+    /// The whole board: header, stats, connections, anomaly feed, and what
+    /// was left out (`left_out`: rows past `limit`, rows the query did not
+    /// keep, ended rows let go at the board's cap).
     public func append(_ board: ConnectionBoard, query: ConnectionBoard.Query = .init(), to out: inout OutputBuffer) {
         let now = board.now
         let start: UInt64 = source == "live" ? (now > UInt64(windowSeconds) * 1_000_000_000 ? now - UInt64(windowSeconds) * 1_000_000_000 : 0)
             : (board.first ?? now)
         out.append("{\"version\":1,\"source\":", jsonString: source)
         out.append(",\"host\":", jsonString: host)
-        out.append(",\"now\":", decimal: ms(now))
-        out.append(",\"start\":", decimal: ms(start))
+        out.append(",\"now\":" as StaticString)
+        appendTime(now, to: &out)
+        out.append(",\"start\":" as StaticString)
+        appendTime(start, to: &out)
         out.append(",\"window_s\":", decimal: Int64(windowSeconds))
         out.append(",\"stats\":" as StaticString)
         appendStats(board, to: &out)
         let rows = board.rows(matching: query)
         out.append(",\"total_connections\":", decimal: Int64(rows.count))
+        out.append(",\"limit\":", decimal: Int64(limit))
+        let past = rows.dropFirst(limit)
+        out.append(",\"left_out\":{\"over_limit\":", decimal: Int64(past.count))
+        out.append(",\"over_limit_with_anomalies\":", decimal: Int64(past.count(where: { !$0.marks.isEmpty })))
+        out.append(",\"not_matching\":", decimal: Int64(board.rows.count - rows.count))
+        out.append(",\"let_go_at_cap\":", decimal: Int64(board.endedRowsDropped))
+        out.append(",\"cap\":", decimal: Int64(board.maxEndedRows))
+        out.append(UInt8(ascii: "}"))
         out.append(",\"connections\":[" as StaticString)
         for (i, row) in rows.prefix(limit).enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -50,6 +83,7 @@ public struct BoardJSON: Sendable {
         out.append(",\"events\":", decimal: board.events)
         out.append(",\"tracked\":", decimal: Int64(board.openConnections))
         out.append(",\"shown\":", decimal: Int64(board.rows.count))
+        out.append(",\"connections\":", decimal: Int64(board.connectionsSeen))
         out.append(",\"lost\":", decimal: board.lost)
         out.append(",\"anomalies\":{" as StaticString)
         for (i, (kind, n)) in board.anomalyCounts.sorted(by: { $0.key.rawValue < $1.key.rawValue }).enumerated() {
@@ -82,14 +116,15 @@ public struct BoardJSON: Sendable {
         out.append(row.side.rawValue)
         out.append("\",\"state\":\"" as StaticString)
         out.append(row.state.rawValue)
-        out.append("\",\"opened\":", decimal: ms(row.opened))
-        out.append(",\"since\":", decimal: ms(row.since))
+        out.append("\",\"opened\":" as StaticString)
+        appendTime(row.opened, to: &out)
+        out.append(",\"since\":" as StaticString)
+        appendTime(row.since, to: &out)
+        // When it reached CLOSED (for a TIME_WAIT: its end, not its start).
         out.append(",\"closed\":" as StaticString)
-        if let ended = row.ended, row.ending != .timeWait || row.state == .closed {
-            out.append(decimal: ms(ended))
-        } else {
-            out.append("null" as StaticString)
-        }
+        appendTime(row.state == .closed ? row.since : nil, to: &out)
+        out.append(",\"time_wait_until\":" as StaticString)
+        appendTime(row.state == .timeWait ? row.timeWaitEnds : nil, to: &out)
         out.append(",\"end\":" as StaticString)
         if let ending = row.ending {
             out.append(UInt8(ascii: "\""))
@@ -105,9 +140,10 @@ public struct BoardJSON: Sendable {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             out.append("{\"state\":\"" as StaticString)
             out.append(s.state.rawValue)
-            out.append("\",\"start\":", decimal: ms(s.start))
+            out.append("\",\"start\":" as StaticString)
+            appendTime(s.start, to: &out)
             out.append(",\"end\":" as StaticString)
-            if let end = s.end { out.append(decimal: ms(end)) } else { out.append("null" as StaticString) }
+            appendTime(s.end, to: &out)
             out.append(UInt8(ascii: "}"))
         }
         out.append("],\"anomalies\":[" as StaticString)
@@ -124,7 +160,8 @@ public struct BoardJSON: Sendable {
         out.append(m.kind.rawValue)
         out.append("\",\"severity\":\"" as StaticString)
         out.append(m.severity.rawValue)
-        out.append("\",\"at\":", decimal: ms(m.mono))
+        out.append("\",\"at\":" as StaticString)
+        appendTime(m.mono, to: &out)
         out.append(",\"detail\":", jsonString: m.detail)
     }
 
@@ -158,7 +195,8 @@ public struct BoardJSON: Sendable {
         out.append(UInt8(ascii: "["))
         for (i, c) in changes.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append("{\"at\":", decimal: ms(c.mono))
+            out.append("{\"at\":" as StaticString)
+            appendTime(c.mono, to: &out)
             out.append(",\"conn\":\"" as StaticString)
             out.append(connection: c.identity.conn)
             out.append("\",\"comm\":" as StaticString)

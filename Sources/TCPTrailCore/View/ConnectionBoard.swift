@@ -37,11 +37,17 @@ public struct ConnectionBoard: Sendable {
         public var identity: ConnectionIdentity
         public var side: Side = .unknown
         public var state: TCPState
+        /// The earliest time known of it: its first step, or for a socket
+        /// open at start the snapshot (in TIME_WAIT: when its timer says it entered it).
         public var opened: UInt64
+        /// When it entered its current state.
         public var since: UInt64
-        /// When it closed or entered TIME_WAIT.
+        /// When it closed or entered TIME_WAIT (retention counts from here).
         public var ended: UInt64?
         public var ending: Ending?
+        /// In TIME_WAIT: when 2MSL runs out (the kernel's timer for a socket
+        /// in TIME_WAIT at start, else 60 s after it entered it).
+        public var timeWaitEnds: UInt64?
         public var segments: [Segment] = []
         public var marks: [Mark] = []
         /// Open before tracing started (from sock_diag).
@@ -101,6 +107,12 @@ public struct ConnectionBoard: Sendable {
     /// Kernel events the board saw (changes and other kernel records).
     public private(set) var events: UInt64 = 0
     public private(set) var lost: UInt64 = 0
+    /// Connections the board has had a row for, those since let go included.
+    public private(set) var connectionsSeen = 0
+    /// Ended rows let go because more than `maxEndedRows` were held (not by `retention`).
+    public private(set) var endedRowsDropped = 0
+    /// Connections left out of the board altogether (serve's own, unless asked for).
+    public var hidden: HiddenEndpoint?
     public private(set) var anomalyCounts: [Anomaly.Kind: Int] = [:]
     /// The latest time seen.
     public private(set) var now: UInt64 = 0
@@ -126,17 +138,22 @@ public struct ConnectionBoard: Sendable {
 
     /// Takes one output of the engine.
     public mutating func apply(_ output: EngineOutput) {
+        if let hidden, hidden.covers(output) { return }
         feedRate.note(output)
         switch output {
-        case .snapshot(let identity, let state, _, let mono, _):
+        case .snapshot(let identity, let state, _, let mono, let expires):
             see(mono)
-            var row = Row(identity: identity, state: state, opened: mono, since: mono)
+            // TIME_WAIT lasts 2MSL: the time its timer has left says when it began.
+            let left = UInt64(expires) * 1_000_000
+            let began = state == .timeWait ? mono.subtractingSaturating(HandshakeEngine.timeWaitNanoseconds.subtractingSaturating(left)) : mono
+            var row = Row(identity: identity, state: state, opened: began, since: began)
             row.openAtStart = true
             row.side = state == .listen ? .listener : .unknown
-            row.segments = [Segment(state: state, start: mono)]
+            row.segments = [Segment(state: state, start: began)]
             if state == .timeWait {
                 row.ended = mono
                 row.ending = .timeWait
+                row.timeWaitEnds = mono.addingSaturating(left)
             }
             insert(row)
         case .change(let c):
@@ -167,13 +184,16 @@ public struct ConnectionBoard: Sendable {
         while endedHead < endedOrder.count {
             let (conn, at) = endedOrder[endedHead]
             let (leaves, never) = at.addingReportingOverflow(retention)
-            let due = !never && leaves <= now
-            guard due || endedRows > maxEndedRows else { break }
+            let retained = never || leaves > now
+            guard !retained || endedRows > maxEndedRows else { break }
             endedHead += 1
             if let row = rows[conn], row.ended == at {
                 rows[conn] = nil
                 endedRows -= 1
-                if !due { cappedEnds.append(at) }
+                if retained {
+                    cappedEnds.append(at)
+                    endedRowsDropped += 1
+                }
             }
         }
         while cappedHead < cappedEnds.count {
@@ -229,7 +249,11 @@ public struct ConnectionBoard: Sendable {
 
     private mutating func insert(_ row: Row) {
         let conn = row.identity.conn
-        if let old = rows[conn], old.ended != nil { endedRows -= 1 }
+        if let old = rows[conn] {
+            if old.ended != nil { endedRows -= 1 }
+        } else {
+            connectionsSeen += 1
+        }
         rows[conn] = row
         if let at = row.ended {
             endedRows += 1
@@ -243,26 +267,30 @@ public struct ConnectionBoard: Sendable {
         var row: Row
         if let existing = rows[conn] {
             row = existing
-            // The 2MSL end of a row still shown: TIME_WAIT is over.
-            if c.kernel == nil && c.from == .timeWait {
+            // TIME_WAIT is over: 2MSL ran out, or the kernel's timewait socket was
+            // killed by a reset or reused. The same connection, not a new row.
+            if c.from == .timeWait && existing.state == .timeWait {
                 if var last = row.segments.last, last.end == nil {
                     last.end = c.monoNanoseconds
                     row.segments[row.segments.count - 1] = last
                 }
-                row.state = .closed
+                row.state = c.to
                 row.since = c.monoNanoseconds
+                row.timeWaitEnds = nil
                 rows[conn] = row
                 return
             }
             if existing.ended != nil {
                 // A reused connection id should not happen (generations); start afresh.
                 endedRows -= 1
+                connectionsSeen += 1
                 row = Row(identity: c.connection, state: c.from, opened: c.monoNanoseconds, since: c.monoNanoseconds)
             }
         } else {
             // A TIME_WAIT expiry of a row that already left: nothing to show.
             if c.kernel == nil && c.from == .timeWait { return }
             let began = c.kernel?.previousStateNanoseconds.map { c.monoNanoseconds.subtractingSaturating($0) } ?? c.monoNanoseconds
+            connectionsSeen += 1
             row = Row(identity: c.connection, state: c.from, opened: began, since: began)
             // A passive open's LISTEN was the listener's state, not this socket's.
             if c.from != .closed && c.step != .synReceived { row.segments = [Segment(state: c.from, start: began)] }
@@ -280,6 +308,7 @@ public struct ConnectionBoard: Sendable {
         }
         row.state = c.to
         row.since = c.monoNanoseconds
+        row.timeWaitEnds = c.to == .timeWait ? c.monoNanoseconds.addingSaturating(HandshakeEngine.timeWaitNanoseconds) : nil
         if c.to != .closed {
             row.segments.append(Segment(state: c.to, start: c.monoNanoseconds))
             if row.segments.count > maxSegments {
@@ -452,5 +481,143 @@ extension ConnectionBoard {
         var out = OutputBuffer(capacity: 64)
         out.append(endpointOf: id, remote: remote)
         return out.string
+    }
+}
+
+// MARK: - Serve's own connections
+
+/// An address and port whose connections a view leaves out: `serve`'s own
+/// listening socket, so its API and stream clients do not fill the board
+/// (each page refresh would otherwise add a row of its own).
+public struct HiddenEndpoint: Sendable {
+    /// nil: any address (a listen on 0.0.0.0 or ::).
+    public var address: AddressPrefix?
+    public var port: UInt16
+    /// The namespace of the listening socket; nil: any.
+    public var netns: UInt32?
+
+    public init(address: AddressPrefix?, port: UInt16, netns: UInt32?) {
+        self.address = address
+        self.port = port
+        self.netns = netns
+    }
+
+    /// For `serve --listen HOST:PORT`, in the namespace `netns`.
+    public init?(listen: ServeAddress, netns: UInt32?) {
+        guard let port = UInt16(exactly: listen.port), let prefix = AddressPrefix(listen.host) else { return nil }
+        let wildcard = prefix.address == RawAddress()
+        self.init(address: wildcard ? nil : prefix, port: port, netns: netns)
+    }
+
+    /// Whether one end of a connection is this endpoint.
+    public func covers(netns: UInt32, family: AddressFamily, local: Endpoint, remote: Endpoint) -> Bool {
+        if let want = self.netns, want != netns { return false }
+        return isHere(local, family) || isHere(remote, family)
+    }
+
+    private func isHere(_ end: Endpoint, _ family: AddressFamily) -> Bool {
+        end.port == port && (address?.contains(end.address, family: family) ?? true)
+    }
+
+    func covers(_ id: ConnectionIdentity) -> Bool {
+        covers(netns: id.netns, family: id.family, local: id.local, remote: id.remote)
+    }
+
+    func covers(_ output: EngineOutput) -> Bool {
+        switch output {
+        case .snapshot(let id, _, _, _, _): covers(id)
+        case .change(let c): covers(c.connection)
+        case .anomaly(let a): covers(a.connection)
+        case .event(let e): covers(netns: e.netns, family: e.family, local: e.local, remote: e.remote)
+        }
+    }
+}
+
+// MARK: - The API's query parameters
+
+extension ConnectionBoard {
+    /// What an API request asked for: the rows, and how many at most.
+    public struct Request: Sendable, Equatable {
+        public var query = Query()
+        public var limit: Int
+
+        /// A parameter the API does not take, or a value it cannot read:
+        /// `message` is the one line the answer (400) gives.
+        public struct Refusal: Error, Equatable {
+            public var message: String
+        }
+
+        /// The parameters an API path takes.
+        public struct Accepted: Sendable {
+            public var path: String
+            /// Besides `limit`, the row filters (`process`, `port`, ...); false: `limit` only.
+            public var filters: Bool
+            public var limits: ClosedRange<Int>
+            public var defaultLimit: Int
+
+            public init(path: String, filters: Bool, limits: ClosedRange<Int>, defaultLimit: Int) {
+                self.path = path
+                self.filters = filters
+                self.limits = limits
+                self.defaultLimit = defaultLimit
+            }
+
+            var names: [String] {
+                filters ? ["process", "port", "state", "anomaly", "anomalies_only", "order", "limit"] : ["limit"]
+            }
+        }
+
+        /// Reads `pairs` (name, value: percent-decoded) as `accepted` says; every
+        /// one must be a parameter it takes with a value it can read.
+        public init(_ pairs: [(name: String, value: String)], accepted: Accepted) throws(Refusal) {
+            limit = accepted.defaultLimit
+            for (name, value) in pairs {
+                func refuse(_ why: String) -> Refusal {
+                    Refusal(message: "\(accepted.path): \(name)=\(Self.shown(value)) \(why)")
+                }
+                guard accepted.names.contains(name) else {
+                    throw Refusal(message: "\(accepted.path): unknown query parameter '\(Self.shown(name))'; it takes \(accepted.names.joined(separator: ", "))")
+                }
+                switch name {
+                case "limit":
+                    guard let n = Int(value), accepted.limits.contains(n) else {
+                        throw refuse("is not a whole number from \(accepted.limits.lowerBound) to \(accepted.limits.upperBound)")
+                    }
+                    limit = n
+                case "process":
+                    query.process = value.isEmpty ? nil : value
+                case "port":
+                    guard let port = UInt16(value) else { throw refuse("is not a port number from 0 to 65535") }
+                    query.port = port
+                case "state":
+                    guard let state = TCPState(rawValue: value.uppercased()) else {
+                        throw refuse("is not a TCP state; use one of \(TCPState.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    query.state = state
+                case "anomaly":
+                    guard let kind = Anomaly.Kind(rawValue: value) else {
+                        throw refuse("is not an anomaly kind; use one of \(Anomaly.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    query.anomaly = kind
+                case "anomalies_only":
+                    switch value {
+                    case "1", "true": query.anomaliesOnly = true
+                    case "0", "false": query.anomaliesOnly = false
+                    default: throw refuse("is not 1, true, 0 or false")
+                    }
+                default:  // "order"
+                    guard let order = Query.Order(rawValue: value) else {
+                        throw refuse("is not an order; use one of \(Query.Order.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    query.order = order
+                }
+            }
+        }
+
+        /// A value as the answer quotes it: printable, and not too long for one line.
+        static func shown(_ value: String) -> String {
+            let e = value.escaped
+            return e.count > 60 ? String(e.prefix(60)) + "..." : e
+        }
     }
 }
