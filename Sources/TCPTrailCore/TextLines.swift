@@ -55,7 +55,8 @@ public struct TextLinesWriter: Sendable {
     public let utcOffsetSeconds: Int
     /// `relative`'s zero: when the trace started (kernel monotonic ns).
     public let startMono: UInt64
-    private let shown: [Bool]
+    /// Bit `Layout.index(c)` set: column `c` is shown (a mask, so a layout copies without a retain).
+    private let shown: UInt16
     private let last: TextColumn
     /// The header has been written: a widening writes it again.
     private var headerShown = false
@@ -72,7 +73,7 @@ public struct TextLinesWriter: Sendable {
         self.startMono = startMono
         localClock = WallClock(bootOffsetNanoseconds: clock.bootOffsetNanoseconds.addingSaturating(Int64(utcOffsetSeconds) * 1_000_000_000))
         let chosen = columns ?? TextColumn.defaults(style)
-        shown = TextColumn.allCases.map { chosen.contains($0) }
+        shown = chosen.reduce(0) { $0 | 1 << Layout.index($1) }
         last = TextColumn.allCases.last { chosen.contains($0) } ?? .step
     }
 
@@ -387,7 +388,7 @@ public struct TextLinesWriter: Sendable {
 /// Which columns a writer shows and how wide they are.
 private struct Layout {
     let style: TextStyle
-    let shown: [Bool]
+    let shown: UInt16
     let last: TextColumn
     let addressWidth: Int
     let documented: Bool
@@ -418,9 +419,9 @@ private struct Layout {
         }
     }
 
-    @inline(__always) func shows(_ c: TextColumn) -> Bool { shown[Self.index(c)] }
+    @inline(__always) func shows(_ c: TextColumn) -> Bool { shown & 1 << Self.index(c) != 0 }
 
-    @inline(__always) static func index(_ c: TextColumn) -> Int {
+    @inline(__always) static func index(_ c: TextColumn) -> UInt16 {
         switch c {
         case .time: 0
         case .event: 1

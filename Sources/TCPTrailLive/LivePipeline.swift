@@ -41,7 +41,7 @@ public final class LivePipeline: RingBufferConsumer {
     /// How the sockets open at start are shown (text) and recorded (`none`: not at all).
     private let snapshotMode: SnapshotMode
 
-    public init(format: Format, filter: EventFilter, limit: UInt64?, wideAddresses: Bool, engine: HandshakeEngine?,
+    public init(format: Format, filter: EventFilter, limit: UInt64?, engine: HandshakeEngine?,
          log: EventLog? = nil, snapshot: SnapshotMode = .full, anomalyLinesPerSecond: Int = 0, textFormat: TextFormat = TextFormat()) {
         self.filter = filter
         self.snapshotMode = snapshot
@@ -52,9 +52,7 @@ public final class LivePipeline: RingBufferConsumer {
         switch format {
         case .json: json = JSONLinesSink(JSONLinesWriter(clock: clock))
         case .text:
-            var format = textFormat
-            format.wide = format.wide || wideAddresses
-            var writer = format.writer(clock: clock, documented: engine != nil, startMono: WallClock.monotonicNow())
+            var writer = textFormat.writer(clock: clock, documented: engine != nil, startMono: WallClock.monotonicNow())
             writer.appendHeader(to: &out)
             text = TextLinesSink(writer, snapshot: snapshot, anomalyLinesPerSecond: anomalyLinesPerSecond)
         case .none: break

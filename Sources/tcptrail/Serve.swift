@@ -100,7 +100,7 @@ struct Serve: ParsableCommand {
         if !address.isLoopback {
             Diagnostics.note("tcptrail: warning: serving on \(listen), not loopback: anyone who can reach it sees every connection on this host (no authentication)")
         }
-        let sink = LivePipeline(format: .none, filter: filter, limit: nil, wideAddresses: false,
+        let sink = LivePipeline(format: .none, filter: filter, limit: nil,
                                 engine: HandshakeEngine(thresholds: live.anomalies.thresholds), log: nil)
         // The engine's records are applied to the shared board once per turn, under one lock.
         nonisolated(unsafe) var pending: [EngineOutput] = []

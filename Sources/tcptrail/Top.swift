@@ -66,7 +66,7 @@ struct Top: ParsableCommand {
         let session = try TraceSession(options: live.session(filter))
         tt_install_stop_handlers()
         let box = BoardBox()
-        let sink = LivePipeline(format: .none, filter: filter, limit: nil, wideAddresses: false,
+        let sink = LivePipeline(format: .none, filter: filter, limit: nil,
                                 engine: HandshakeEngine(thresholds: live.anomalies.thresholds), log: nil)
         sink.observer = { box.board.apply($0) }
         try session.begin(sink: sink)

@@ -103,7 +103,7 @@ struct Trace: ParsableCommand {
         f.style = csv ? .csv : tsv ? .tsv : .aligned
         f.timeFormat = timeFormat
         if let columns, case .success(let list) = TextLinesWriter.columns(columns) { f.columns = list }
-        f.wide = wide
+        f.wide = wide || filters.ipv6Only
         f.utcOffsetSeconds = TimeZone.current.secondsFromGMT()
         return f
     }
@@ -159,7 +159,6 @@ struct Trace: ParsableCommand {
             format: quiet ? .none : json || output == "-" ? .json : .text,
             filter: filter,
             limit: count,
-            wideAddresses: filters.ipv6Only,
             engine: raw ? nil : HandshakeEngine(thresholds: thresholds),
             log: log,
             snapshot: noSnapshot ? .none : snapshot,
