@@ -186,6 +186,26 @@ public struct ListenQueueMonitor {
         lastCount[netns] = SocketDiag.inNamespace(fd) { Self.listenOverflows(path: "/proc/thread-self/net/netstat") } ?? nil
     }
 
+    /// The TCP sockets of a watched namespace in every state but LISTEN, as
+    /// the tracer names them (a v4-mapped pair as IPv4); nil when the
+    /// namespace is not watched or the dump failed.
+    public func connections(in netns: UInt32) -> [SocketSnapshot]? {
+        guard let fd = namespaces[netns] else { return nil }
+        let states: UInt32 = 0xffff & ~(1 << 10)
+        let dumped: [SocketSnapshot]?? = SocketDiag.inNamespace(fd) {
+            guard let v4 = try? SocketDiag.dump(family: .ipv4, states: states),
+                  let v6 = try? SocketDiag.dump(family: .ipv6, states: states) else { return nil }
+            return v4 + v6
+        }
+        guard let dumped, var sockets = dumped else { return nil }
+        for i in sockets.indices {
+            (sockets[i].family, sockets[i].local.address, sockets[i].remote.address) =
+                RawAddress.dualStack(family: sockets[i].family, local: sockets[i].local.address, remote: sockets[i].remote.address)
+            sockets[i].netns = netns
+        }
+        return sockets
+    }
+
     /// Closes the namespace handles.
     public mutating func close() {
         for fd in namespaces.values { _ = Glibc.close(fd) }

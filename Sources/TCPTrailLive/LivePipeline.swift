@@ -193,6 +193,35 @@ public final class LivePipeline: RingBufferConsumer {
         }
     }
 
+    /// Connections idle in a state the kernel leaves within round trips (for
+    /// a look at the kernel's socket table).
+    public func staleConnections() -> [HandshakeEngine.TableQuery] {
+        engine?.staleConnections() ?? []
+    }
+
+    /// Settles `queries` by the kernel's socket table of their namespace
+    /// (`tables`; a namespace missing there is not settled).
+    public func reconcile(_ queries: [HandshakeEngine.TableQuery], tables: [UInt32: [SocketSnapshot]], at mono: UInt64) {
+        guard engine != nil, !queries.isEmpty else { return }
+        var index: [UInt32: [PairKey: SocketSnapshot]] = [:]
+        for (netns, sockets) in tables {
+            var byPair: [PairKey: SocketSnapshot] = [:]
+            for s in sockets { byPair[PairKey(family: s.family, local: s.local, remote: s.remote)] = s }
+            index[netns] = byPair
+        }
+        for q in queries {
+            guard let table = index[q.netns] else { continue }
+            let found = table[PairKey(family: q.family, local: q.local, remote: q.remote)]
+            engine!.reconcile(q.conn, kernel: found?.state, timeWaitLeftMilliseconds: found?.expiresMilliseconds ?? 0, at: mono) { write($0) }
+        }
+    }
+
+    private struct PairKey: Hashable {
+        var family: AddressFamily
+        var local: Endpoint
+        var remote: Endpoint
+    }
+
     /// Runs the engine's timers up to `mono` (TIME_WAIT expiry, stalls).
     public func tick(to mono: UInt64) {
         if acceptHold.count > 0 { acceptHold.expire(now: mono) { process($0) } }

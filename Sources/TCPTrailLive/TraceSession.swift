@@ -113,9 +113,30 @@ public final class TraceSession {
             checks += 1
             if checks % 10 == 0 { queues!.refreshNamespaces() }
             sink.listenOverflows(queues!.check())
+            reconcileStaleConnections()
             nextQueueCheck = WallClock.monotonicNow() + 1_000_000_000
         }
         sink.flush()
+    }
+
+    /// Asks the kernel's socket table (sock_diag, as `ss`) where connections
+    /// idle in a closing state are, and settles those the tracepoints did not
+    /// move. The ring is drained before and after the dump, so a move the
+    /// kernel did report is taken first and not settled twice.
+    private func reconcileStaleConnections() {
+        guard let sink, queues != nil else { return }
+        _ = reader?.drain()
+        let candidates = sink.staleConnections()
+        guard !candidates.isEmpty else { return }
+        var tables: [UInt32: [SocketSnapshot]] = [:]
+        for netns in Set(candidates.map(\.netns)) {
+            if let t = queues!.connections(in: netns) { tables[netns] = t }
+        }
+        let mono = WallClock.monotonicNow()
+        _ = reader?.drain()
+        // Only those still idle once the ring is empty.
+        let still = Set(sink.staleConnections().map(\.conn))
+        sink.reconcile(candidates.filter { still.contains($0.conn) }, tables: tables, at: mono)
     }
 
     /// Watches the namespaces events showed first, at once: its processes

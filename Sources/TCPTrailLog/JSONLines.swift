@@ -100,6 +100,7 @@ public struct JSONLinesWriter: Sendable {
                 appendPrologue(type: .transition, mono: change.monoNanoseconds, to: &out)
                 appendIdentity(change.connection, to: &out)
                 appendDocumented(change, to: &out)
+                if let left = change.timeWaitLeftMilliseconds { out.append(",\"expires_ms\":", decimal: UInt64(left)) }
                 out.append("}\n" as StaticString)
             }
         case .snapshot(let id, let state, let kernel, let mono, let expires):

@@ -45,6 +45,9 @@ public struct LogRecord: Sendable {
     public var lostByType: [KernelEventKind: UInt64] { get { rare?.lostByType ?? [:] } set { withRare { $0.lostByType = newValue } } }
     /// untracked, summary: what full kernel tables kept from the record.
     public var untracked: TableGaps? { get { rare?.untracked } set { withRare { $0.untracked = newValue } } }
+    /// transition: a move the kernel's socket table showed (reason
+    /// `kernel_table` or `gone_from_kernel_table`), the state it moved to.
+    public var settledByTable: TCPState? { get { rare?.settledByTable } set { withRare { $0.settledByTable = newValue } } }
 
     /// The fields of headers, anomalies and summaries, boxed: a kernel record,
     /// nearly every line, then stays small to build and copy.
@@ -61,6 +64,7 @@ public struct LogRecord: Sendable {
         var timeUnixNanoseconds: Int64?
         var lostByType: [KernelEventKind: UInt64] = [:]
         var untracked: TableGaps?
+        var settledByTable: TCPState?
 
         init() {}
 
@@ -70,6 +74,7 @@ public struct LogRecord: Sendable {
             kernel = o.kernel; started = o.started; time = o.time; timeUnixNanoseconds = o.timeUnixNanoseconds
             lostByType = o.lostByType
             untracked = o.untracked
+            settledByTable = o.settledByTable
         }
     }
     private var rare: Rare?
@@ -274,6 +279,7 @@ public struct LogRecordParser {
         var lport: UInt64?, rport: UInt64?
         var kernelFrom: JSONValue?, kernelTo: JSONValue?, kernelState: JSONValue?
         var what: JSONValue?, direction: JSONValue?, errnoValue: Int64?, reason: JSONValue?, timewait: JSONValue?
+        var toState: JSONValue?
         var ownerKnown = false, peerFin = false, noSocket = false, untrackedFlag = false
         var depth: UInt64?, limit: UInt64?
         var thresholds: JSONValue?, totalByType: JSONValue?, untracked: JSONValue?, time: JSONValue?
@@ -335,6 +341,7 @@ public struct LogRecordParser {
             case .what?: what = v
             case .timewait?: timewait = v
             case .step?: r.hasDocumentedStep = true
+            case .to?: toState = v
             case .direction?: direction = v
             case .reason?: reason = v
             case .errno?:
@@ -435,6 +442,11 @@ public struct LogRecordParser {
                 r.isKernelTransition = true
             }
             if let timewait { r.event.timewait = try Self.named(p, timewait, "timewait") }
+            if !r.isKernelTransition, let reason, reason.kind == .string,
+               JSONStrings.equals(p, reason, "kernel_table") || JSONStrings.equals(p, reason, "gone_from_kernel_table"),
+               let toState, let to = TCPState.allCases.first(where: { JSONStrings.equals(p, toState, $0.nameBytes) }) {
+                r.settledByTable = to
+            }
         case .retransmit:
             r.event.kind = .retransmit
             try setKernelState(p, kernelState, of: &r.event)

@@ -90,7 +90,7 @@ public enum LogSchema {
         case .transition:
             // Raw (kernel_*), documented (from/to/step), or both.
             Members(required: connection,
-                    optional: connectionOptional + documented + [.kernelFrom, .kernelTo, .prevStateNs, .peerFin, .timewait, .untracked])
+                    optional: connectionOptional + documented + [.kernelFrom, .kernelTo, .prevStateNs, .peerFin, .timewait, .untracked, .expiresMs])
         case .retransmit:
             Members(required: connection + [.kernelState, .what], optional: connectionOptional)
         case .reset:

@@ -76,8 +76,14 @@ public struct ReplayRun {
             if seeds.isEmpty { seedMono = r.mono }
             seeds.append(s)
         case .transition where !r.isKernelTransition:
-            // One the engine made (the 2MSL expiry): it will make it again.
-            engine.advance(to: r.mono, emit: emit)
+            if let to = r.settledByTable {
+                // Live, the kernel's socket table settled it: so does replay.
+                guard filter.keeps(r.event) else { filteredOut += 1; return }
+                engine.reconcile(r.event.connectionID, to: to, timeWaitLeftMilliseconds: r.expiresMilliseconds, at: r.mono, emit: emit)
+            } else {
+                // One the engine made (the 2MSL expiry): it will make it again.
+                engine.advance(to: r.mono, emit: emit)
+            }
         case .transition, .retransmit, .reset, .error, .listenDrop:
             engineStarted = true
             guard filter.keeps(r.event) else { filteredOut += 1; return }

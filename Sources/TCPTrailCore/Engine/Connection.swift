@@ -92,6 +92,21 @@ public struct StateChange: Sendable, Equatable {
     public var kernel: KernelEvent?
     /// Why, where the step alone does not say (e.g. `fin_wait_2_orphaned`).
     public var reason: String?
+    /// A TIME_WAIT read from the kernel's socket table: what was left of it (ms).
+    public var timeWaitLeftMilliseconds: UInt32?
+
+    public init(connection: ConnectionIdentity, monoNanoseconds: UInt64, from: TCPState, to: TCPState, step: Step,
+                inferred: Bool, kernel: KernelEvent?, reason: String? = nil, timeWaitLeftMilliseconds: UInt32? = nil) {
+        self.connection = connection
+        self.monoNanoseconds = monoNanoseconds
+        self.from = from
+        self.to = to
+        self.step = step
+        self.inferred = inferred
+        self.kernel = kernel
+        self.reason = reason
+        self.timeWaitLeftMilliseconds = timeWaitLeftMilliseconds
+    }
 }
 
 /// What the engine knows about one connection.
@@ -120,4 +135,7 @@ struct ConnectionRecord {
     var retransmitRunStart: UInt64 = 0
     var lastRetransmit: UInt64 = 0
     var retransmitRun = 0
+    /// When the kernel's socket table is next asked about it, if it idles in
+    /// a state the kernel leaves within round trips (see `staleConnections`).
+    var tableCheckDelay = HandshakeEngine.tableCheckFirstDelay
 }

@@ -299,7 +299,8 @@ public struct HandshakeEngine: Sendable {
         switch change.to {
         case .timeWait:
             let grace = c.inTimewaitSocket ? Self.followedTimeWaitGrace : 0
-            beginTimeWait(c.identity, ends: change.monoNanoseconds.addingSaturating(Self.timeWaitNanoseconds + grace), emit: emit)
+            let length = change.timeWaitLeftMilliseconds.map { UInt64($0) * 1_000_000 } ?? Self.timeWaitNanoseconds + grace
+            beginTimeWait(c.identity, ends: change.monoNanoseconds.addingSaturating(length), emit: emit)
             if c.passive {
                 report(.serverTimeWait, .warning, "The server side of \(c.identity.endpoints) closed first and now holds TIME_WAIT for 60 s; servers should let clients close first, or TIME_WAIT sockets pile up on the listening port.", change.monoNanoseconds, c.identity, emit: emit)
             }
@@ -428,6 +429,83 @@ public struct HandshakeEngine: Sendable {
             }
         }
         if c.pendingClose != nil { resolvePendingClose(id: id, emit: emit) }
+    }
+
+    // MARK: - The kernel's socket table
+
+    /// How long a connection idles in a state the kernel leaves within round
+    /// trips before the kernel's socket table is asked where it is; doubled
+    /// after each answer that it is still there, up to `tableCheckMaxDelay`.
+    public static let tableCheckFirstDelay: UInt64 = 2_000_000_000
+    public static let tableCheckMaxDelay: UInt64 = 64_000_000_000
+
+    /// A connection to look up in the kernel's socket table (sock_diag).
+    public struct TableQuery: Sendable, Equatable {
+        public var conn: ConnectionID
+        public var netns: UInt32
+        public var family: AddressFamily
+        public var local: Endpoint
+        public var remote: Endpoint
+        public var state: TCPState
+    }
+
+    /// Connections that idle in FIN_WAIT_1, CLOSING, LAST_ACK, or FIN_WAIT_2
+    /// outside a followed timewait socket, for longer than their check delay:
+    /// moves the tracepoints did not show. Under churn on 6.18, a socket now
+    /// and then goes from FIN_WAIT1 to TIME_WAIT with no inet_sock_set_state
+    /// and no tcp_destroy_sock at all (bpftrace on the same tracepoints misses
+    /// them alike, while the wire shows the FIN, its ACK and the peer's FIN),
+    /// and an event lost in the ring buffer leaves a connection behind the same way.
+    public func staleConnections(limit: Int = 4096) -> [TableQuery] {
+        var out: [TableQuery] = []
+        for (id, c) in connections where c.pendingClose == nil && now.subtractingSaturating(c.lastMono) >= c.tableCheckDelay {
+            switch c.state {
+            case .finWait1, .closing, .lastAck: break
+            case .finWait2 where !c.inTimewaitSocket: break
+            default: continue
+            }
+            out.append(TableQuery(conn: id, netns: c.identity.netns, family: c.identity.family, local: c.identity.local,
+                                  remote: c.identity.remote, state: c.state))
+            if out.count >= limit { break }
+        }
+        return out.sorted { $0.conn < $1.conn }
+    }
+
+    /// What the kernel's socket table says of a connection `staleConnections`
+    /// named: its state there (nil: gone), and for TIME_WAIT the ms left.
+    /// A move the table shows is emitted as an inferred change (reason
+    /// `kernel_table`; to CLOSED `gone_from_kernel_table`); the same state
+    /// waits twice as long before the next look.
+    public mutating func reconcile(_ conn: ConnectionID, kernel: KernelTCPState?, timeWaitLeftMilliseconds: UInt32 = 0,
+                                   at mono: UInt64, emit: (EngineOutput) -> Void) {
+        reconcile(conn, to: kernel.map { TCPState(kernel: $0) } ?? .closed, timeWaitLeftMilliseconds: timeWaitLeftMilliseconds, at: mono, emit: emit)
+    }
+
+    /// `reconcile` by the documented state the table showed (replay's way in).
+    public mutating func reconcile(_ conn: ConnectionID, to: TCPState, timeWaitLeftMilliseconds: UInt32 = 0,
+                                   at mono: UInt64, emit: (EngineOutput) -> Void) {
+        advance(to: mono, emit: emit)
+        guard var c = connections[conn], c.pendingClose == nil else { return }
+        let step: Step
+        switch to {
+        case .finWait2 where c.state == .finWait1: step = .finAcked
+        case .closing where c.state == .finWait1: step = .simultaneousClose
+        case .timeWait where c.state == .finWait1 || c.state == .finWait2 || c.state == .closing: step = .timeWait
+        case .closed: step = .closed
+        default:
+            // Still there (or a state it cannot have come to): look again later.
+            c.lastMono = mono
+            c.tableCheckDelay = min(c.tableCheckDelay * 2, Self.tableCheckMaxDelay)
+            connections[conn] = c
+            return
+        }
+        let left = to == .timeWait ? timeWaitLeftMilliseconds : nil
+        let change = StateChange(connection: c.identity, monoNanoseconds: mono, from: c.state, to: to, step: step, inferred: true, kernel: nil,
+                                 reason: to == .closed ? "gone_from_kernel_table" : "kernel_table", timeWaitLeftMilliseconds: left)
+        c.lastMono = mono
+        c.tableCheckDelay = Self.tableCheckFirstDelay
+        apply(change, to: &c, id: conn, emit: emit)
+        store(c, conn)
     }
 
     // MARK: - Time
