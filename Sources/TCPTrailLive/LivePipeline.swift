@@ -211,10 +211,15 @@ public final class LivePipeline: RingBufferConsumer {
         }
         for q in queries {
             guard let table = index[q.netns] else { continue }
-            let found = table[PairKey(family: q.family, local: q.local, remote: q.remote)]
+            var found = table[PairKey(family: q.family, local: q.local, remote: q.remote)]
+            // Another socket on the pair since (the cookie says; an accepted
+            // child's own id has the top bit and no cookie to compare): gone.
+            if let f = found, q.conn.cookie & Self.childIDBit == 0, f.cookie != q.conn.cookie { found = nil }
             engine!.reconcile(q.conn, kernel: found?.state, timeWaitLeftMilliseconds: found?.expiresMilliseconds ?? 0, at: mono) { write($0) }
         }
     }
+
+    private static let childIDBit: UInt64 = 1 << 63
 
     private struct PairKey: Hashable {
         var family: AddressFamily
@@ -241,6 +246,8 @@ public final class LivePipeline: RingBufferConsumer {
     /// Reports events the kernel could not queue, as soon as they are counted.
     public func lost(count: UInt64, total: UInt64, byKind: [KernelEventKind: UInt64]) {
         let now = WallClock.monotonicNow()
+        // What the lost events said is in the kernel's socket table.
+        if count > 0 { engine?.checkEverythingInTable(lostBy: now) }
         log?.lost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         json?.lost(count: count, total: total, byKind: byKind, mono: now, to: &out)
         text?.lost(count: count, total: total, byKind: byKind, mono: now, to: &out)

@@ -102,6 +102,30 @@ import Testing
         #expect(engine(full, advanceTo: full.mono + 2 * Self.second, into: &changes).staleConnections().map(\.state) == [.finWait2])
     }
 
+    /// After a loss every connection with no event since is asked about once,
+    /// in any state, listeners too; a newer one is not.
+    @Test func afterALossEveryConnectionWithNoEventSinceIsAskedAboutOnce() {
+        let old = Script(45, lport: 40005)
+        old.t(.close, .synSent).t(.synSent, .established)
+        var changes: [StateChange] = []
+        var e = engine(old, advanceTo: old.mono, into: &changes)
+        e.checkEverythingInTable(lostBy: old.mono + 1)
+        let newer = Script(46, lport: 40006, at: old.mono + 2)
+        newer.t(.close, .synSent)
+        for ev in newer.events { e.process(ev) { _ in } }
+        let asked = e.staleConnections()
+        #expect(asked.map(\.state) == [.established], "\(asked)")
+        guard let q = asked.first else { return }
+        e.reconcile(q.conn, kernel: .established, at: newer.mono + 1) { if case .change(let c) = $0 { changes.append(c) } }
+        #expect(e.staleConnections().isEmpty && e.state(of: q.conn) == .established)
+        // Gone from the table: an established connection whose close was lost ends.
+        e.checkEverythingInTable(lostBy: newer.mono + 2)
+        let again = e.staleConnections().map(\.conn)
+        #expect(Set(again).count == 2)
+        e.reconcile(q.conn, kernel: nil, at: newer.mono + 3) { if case .change(let c) = $0 { changes.append(c) } }
+        #expect(changes.last?.from == .established && changes.last?.to == .closed && changes.last?.reason == "gone_from_kernel_table")
+    }
+
     /// The settled change goes into the log with `expires_ms`, and replay
     /// settles it alike: the same transitions, the TIME_WAIT ended at the same time.
     @Test func replayOfTheLogSettlesItAlike() throws {

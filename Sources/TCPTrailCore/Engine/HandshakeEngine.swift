@@ -456,19 +456,63 @@ public struct HandshakeEngine: Sendable {
     /// and no tcp_destroy_sock at all (bpftrace on the same tracepoints misses
     /// them alike, while the wire shows the FIN, its ACK and the peer's FIN),
     /// and an event lost in the ring buffer leaves a connection behind the same way.
+    ///
+    /// After events were lost (`checkEverythingInTable`), every connection
+    /// with no event since, listeners too, once, whatever its state.
     public func staleConnections(limit: Int = 4096) -> [TableQuery] {
         var out: [TableQuery] = []
-        for (id, c) in connections where c.pendingClose == nil && now.subtractingSaturating(c.lastMono) >= c.tableCheckDelay {
-            switch c.state {
-            case .finWait1, .closing, .lastAck: break
-            case .finWait2 where !c.inTimewaitSocket: break
-            default: continue
+        for (id, c) in connections where c.pendingClose == nil {
+            if c.lastMono <= tableCheckBefore {
+                guard c.state != .closed else { continue }
+            } else {
+                guard now.subtractingSaturating(c.lastMono) >= c.tableCheckDelay else { continue }
+                switch c.state {
+                case .finWait1, .closing, .lastAck: break
+                case .finWait2 where !c.inTimewaitSocket: break
+                default: continue
+                }
             }
             out.append(TableQuery(conn: id, netns: c.identity.netns, family: c.identity.family, local: c.identity.local,
                                   remote: c.identity.remote, state: c.state))
             if out.count >= limit { break }
         }
         return out.sorted { $0.conn < $1.conn }
+    }
+
+    /// Events were lost by `mono`: `staleConnections` names every connection
+    /// with no event since (also those an accept hold hands over later).
+    public mutating func checkEverythingInTable(lostBy mono: UInt64) {
+        if mono > tableCheckBefore { tableCheckBefore = mono }
+    }
+
+    private var tableCheckBefore: UInt64 = 0
+
+    /// How far along a connection's life a state is: the table's answer
+    /// settles a connection only forward (a pair reused since is not it).
+    private static func lifeRank(_ s: TCPState) -> Int {
+        switch s {
+        case .closed, .listen: 0
+        case .synSent, .synReceived: 1
+        case .established: 2
+        case .finWait1, .closeWait: 3
+        case .finWait2, .closing, .lastAck: 4
+        case .timeWait: 5
+        }
+    }
+
+    /// The step a settled move to `to` is told as.
+    private static func settledStep(from: TCPState, to: TCPState) -> Step {
+        switch to {
+        case .established: .established
+        case .finWait1: .finSent
+        case .finWait2: .finAcked
+        case .closeWait: .finReceived
+        case .closing: .simultaneousClose
+        case .lastAck: .finSent
+        case .timeWait: .timeWait
+        case .closed where from == .listen: .unlisten
+        case .closed, .listen, .synSent, .synReceived: .closed
+        }
     }
 
     /// What the kernel's socket table says of a connection `staleConnections`
@@ -486,19 +530,14 @@ public struct HandshakeEngine: Sendable {
                                    at mono: UInt64, emit: (EngineOutput) -> Void) {
         advance(to: mono, emit: emit)
         guard var c = connections[conn], c.pendingClose == nil else { return }
-        let step: Step
-        switch to {
-        case .finWait2 where c.state == .finWait1: step = .finAcked
-        case .closing where c.state == .finWait1: step = .simultaneousClose
-        case .timeWait where c.state == .finWait1 || c.state == .finWait2 || c.state == .closing: step = .timeWait
-        case .closed: step = .closed
-        default:
+        guard to == .closed || Self.lifeRank(to) > Self.lifeRank(c.state) else {
             // Still there (or a state it cannot have come to): look again later.
             c.lastMono = mono
             c.tableCheckDelay = min(c.tableCheckDelay * 2, Self.tableCheckMaxDelay)
             connections[conn] = c
             return
         }
+        let step = Self.settledStep(from: c.state, to: to)
         let left = to == .timeWait ? timeWaitLeftMilliseconds : nil
         let change = StateChange(connection: c.identity, monoNanoseconds: mono, from: c.state, to: to, step: step, inferred: true, kernel: nil,
                                  reason: to == .closed ? "gone_from_kernel_table" : "kernel_table", timeWaitLeftMilliseconds: left)
