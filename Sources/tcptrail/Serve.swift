@@ -64,6 +64,9 @@ struct Serve: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Open /api/stream clients at most (and no more than --max-clients); a new one beyond this is answered 503.", valueName: "clients"))
     var maxStreams: Int = ServeLimits.defaults.maxStreams
 
+    @Flag(help: "Leave /metrics out (answered 404) and count nothing for it.")
+    var noMetrics = false
+
     @OptionGroup var filters: FilterOptions
 
     @OptionGroup var live: LiveOptions
@@ -109,8 +112,8 @@ struct Serve: ParsableCommand {
         let sink = LivePipeline(format: .none, filter: filter, limit: nil, engine: HandshakeEngine(thresholds: thresholds), log: log)
         sink.writeLogHeader(version: TCPTrail.version, filters: filters.json, thresholds: thresholds.json,
                             features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
-        sink.metrics = MetricsTally()
-        let metrics = ServeMetrics(version: TCPTrail.version, tables: session.program.tables)
+        if !noMetrics { sink.metrics = MetricsTally() }
+        let metrics = noMetrics ? nil : ServeMetrics(version: TCPTrail.version, tables: session.program.tables)
         // The engine's records are applied to the shared board once per turn, under one lock.
         nonisolated(unsafe) var pending: [EngineOutput] = []
         sink.observer = { pending.append($0) }
@@ -119,7 +122,7 @@ struct Serve: ParsableCommand {
         try session.begin(sink: sink)
         state.apply(pending, lost: session.lost, now: WallClock.monotonicNow())
         pending.removeAll()
-        metrics.publish(sink, session, now: WallClock.monotonicNow(), force: true)
+        metrics?.publish(sink, session, now: WallClock.monotonicNow(), force: true)
 
         var limits = self.limits
         if let warning = limits.fitToDescriptorLimit() { Diagnostics.note(warning) }
@@ -131,7 +134,7 @@ struct Serve: ParsableCommand {
             sink.finishLog(lost: session.lost, untracked: session.gaps(session.latestStats))
             throw CommandFailure(message, status: .addressUnavailable)
         case .success(let address):
-            Diagnostics.note("tcptrail: serving live timelines on http://\(address)/ and metrics on http://\(address)/metrics ; Ctrl-C to stop")
+            Diagnostics.note("tcptrail: serving live timelines on http://\(address)/\(metrics == nil ? "" : " and metrics on http://\(address)/metrics") ; Ctrl-C to stop")
         }
         // Under systemd (Type=notify): ready once it traces and listens; the
         // watchdog is fed by the tracing loop, so a stuck tracer is restarted.
@@ -144,7 +147,7 @@ struct Serve: ParsableCommand {
             let now = WallClock.monotonicNow()
             state.apply(pending, lost: session.lost, now: now)
             pending.removeAll(keepingCapacity: true)
-            metrics.publish(sink, session, now: now)
+            metrics?.publish(sink, session, now: now)
             if let interval = notify.watchdogInterval, now >= nextWatchdog {
                 notify.send("WATCHDOG=1")
                 nextWatchdog = now + interval
@@ -154,7 +157,7 @@ struct Serve: ParsableCommand {
         let stats = session.stop()
         state.apply(pending, lost: stats.lost, now: WallClock.monotonicNow())
         sink.finishLog(lost: stats.lost, untracked: session.gaps(stats))
-        metrics.publish(sink, session, now: WallClock.monotonicNow(), force: true)
+        metrics?.publish(sink, session, now: WallClock.monotonicNow(), force: true)
         var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
         if sink.exportErrors > 0 { summary += ", \(sink.exportErrors) records not written to \(logFile.output ?? "the log")" }
         Diagnostics.note(summary)
@@ -469,7 +472,8 @@ final class AcceptPause: ChannelInboundHandler {
 /// The HTTP side: routes, the Host check, the event stream.
 struct WebServer: Sendable {
     let state: LiveBoard
-    let metrics: ServeMetrics
+    /// Nil with --no-metrics.
+    let metrics: ServeMetrics?
     let host: String
     let port: Int
     let limits: ServeLimits
@@ -552,13 +556,12 @@ struct WebServer: Sendable {
             headers[.cacheControl] = "no-store"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: TimelinePage.bytes)))
         }
-        let metrics = self.metrics
-        router.get("/metrics") { _, _ -> Response in
+        if let metrics = self.metrics { router.get("/metrics") { _, _ -> Response in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             headers[.cacheControl] = "no-store"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
-        }
+        } }
         router.get("/api/board") { request, _ -> Response in
             let parsed = Self.request(request, Self.boardParameters)
             guard case .success(let asked) = parsed else { return Self.refusal(parsed) }
