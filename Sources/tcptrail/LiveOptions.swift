@@ -82,7 +82,7 @@ struct LiveOptions: ParsableArguments {
 
 /// The kept log (`--output` and its rotation), for `trace` and `serve`.
 struct LogFileOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json; default: none).", valueName: "file"))
+    @Option(help: ArgumentHelp("Also write every record as JSON Lines to this file (mode 0600; for trace, '-' is stdout, as --json; default: none).", valueName: "file"))
     var output: String?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Rotate the --output file before it passes this size in bytes (K/M/G suffixes, at least 4K; default: never).", valueName: "bytes"))

@@ -21,6 +21,9 @@ struct Serve: ParsableCommand {
         state, with anomalies marked; it updates live by server-sent events. The API: \
         /api/board (what the page shows), /api/connections, /api/events (recent state changes \
         and anomalies), /api/stream (server-sent events, one 'board' event every 500 ms). \
+        /metrics is for Prometheus (docs/metrics.md; --no-metrics leaves it out). With --output \
+        it also keeps the JSON Lines log, as trace does; under systemd it tells $NOTIFY_SOCKET \
+        READY=1 and WATCHDOG=1 (packaging/tcptrail.service). \
         A query parameter the API does not take, or a value it cannot read (?state=bogus, \
         ?limit=abc), is answered 400 with one line naming it and what it accepts. \
         It binds to loopback unless --allow-remote: the data names processes and endpoints \
@@ -99,8 +102,9 @@ struct Serve: ParsableCommand {
     private func serve() throws {
         guard let address = ServeAddress(listen) else { throw ExitCode.validationFailure }
         let (host, port) = (address.host, address.port)
-        // One filter value: the kernel's config and the user-space check are made from it.
+        // The log's path is checked before the seconds of loading, created after.
         let log = try logFile.log()
+        // One filter value: the kernel's config and the user-space check are made from it.
         let filter = filters.eventFilter
         let session = try TraceSession(options: live.session(filter))
         try LogFileOptions.open(log)

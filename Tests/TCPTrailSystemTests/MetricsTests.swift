@@ -151,7 +151,13 @@ struct MetricsTests {
         defer { serve.signal(SIGKILL) }
         try Peer.exchange(ns, port: port, n: 3)
         _ = try run(ns.command(["bash", "-c", "(exec 3<>/dev/tcp/127.0.0.1/\(Unique.port())) 2>/dev/null; true"]))
-        sleep(2)
+        // A listener that never accepts, and eight connects at once: its queue overflows.
+        let overflowPort = Unique.port()
+        let listener = try Peer(ns, ["server", "127.0.0.1", "\(overflowPort)", "1", "--backlog", "0", "--no-accept", "--hold", "600"])
+        try listener.background.waitFor("listening")
+        let clients = try Background(ns.command(["python3", "-c", ListenOverflowTests.connects, "127.0.0.1", "\(overflowPort)", "8", "3"]))
+        try clients.waitFor("sent")
+        sleep(3)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("ttmetrics-\(getpid())-\(Unique.next()).txt").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         let fetched = try run(["curl", "-sS", "-o", file, "-w", "%{http_code} %{content_type}", "http://127.0.0.1:\(webPort)/metrics"])
@@ -161,6 +167,10 @@ struct MetricsTests {
                      "tcptrail_events_lost_total{", "tcptrail_connections{", "tcptrail_build_info{", "tcptrail_ring_buffer_size_bytes "] {
             #expect(text.contains(name), "\(name) missing")
         }
+        // Reported once a second per listener: at most what the kernel counted, and some.
+        let overflows = try ns.nstat(["TcpExtListenOverflows"])["TcpExtListenOverflows"] ?? 0
+        let reported = Self.samples(text)["tcptrail_listen_overflows_total{laddr=\"127.0.0.1\",lport=\"\(overflowPort)\"}"] ?? 0
+        #expect(overflows > 0 && reported > 0 && reported <= Double(overflows), "metrics \(reported), nstat \(overflows)")
         let check = try run(["sh", "-c", "promtool check metrics < \"$0\"", file], check: false)
         #expect(check.status == 0 && check.stdout.isEmpty && check.stderr.isEmpty, "promtool: \(check.stdout) \(check.stderr)")
         // Every name is tcptrail's, and no label names a connection or an ephemeral port.

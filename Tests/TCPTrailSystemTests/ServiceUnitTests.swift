@@ -69,6 +69,14 @@ import Testing
         #expect(try Self.setting("EnvironmentFile") == "-/etc/default/tcptrail")
     }
 
+    /// serve's log flags are trace's, less standard output (serve writes none).
+    @Test func serveRefusesALogOnStandardOutputAndRotationWithoutALog() throws {
+        let dash = try run([Products.tcptrail, "serve", "--output", "-"], check: false, timeout: 30)
+        #expect(dash.status == 64 && dash.stderr.contains("--output - would be standard output"), "\(dash.stderr)")
+        let rotate = try run([Products.tcptrail, "serve", "--rotate-size", "1M"], check: false, timeout: 30)
+        #expect(rotate.status == 64 && rotate.stderr.contains("--rotate-size needs --output FILE"), "\(rotate.stderr)")
+    }
+
     /// An abstract unix datagram socket, as systemd's own NOTIFY_SOCKET can be.
     final class NotifySocket {
         let fd: Int32
