@@ -180,6 +180,32 @@ struct MetricsTests {
         }
     }
 
+    /// A 4 KiB ring buffer drained once a second under churn loses events:
+    /// tcptrail_events_lost_total by type is the log's last `lost` record's
+    /// total_by_type, and its sum the summary's `lost`.
+    @Test func lostEventsByTypeAreTheLogs() throws {
+        let ns = try NetworkNamespace(prefix: "ttl")
+        let dir = try EventLogTests.PrivateDirectory()
+        let webPort = Unique.port(), port = Unique.port()
+        let serve = try Self.serve(port: webPort, ["--netns", "\(try ns.inode)", "--buffer-size", "4K", "--poll-interval", "1000",
+                                                   "--output", dir.path + "/trace.jsonl"])
+        defer { serve.signal(SIGKILL) }
+        let churn = dir.path + "/churn"
+        try run(["gcc", "-O2", "-pthread", "-o", churn, InstallTests.root.appendingPathComponent("bench/churn.c").path])
+        try run(ns.command([churn, "-t", "2", "-d", "2", "-p", "\(port)"]))
+        sleep(2)
+        let samples = Self.samples(try run(["curl", "-sS", "http://127.0.0.1:\(webPort)/metrics"]).stdout)
+        serve.signal(SIGINT)
+        #expect(try serve.wait() == 0)
+        let records = try EventLogTests().lines(dir.path + "/trace.jsonl")
+        let last = try #require(records.last { $0.str("type") == "lost" }, "nothing was lost; the scenario proves nothing")
+        let byType = try #require(last["total_by_type"] as? [String: Int])
+        let metrics = samples.filter { $0.key.hasPrefix("tcptrail_events_lost_total{") && $0.value > 0 }
+        #expect(metrics == Dictionary(uniqueKeysWithValues: byType.map { ("tcptrail_events_lost_total{type=\"\($0.key)\"}", Double($0.value)) }))
+        let summary = try #require(records.last { $0.str("type") == "summary" })
+        #expect(metrics.values.reduce(0, +) == Double(summary.int("lost")) && summary.int("lost") == last.int("total"))
+    }
+
     /// "name{labels}" -> value, from the text exposition (no histograms' buckets needed).
     static func samples(_ text: String) -> [String: Double] {
         var out: [String: Double] = [:]
