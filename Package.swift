@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
+        // `serve`'s /metrics in the Prometheus text exposition format.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // Microbenchmarks with allocation counts (Benchmarks/, `swift package benchmark`).
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
@@ -72,6 +74,7 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             // The timeline page: served by `serve`, written by `replay --html`.
             resources: [.embedInCode("Web/timeline.html")]

@@ -27,6 +27,8 @@ public final class LivePipeline: RingBufferConsumer {
     /// The exported log (--output FILE): its own writer, sequence, rotation and headers.
     private let log: LogFileSink?
     public private(set) var events: UInt64 = 0
+    /// `/metrics`' counts of the records written (serve sets it).
+    public var metrics: MetricsTally?
     /// Sees every record the engine makes (the live views' board).
     public var observer: ((EngineOutput) -> Void)?
     public private(set) var undecodable: UInt64 = 0
@@ -131,6 +133,7 @@ public final class LivePipeline: RingBufferConsumer {
         log?.record(output, to: &out)
         json?.record(output, to: &out)
         text?.record(output, to: &out)
+        metrics?.record(output, to: &out)
         observer?(output)
     }
 

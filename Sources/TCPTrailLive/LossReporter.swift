@@ -13,8 +13,12 @@ final class LossReporter {
         self.sink = sink
     }
 
+    /// The counters as the last check read them.
+    private(set) var latest = KernelStats()
+
     func check() {
         let stats = program.readStats()
+        latest = stats
         if stats.lost > seen {
             sink.lost(count: stats.lost - seen, total: stats.lost, byKind: stats.lostByKind)
             seen = stats.lost

@@ -24,6 +24,10 @@ public final class TraceSession {
     private var nextQueueCheck: UInt64 = 0
     private var checks = 0
     private let pollInterval: Int32
+    private let ringBufferBytes: UInt64
+    /// The ring's fill, sampled before each drain; nil if its pages could not be mapped.
+    private var fill: RingBufferFill?
+    private var fullestSinceTaken: UInt64 = 0
     private var stopped = false
     /// The listeners open at start, for user space's owner fallback.
     private var startListeners: [ListenerOwner] = []
@@ -54,6 +58,7 @@ public final class TraceSession {
         case .failure(let error): throw error.failure
         }
         pollInterval = options.pollInterval
+        ringBufferBytes = UInt64(settings.ringBufferBytes)
         startListeners = scanned
         let missing = program.plan.features.filter { !$0.available }.map(\.feature.rawValue)
         if !missing.isEmpty {
@@ -79,6 +84,7 @@ public final class TraceSession {
             throw error.failure
         }
         loss = LossReporter(program: program, sink: sink)
+        fill = RingBufferFill(mapFD: fd, capacity: ringBufferBytes)
         // Attached first, then read what is open, so nothing falls between the two.
         if !raw {
             let open = SocketDiag.snapshotAllNamespaces()
@@ -96,6 +102,7 @@ public final class TraceSession {
     /// One turn: wait up to `timeout` ms for events, take them, run the timers.
     public func step(timeoutMilliseconds timeout: Int32? = nil) {
         guard let sink else { return }
+        if let used = fill?.used, used > fullestSinceTaken { fullestSinceTaken = used }
         if let rc = reader?.poll(timeoutMilliseconds: timeout ?? pollInterval), rc < 0, -rc != EINTR {
             // A signal interrupts the wait (EINTR): not an error. Anything else is said once and counted.
             if pollErrors == 0 {
@@ -152,6 +159,16 @@ public final class TraceSession {
     /// What full kernel tables kept from the record, from `stats`.
     public func gaps(_ stats: KernelStats) -> TableGaps {
         TableGaps(stats, named: sink?.acceptedNamed ?? 0)
+    }
+
+    /// The kernel's counters as the last turn read them (no map read of its own).
+    public var latestStats: KernelStats { loss?.latest ?? KernelStats() }
+
+    /// The most bytes the ring held at a turn since the last call, and its size; nil if unknown.
+    public func takeRingFill() -> (fullest: UInt64, capacity: UInt64)? {
+        guard let fill else { return nil }
+        defer { fullestSinceTaken = 0 }
+        return (max(fullestSinceTaken, fill.used), fill.capacity)
     }
 
     /// Events the kernel could not queue so far.

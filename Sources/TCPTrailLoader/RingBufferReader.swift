@@ -53,3 +53,40 @@ public final class RingBufferReader {
     @discardableResult
     public func drain() -> Int32 { ring_buffer__consume(ring) }
 }
+
+/// How full the ring buffer is: the producer's position less the consumer's,
+/// read from the map's two position pages (mapped read-only, apart from
+/// libbpf's mapping; this libbpf has no ring__avail_data_size).
+public final class RingBufferFill {
+    private let consumerPage: UnsafeMutableRawPointer
+    private let producerPage: UnsafeMutableRawPointer
+    private let pageSize: Int
+    /// The ring's data size in bytes.
+    public let capacity: UInt64
+
+    /// Nil when the pages cannot be mapped (the gauge is then left out).
+    public init?(mapFD: Int32, capacity: UInt64) {
+        pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard let c = mmap(nil, pageSize, PROT_READ, MAP_SHARED, mapFD, 0), c != MAP_FAILED else { return nil }
+        guard let p = mmap(nil, pageSize, PROT_READ, MAP_SHARED, mapFD, off_t(pageSize)), p != MAP_FAILED else {
+            munmap(c, pageSize)
+            return nil
+        }
+        consumerPage = c
+        producerPage = p
+        self.capacity = capacity
+    }
+
+    /// Bytes written and not yet read, record headers included.
+    public var used: UInt64 {
+        // Each position is one aligned 8-byte word the kernel stores whole.
+        let consumer = consumerPage.load(as: UInt64.self)
+        let producer = producerPage.load(as: UInt64.self)
+        return producer >= consumer ? min(producer - consumer, capacity) : 0
+    }
+
+    deinit {
+        munmap(consumerPage, pageSize)
+        munmap(producerPage, pageSize)
+    }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import TCPTrailCore
 import TCPTrailLoader
@@ -53,5 +54,20 @@ struct FilterOptions: ParsableArguments {
         f.netns = netns
         f.addresses = addresses.compactMap(AddressPrefix.init)
         return f
+    }
+
+    /// The filters in force, for the log header.
+    var json: String {
+        var f: [String: Any] = [:]
+        if !pids.isEmpty { f["pid"] = pids }
+        if !ports.isEmpty { f["port"] = ports }
+        if !localPorts.isEmpty { f["lport"] = localPorts }
+        if !remotePorts.isEmpty { f["rport"] = remotePorts }
+        if ipv4Only { f["family"] = 4 }
+        if ipv6Only { f["family"] = 6 }
+        if let netns = netns { f["netns"] = netns }
+        if !addresses.isEmpty { f["addr"] = addresses }
+        let data = (try? JSONSerialization.data(withJSONObject: f, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
     }
 }

@@ -79,3 +79,52 @@ struct LiveOptions: ParsableArguments {
         return s
     }
 }
+
+/// The kept log (`--output` and its rotation), for `trace` and `serve`.
+struct LogFileOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Also write every record as JSON Lines to this file (mode 0600; for trace, '-' is stdout, as --json; default: none).", valueName: "file"))
+    var output: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Rotate the --output file before it passes this size in bytes (K/M/G suffixes, at least 4K; default: never).", valueName: "bytes"))
+    var rotateSize: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Rotated files to keep (FILE.1 is the newest; 0 to 1000).", valueName: "files"))
+    var rotateKeep: Int = 5
+
+    @Flag(help: "Allow --output in a directory other users can write.")
+    var allowSharedDir = false
+
+    mutating func validate() throws {
+        if let rotateSize {
+            guard let bytes = LiveOptions.parseSize(rotateSize), bytes >= 4096 else {
+                throw ValidationError("--rotate-size '\(rotateSize)' is not a size of at least 4K, such as 64K or 100M")
+            }
+            _ = bytes
+            if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
+        }
+        try OptionCheck.count(rotateKeep, "--rotate-keep", in: 0...1000)
+    }
+
+    /// The log at --output (not '-'), its directory and any file already there
+    /// checked; nothing is created until `open()`.
+    func log() throws(CommandFailure) -> EventLog? {
+        guard let output, output != "-" else { return nil }
+        do {
+            let log = try EventLog(path: output, allowSharedDirectory: allowSharedDir)
+            log.rotation = LogRotation(maxBytes: rotateSize.flatMap(LiveOptions.parseSize).map { Int($0) }, keep: rotateKeep)
+            return log
+        } catch {
+            throw error.failure
+        }
+    }
+
+    /// Creates the file, once the tracer is attached: a file that cannot be created ends the run here.
+    static func open(_ log: EventLog?) throws(CommandFailure) {
+        guard let log else { return }
+        do throws(EventLog.OpenError) {
+            try log.open()
+        } catch {
+            throw error.failure
+        }
+    }
+}

@@ -21,6 +21,9 @@ struct Serve: ParsableCommand {
         state, with anomalies marked; it updates live by server-sent events. The API: \
         /api/board (what the page shows), /api/connections, /api/events (recent state changes \
         and anomalies), /api/stream (server-sent events, one 'board' event every 500 ms). \
+        /metrics is for Prometheus (docs/metrics.md; --no-metrics leaves it out). With --output \
+        it also keeps the JSON Lines log, as trace does; under systemd it tells $NOTIFY_SOCKET \
+        READY=1 and WATCHDOG=1 (packaging/tcptrail.service). \
         A query parameter the API does not take, or a value it cannot read (?state=bogus, \
         ?limit=abc), is answered 400 with one line naming it and what it accepts. \
         It binds to loopback unless --allow-remote: the data names processes and endpoints \
@@ -64,11 +67,17 @@ struct Serve: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Open /api/stream clients at most (and no more than --max-clients); a new one beyond this is answered 503.", valueName: "clients"))
     var maxStreams: Int = ServeLimits.defaults.maxStreams
 
+    @Flag(help: "Leave /metrics out (answered 404) and count nothing for it.")
+    var noMetrics = false
+
     @OptionGroup var filters: FilterOptions
 
     @OptionGroup var live: LiveOptions
 
+    @OptionGroup var logFile: LogFileOptions
+
     mutating func validate() throws {
+        if logFile.output == "-" { throw ValidationError("--output - would be standard output, which serve does not write; give a FILE such as /var/log/tcptrail/trace.jsonl") }
         guard let address = ServeAddress(listen) else {
             throw ValidationError("--listen '\(listen)' is not ADDRESS:PORT such as 127.0.0.1:8080 or [::1]:8080")
         }
@@ -93,15 +102,22 @@ struct Serve: ParsableCommand {
     private func serve() throws {
         guard let address = ServeAddress(listen) else { throw ExitCode.validationFailure }
         let (host, port) = (address.host, address.port)
+        // The log's path is checked before the seconds of loading, created after.
+        let log = try logFile.log()
         // One filter value: the kernel's config and the user-space check are made from it.
         let filter = filters.eventFilter
         let session = try TraceSession(options: live.session(filter))
+        try LogFileOptions.open(log)
         tt_install_stop_handlers()
         if !address.isLoopback {
             Diagnostics.note("tcptrail: warning: serving on \(listen), not loopback: anyone who can reach it sees every connection on this host (no authentication)")
         }
-        let sink = LivePipeline(format: .none, filter: filter, limit: nil,
-                                engine: HandshakeEngine(thresholds: live.anomalies.thresholds), log: nil)
+        let thresholds = live.anomalies.thresholds
+        let sink = LivePipeline(format: .none, filter: filter, limit: nil, engine: HandshakeEngine(thresholds: thresholds), log: log)
+        sink.writeLogHeader(version: TCPTrail.version, filters: filters.json, thresholds: thresholds.json,
+                            features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
+        if !noMetrics { sink.metrics = MetricsTally() }
+        let metrics = noMetrics ? nil : ServeMetrics(version: TCPTrail.version, tables: session.program.tables)
         // The engine's records are applied to the shared board once per turn, under one lock.
         nonisolated(unsafe) var pending: [EngineOutput] = []
         sink.observer = { pending.append($0) }
@@ -110,27 +126,45 @@ struct Serve: ParsableCommand {
         try session.begin(sink: sink)
         state.apply(pending, lost: session.lost, now: WallClock.monotonicNow())
         pending.removeAll()
+        metrics?.publish(sink, session, now: WallClock.monotonicNow(), force: true)
 
         var limits = self.limits
         if let warning = limits.fitToDescriptorLimit() { Diagnostics.note(warning) }
-        let server = WebServer(state: state, host: host, port: port, limits: limits, streams: Admission(limit: limits.maxStreams))
+        let server = WebServer(state: state, metrics: metrics, host: host, port: port, limits: limits, streams: Admission(limit: limits.maxStreams))
         let started = server.start()
         switch started {
         case .failure(let message):
             session.stop()
+            sink.finishLog(lost: session.lost, untracked: session.gaps(session.latestStats))
             throw CommandFailure(message, status: .addressUnavailable)
         case .success(let address):
-            Diagnostics.note("tcptrail: serving live timelines on http://\(address)/ ; Ctrl-C to stop")
+            Diagnostics.note("tcptrail: serving live timelines on http://\(address)/\(metrics == nil ? "" : " and metrics on http://\(address)/metrics") ; Ctrl-C to stop")
         }
+        // Under systemd (Type=notify): ready once it traces and listens; the
+        // watchdog is fed by the tracing loop, so a stuck tracer is restarted.
+        let notify = SystemdNotify(environment: ProcessInfo.processInfo.environment)
+        notify.send("READY=1\nSTATUS=tracing; serving on \(listen)")
+        var nextWatchdog = WallClock.monotonicNow()
 
         while tt_stop_signal() == 0 {
             session.step()
-            state.apply(pending, lost: session.lost, now: WallClock.monotonicNow())
+            let now = WallClock.monotonicNow()
+            state.apply(pending, lost: session.lost, now: now)
             pending.removeAll(keepingCapacity: true)
+            metrics?.publish(sink, session, now: now)
+            if let interval = notify.watchdogInterval, now >= nextWatchdog {
+                notify.send("WATCHDOG=1")
+                nextWatchdog = now + interval
+            }
         }
+        notify.send("STOPPING=1")
         let stats = session.stop()
         state.apply(pending, lost: stats.lost, now: WallClock.monotonicNow())
-        Diagnostics.note("tcptrail: \(sink.events) events, \(stats.lost) lost")
+        sink.finishLog(lost: stats.lost, untracked: session.gaps(stats))
+        metrics?.publish(sink, session, now: WallClock.monotonicNow(), force: true)
+        var summary = "tcptrail: \(sink.events) events, \(stats.lost) lost"
+        if sink.exportErrors > 0 { summary += ", \(sink.exportErrors) records not written to \(logFile.output ?? "the log")" }
+        Diagnostics.note(summary)
     }
 
     /// The inode of this process's network namespace, as the records' `netns`.
@@ -442,6 +476,8 @@ final class AcceptPause: ChannelInboundHandler {
 /// The HTTP side: routes, the Host check, the event stream.
 struct WebServer: Sendable {
     let state: LiveBoard
+    /// Nil with --no-metrics.
+    let metrics: ServeMetrics?
     let host: String
     let port: Int
     let limits: ServeLimits
@@ -524,6 +560,12 @@ struct WebServer: Sendable {
             headers[.cacheControl] = "no-store"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: TimelinePage.bytes)))
         }
+        if let metrics = self.metrics { router.get("/metrics") { _, _ -> Response in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            headers[.cacheControl] = "no-store"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
+        } }
         router.get("/api/board") { request, _ -> Response in
             let parsed = Self.request(request, Self.boardParameters)
             guard case .success(let asked) = parsed else { return Self.refusal(parsed) }

@@ -49,17 +49,7 @@ struct Trace: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Stop after this many events (default: no limit).", valueName: "events"), transform: OptionCheck.positiveWhole)
     var count: UInt64?
 
-    @Option(help: ArgumentHelp("Also write every record as JSON Lines to this file (mode 0600; '-' is stdout, as --json; default: none).", valueName: "file"))
-    var output: String?
-
-    @Option(parsing: .unconditional, help: ArgumentHelp("Rotate the --output file before it passes this size in bytes (K/M/G suffixes, at least 4K; default: never).", valueName: "bytes"))
-    var rotateSize: String?
-
-    @Option(parsing: .unconditional, help: ArgumentHelp("Rotated files to keep (FILE.1 is the newest; 0 to 1000).", valueName: "files"))
-    var rotateKeep: Int = 5
-
-    @Flag(help: "Allow --output in a directory other users can write.")
-    var allowSharedDir = false
+    @OptionGroup var logFile: LogFileOptions
 
     @Flag(help: "Kernel transitions only, as the kernel names them: no handshake engine, no anomalies.")
     var raw = false
@@ -73,16 +63,11 @@ struct Trace: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Text lines per second for one anomaly on one endpoint (a listener, or a peer) before the rest of that second are counted in one line (0 prints every one). JSON and --output always record each.", valueName: "lines"))
     var anomalyLines: Int = 5
 
+    /// `--output`: '-' is standard output.
+    var output: String? { logFile.output }
+
     mutating func validate() throws {
         if let duration { try OptionCheck.seconds(duration, "--duration", in: 0.001...OptionCheck.longestSeconds) }
-        if let rotateSize {
-            guard let bytes = LiveOptions.parseSize(rotateSize), bytes >= 4096 else {
-                throw ValidationError("--rotate-size '\(rotateSize)' is not a size of at least 4K, such as 64K or 100M")
-            }
-            _ = bytes
-            if output == nil || output == "-" { throw ValidationError("--rotate-size needs --output FILE") }
-        }
-        try OptionCheck.count(rotateKeep, "--rotate-keep", in: 0...1000)
         try OptionCheck.count(anomalyLines, "--anomaly-lines", in: 0...1_000_000)
         if noSnapshot && snapshot != .compact && snapshot != .none {
             throw ValidationError("--no-snapshot and --snapshot \(snapshot.rawValue) disagree: pick one")
@@ -108,22 +93,6 @@ struct Trace: ParsableCommand {
         return f
     }
 
-    /// The filters in force, for the log header.
-    func filtersJSON() -> String {
-        var f: [String: Any] = [:]
-        if !filters.pids.isEmpty { f["pid"] = filters.pids }
-        if !filters.ports.isEmpty { f["port"] = filters.ports }
-        if !filters.localPorts.isEmpty { f["lport"] = filters.localPorts }
-        if !filters.remotePorts.isEmpty { f["rport"] = filters.remotePorts }
-        if filters.ipv4Only { f["family"] = 4 }
-        if filters.ipv6Only { f["family"] = 6 }
-        if let netns = filters.netns { f["netns"] = netns }
-        if !filters.addresses.isEmpty { f["addr"] = filters.addresses }
-        let data = (try? JSONSerialization.data(withJSONObject: f, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
-
-
     func run() throws {
         try Diagnostics.running(trace)
     }
@@ -133,26 +102,11 @@ struct Trace: ParsableCommand {
         // first, so a bad path fails before the seconds of loading; nothing is
         // created until the privilege checks pass and the program is loaded
         // and attached (77, 75 and the rest leave no file behind).
-        var log: EventLog?
-        if let output, output != "-" {
-            do {
-                log = try EventLog(path: output, allowSharedDirectory: allowSharedDir)
-                log?.rotation = LogRotation(maxBytes: rotateSize.flatMap(LiveOptions.parseSize).map { Int($0) }, keep: rotateKeep)
-            } catch {
-                throw error.failure
-            }
-        }
+        let log = try logFile.log()
         // One filter value: the kernel's config and the user-space check are made from it.
         let filter = filters.eventFilter
         let session = try TraceSession(options: live.session(filter))
-        if let log {
-            // Still before tracing starts: a file that cannot be created ends the run here.
-            do throws(EventLog.OpenError) {
-                try log.open()
-            } catch {
-                throw error.failure
-            }
-        }
+        try LogFileOptions.open(log)
         tt_install_stop_handlers()
         let thresholds = live.anomalies.thresholds
         let sink = LivePipeline(
@@ -165,7 +119,7 @@ struct Trace: ParsableCommand {
             anomalyLinesPerSecond: anomalyLines,
             textFormat: textFormat
         )
-        sink.writeLogHeader(version: TCPTrail.version, filters: filtersJSON(), thresholds: thresholds.json,
+        sink.writeLogHeader(version: TCPTrail.version, filters: filters.json, thresholds: thresholds.json,
                             features: session.program.plan.headerJSON, tables: session.program.tables.headerJSON)
         try session.begin(sink: sink, raw: raw)
         Diagnostics.note("tcptrail: tracing TCP events; Ctrl-C to stop")

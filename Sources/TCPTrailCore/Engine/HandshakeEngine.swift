@@ -59,7 +59,7 @@ public struct HandshakeEngine: Sendable {
     }
 
     public var thresholds: AnomalyThresholds
-    private var connections: [ConnectionID: ConnectionRecord] = [:]
+    private var connections = ConnectionTable()
     private var buildupReported: Set<EndpointKey> = []
     /// Per listener: when listen_overflow was last reported, drops since.
     private var listenDrops: [EndpointKey: (UInt64, Int)] = [:]
@@ -102,6 +102,12 @@ public struct HandshakeEngine: Sendable {
 
     /// Connections the engine tracks now (not yet CLOSED, or in TIME_WAIT).
     public var trackedConnections: Int { connections.count + timeWaits.count }
+
+    /// Connections the engine holds in `state` now (TIME_WAIT: those in its
+    /// TIME_WAIT table; FIN_WAIT_2 includes orphans in timewait sockets).
+    public func connections(in state: TCPState) -> Int {
+        connections.inState[state.index] + (state == .timeWait ? timeWaits.count : 0)
+    }
 
     /// The documented state of a connection, if tracked.
     public func state(of conn: ConnectionID) -> TCPState? {
