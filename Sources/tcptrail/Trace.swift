@@ -119,6 +119,7 @@ struct Trace: ParsableCommand {
         if filters.ipv6Only { f["family"] = 6 }
         if let netns = filters.netns { f["netns"] = netns }
         if !filters.addresses.isEmpty { f["addr"] = filters.addresses }
+        if !filters.cgroups.isEmpty { f["cgroup"] = filters.eventFilter.cgroups }
         let data = (try? JSONSerialization.data(withJSONObject: f, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
