@@ -323,7 +323,11 @@ struct TopScreen {
     }
 
     private func drawGroups(_ groups: ArraySlice<ConnectionBoard.Group>, grouping: ConnectionBoard.Grouping, top: Int, cols: Int) {
-        let nameTitle = grouping == .process ? "BY PROCESS (PID)" : "BY REMOTE ENDPOINT"
+        let nameTitle = switch grouping {
+        case .process: "BY PROCESS (PID)"
+        case .unit: "BY UNIT"
+        case .remote: "BY REMOTE ENDPOINT"
+        }
         var nw = nameTitle.utf8.count
         for g in groups { nw = max(nw, g.name.utf8.count) }
         nw = min(nw, max(16, cols / 3))
