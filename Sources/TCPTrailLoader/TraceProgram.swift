@@ -79,7 +79,8 @@ public final class TraceProgram {
         let t = settings.tables
         let sized: [(BPFMapName, Int)] = [(.conns, t.connections), (.child_ids, t.connections), (.listeners, t.listeners),
                                           (.owner_seeds, t.ownerSeeds), (.timewaits, t.connections),
-                                          (.cgroup_set, max(16_384, settings.cgroupIDs.count * 2))]
+                                          // Room for the cgroups made under the path later; none without --cgroup.
+                                          (.cgroup_set, settings.filter.cgroups.isEmpty ? 1 : max(16_384, settings.cgroupIDs.count * 2))]
         for (name, entries) in sized {
             guard let m = map(name) else { throw .configureFailed("no \(name.rawValue) map") }
             let rc = bpf_map__set_max_entries(m, UInt32(clamping: entries))
