@@ -42,6 +42,15 @@ import Testing
         #expect(!out.string.contains("cgroup") && !out.string.contains("unit"))
     }
 
+    @Test func replaysTimelineHeaderNamesTheUnit() {
+        var writer = TimelineWriter(clock: fixedClock)
+        var engine = HandshakeEngine()
+        var out = OutputBuffer()
+        for e in Self.events(8, path: "/system.slice/nginx.service") { engine.process(e) { writer.add($0, to: &out) } }
+        writer.finish(to: &out)
+        #expect(out.string.contains("pid 42 (app)  unit nginx.service  netns"), "\(out.string)")
+    }
+
     @Test func aCgroupPathThatIsNotOneIsAMalformedLine() {
         let line = #"{"v":1,"seq":2,"type":"transition","time":"2026-11-21T04:43:00.000000002Z","mono_ns":2,"conn":"5","pid":1,"comm":"a","cgroup":"system.slice/../x","netns":1,"family":4,"laddr":"127.0.0.1","lport":1,"raddr":"127.0.0.1","rport":2,"owner_known":true,"cpu":0,"kernel_from":"CLOSE","kernel_to":"SYN_SENT","prev_state_ns":null,"peer_fin":false}"#
         var parser = LogRecordParser()
