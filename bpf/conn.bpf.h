@@ -59,10 +59,28 @@ static __always_inline void flush_pending(const struct sock *sk, __u64 cookie, s
 	emit(&e);
 }
 
+/* With --cgroup: a cgroup id not in the set joins it when one of its
+ * ancestors is in it (a cgroup made under the filtered path after the start). */
+static __always_inline void in_cgroup_filter(__u64 id)
+{
+	if (!tt_config.cgroup_filter || bpf_map_lookup_elem(&cgroup_set, &id))
+		return;
+	for (int level = 0; level < TT_MAX_CGROUP_LEVEL; level++) {
+		__u64 up = bpf_get_current_ancestor_cgroup_id(level);
+		if (!up || up == id)
+			return;
+		if (bpf_map_lookup_elem(&cgroup_set, &up)) {
+			__u8 one = 1;
+			bpf_map_update_elem(&cgroup_set, &id, &one, BPF_ANY);
+			return;
+		}
+	}
+}
+
 /* Records the current process as the socket's owner: its tgid, and the
  * thread group leader's name, which /proc/PID/comm and `ss -p` show (a
  * worker thread's own name, "NIO-SGLTN-1-#2", is not the process's: it is
- * kept as the thread's). */
+ * kept as the thread's), and the cgroup of the task that took it. */
 static __always_inline void take_owner(struct conn_info *ci)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -70,6 +88,8 @@ static __always_inline void take_owner(struct conn_info *ci)
 	bpf_get_current_comm(ci->owner.thread, sizeof(ci->owner.thread));
 	if (BPF_CORE_READ_INTO(&ci->owner.comm, task, group_leader, comm))
 		__builtin_memcpy(ci->owner.comm, ci->owner.thread, TT_COMM_LEN);
+	ci->owner.cgroup = bpf_get_current_cgroup_id();
+	in_cgroup_filter(ci->owner.cgroup);
 	ci->owner_known = 1;
 	ci->awaiting = 0;
 }

@@ -48,6 +48,11 @@ static __always_inline bool wanted(const struct tcptrail_event *e)
 		if (!hit)
 			return false;
 	}
+	/* --cgroup: the owner's cgroup is in the set (made at start, grown by
+	 * in_cgroup_filter()); the accept cases as for --pid. */
+	if (tt_config.cgroup_filter && !(e->flags & TT_FLAG_AWAITING_ACCEPT) && e->type != TT_EVENT_ACCEPT &&
+	    !bpf_map_lookup_elem(&cgroup_set, &e->cgroup))
+		return false;
 	if (tt_config.n_ports && !port_in(e->sport, tt_config.ports, tt_config.n_ports) &&
 	    !port_in(e->dport, tt_config.ports, tt_config.n_ports))
 		return false;
@@ -161,6 +166,7 @@ static __always_inline void owner_to_event(struct tcptrail_event *e, const struc
 	e->pid = o->pid;
 	__builtin_memcpy(e->comm, o->comm, TT_COMM_LEN);
 	__builtin_memcpy(e->thread, o->thread, TT_COMM_LEN);
+	e->cgroup = o->cgroup;
 	e->flags |= TT_FLAG_OWNER_KNOWN;
 }
 

@@ -73,6 +73,16 @@ struct {
 	__type(value, struct tcptrail_owner);
 } owner_seeds SEC(".maps");
 
+/* --cgroup: the cgroup ids kept, the path's subtree at start (user space
+ * fills it); a cgroup made later under it joins when one of its tasks first
+ * takes a socket (in_cgroup_filter()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_set SEC(".maps");
+
 /* Sockets whose held-back event waits for connect() or listen() to return. */
 struct stash {
 	__u64 cookie;

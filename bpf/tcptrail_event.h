@@ -93,9 +93,10 @@ struct tcptrail_event {
 	__u32 reason;         /* tcp_send_reset reason (enum sk_rst_reason) */
 	char comm[TT_COMM_LEN];   /* the owner's process name (its thread group leader's) */
 	char thread[TT_COMM_LEN]; /* the owner's thread that took the socket; "" if unknown */
+	__u64 cgroup;         /* the owner's cgroup v2 id (its directory's inode); 0 if unknown */
 };
 
-#define TT_EVENT_SIZE 120
+#define TT_EVENT_SIZE 128
 
 /* Settings written into .rodata before load (const volatile in the program). */
 #define TT_MAX_FILTER 8
@@ -113,7 +114,12 @@ struct tcptrail_config {
 	__u16 pad;
 	__u64 wakeup_bytes;           /* wake user space once this much is queued */
 	__u64 tw_timer_fn;            /* address of tw_timer_handler (/proc/kallsyms); 0: timewait sockets not followed */
+	__u32 cgroup_filter;          /* 1: only owners in the "cgroup_set" map (--cgroup) */
+	__u32 pad2;
 };
+
+/* Deepest cgroup level the --cgroup filter looks at for a cgroup made after the start. */
+#define TT_MAX_CGROUP_LEVEL 32
 
 /* Key and value of the "listeners" map: accepted children inherit the owner
  * of the listener on their port. User space seeds it at start with the
@@ -131,6 +137,7 @@ struct tcptrail_owner {
 	__u32 pid;
 	char comm[TT_COMM_LEN];
 	char thread[TT_COMM_LEN];
+	__u64 cgroup;  /* cgroup v2 id of the task that took the socket (bpf_get_current_cgroup_id) */
 };
 
 struct tcptrail_listener {
@@ -203,11 +210,13 @@ _Static_assert(__builtin_offsetof(struct tcptrail_event, type) == 78, "type offs
 _Static_assert(__builtin_offsetof(struct tcptrail_event, reason) == 84, "reason offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, comm) == 88, "comm offset");
 _Static_assert(__builtin_offsetof(struct tcptrail_event, thread) == 104, "thread offset");
-_Static_assert(sizeof(struct tcptrail_config) == 120, "tcptrail_config size");
+_Static_assert(__builtin_offsetof(struct tcptrail_event, cgroup) == 120, "cgroup offset");
+_Static_assert(sizeof(struct tcptrail_config) == 128, "tcptrail_config size");
 _Static_assert(sizeof(struct tcptrail_listener_key) == 8, "tcptrail_listener_key size");
-_Static_assert(sizeof(struct tcptrail_owner) == 36, "tcptrail_owner size");
-_Static_assert(sizeof(struct tcptrail_listener) == 40, "tcptrail_listener size");
+_Static_assert(sizeof(struct tcptrail_owner) == 48, "tcptrail_owner size");
+_Static_assert(__builtin_offsetof(struct tcptrail_owner, cgroup) == 40, "tcptrail_owner cgroup offset");
+_Static_assert(sizeof(struct tcptrail_listener) == 56, "tcptrail_listener size");
 _Static_assert(sizeof(struct tcptrail_tw_key) == 44, "tcptrail_tw_key size");
-_Static_assert(sizeof(struct tcptrail_tw) == 72, "tcptrail_tw size");
+_Static_assert(sizeof(struct tcptrail_tw) == 88, "tcptrail_tw size");
 
 #endif /* TCPTRAIL_EVENT_H */

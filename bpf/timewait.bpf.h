@@ -92,6 +92,7 @@ static __always_inline void tw_handoff(struct tcptrail_event *e, const struct co
 		t->owner.pid = e->pid;
 		__builtin_memcpy(t->owner.comm, e->comm, TT_COMM_LEN);
 		__builtin_memcpy(t->owner.thread, e->thread, TT_COMM_LEN);
+		t->owner.cgroup = e->cgroup;
 		t->owner_known = 1;
 	}
 	t->linked = 1;

@@ -15,6 +15,8 @@ struct Churn {
     private var pair: UInt64 = 0
     private var index = 0
     private var mono: UInt64 = 1_000_000_000
+    /// The owners' cgroup v2 id as the kernel side records it (0: none).
+    var cgroupID: UInt64 = 0
     private var template = KernelEvent(
         monoNanoseconds: 0, cookie: 0, netns: 4026531840, pid: 4242, comm: ProcessName("churn"), kind: .transition, family: .ipv4,
         localAddress: RawAddress(bytes: [127, 0, 0, 1]), remoteAddress: RawAddress(bytes: [127, 0, 0, 1]), cpu: 1)
@@ -32,6 +34,7 @@ struct Churn {
         let (isClient, from, to, peerFin) = Self.steps[index]
         let port = UInt16(truncatingIfNeeded: 32768 + pair % 28000)
         var e = template
+        e.cgroupID = cgroupID
         e.monoNanoseconds = mono
         e.cookie = 1000 + pair * 2 + (isClient ? 0 : 1)
         e.previousStateNanoseconds = from == .close || from == .listen ? nil : 10_000
@@ -65,14 +68,26 @@ final class Warm: @unchecked Sendable {
     var out = OutputBuffer(capacity: 1 << 20)
     var outputs = 0
 
+    /// The owners' cgroup, named as the live pipeline names it (`.unknown`: none).
+    var cgroup = CgroupRef.unknown
+
     /// Past 60 s of churn time (10 µs per event): TIME_WAIT expiry runs as in steady state.
-    init(events: Int = 6_500_000) {
-        for _ in 0..<events { engine.process(churn.next()) { _ in outputs += 1 } }
+    init(events: Int = 6_500_000, cgroupPath: String? = nil) {
+        if let cgroupPath {
+            churn.cgroupID = 4242
+            cgroup = CgroupNames.add(CgroupInfo(path: cgroupPath, id: 4242))
+        }
+        for _ in 0..<events {
+            var e = churn.next()
+            e.cgroup = cgroup
+            engine.process(e) { _ in outputs += 1 }
+        }
     }
 
     static let baseline = Warm(events: 0)
     static let engineOnly = Warm()
     static let hotPath = Warm()
+    static let hotPathCgroup = Warm(cgroupPath: "/system.slice/churn.service")
     static let records = Records()
     static let changes = Changes()
     static let sinks = Sinks()
@@ -160,6 +175,24 @@ let benchmarks: @Sendable () -> Void = {
             let record = EventDecoder.record(w.churn.next())
             withUnsafeBytes(of: record) { bytes in
                 if case .success(let e) = EventDecoder.decode(bytes) {
+                    w.engine.process(e) { w.writer.append($0, to: &w.out) }
+                }
+            }
+        }
+        w.out.removeAll()
+    }
+
+    // The same with every owner in a cgroup: the id decoded, named through
+    // the live pipeline's one-entry memo, and written as cgroup and unit.
+    Benchmark("hot path x1000, owners in a cgroup: decode, engine and JSON") { benchmark in
+        let w = Warm.hotPathCgroup
+        var memo = (id: UInt64(0), ref: CgroupRef.unknown)
+        for _ in 0..<batch {
+            let record = EventDecoder.record(w.churn.next())
+            withUnsafeBytes(of: record) { bytes in
+                if case .success(var e) = EventDecoder.decode(bytes) {
+                    if e.cgroupID != memo.id { memo = (e.cgroupID, w.cgroup) }
+                    e.cgroup = memo.ref
                     w.engine.process(e) { w.writer.append($0, to: &w.out) }
                 }
             }

@@ -4,6 +4,11 @@
 #include "tt_sys.h"
 #include <string.h>
 #include <sys/prctl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 
 static volatile sig_atomic_t stop_signal;
 
@@ -69,4 +74,51 @@ int tt_start_writeback(int fd, long long offset, long long length)
 int tt_drop_cached(int fd, long long offset, long long length)
 {
 	return posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+}
+
+int tt_handle_type(int dir_fd)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[MAX_HANDLE_SZ];
+	} h;
+	int mount_id = 0;
+	h.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(dir_fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) != 0)
+		return -1;
+	return h.fh.handle_type;
+}
+
+int tt_kernfs_path(int mount_fd, int handle_type, unsigned long long id, char *buf, int len)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[sizeof(unsigned long long)];
+	} h;
+	h.fh.handle_bytes = sizeof(id);
+	h.fh.handle_type = handle_type;
+	memcpy(h.fh.f_handle, &id, sizeof(id));
+	int fd = open_by_handle_at(mount_fd, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, buf, len - 1);
+	int saved = errno;
+	close(fd);
+	if (n < 0) {
+		errno = saved;
+		return -1;
+	}
+	buf[n] = 0;
+	return (int)n;
+}
+
+int tt_is_cgroup2_dir(const char *path)
+{
+	struct statfs fs;
+	struct stat st;
+	if (stat(path, &st) != 0 || statfs(path, &fs) != 0)
+		return -1;
+	return S_ISDIR(st.st_mode) && fs.f_type == 0x63677270 ? 1 : 0;
 }

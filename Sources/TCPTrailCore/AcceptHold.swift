@@ -63,6 +63,8 @@ public struct AcceptHold: Sendable {
                 named.pid = e.pid
                 named.comm = e.comm
                 named.thread = e.thread
+                named.cgroupID = e.cgroupID
+                named.cgroup = e.cgroup
                 named.flags = (named.flags | UInt8(TT_FLAG_OWNER_KNOWN.rawValue)) & ~UInt8(TT_FLAG_AWAITING_ACCEPT.rawValue)
                 release(named)
             }

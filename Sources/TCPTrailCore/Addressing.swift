@@ -36,9 +36,12 @@ public struct Owner: Sendable, Equatable {
     public var pid: UInt32
     /// Its thread group leader's name.
     public var comm: ProcessName
+    /// The cgroup of the task that took the socket (or the process's, read from /proc).
+    public var cgroup: CgroupRef
 
-    public init(pid: UInt32 = 0, comm: ProcessName = ProcessName()) {
+    public init(pid: UInt32 = 0, comm: ProcessName = ProcessName(), cgroup: CgroupRef = .unknown) {
         self.pid = pid
         self.comm = comm
+        self.cgroup = cgroup
     }
 }

@@ -33,6 +33,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case outputIncomplete = 79
     /// `serve`: the address cannot be listened on (in use, or not this host's).
     case addressUnavailable = 80
+    /// A --cgroup path that is not a cgroup v2 directory on this host.
+    case notACgroup = 81
 }
 
 /// A failure that ends a command: one line naming the problem and the fix,

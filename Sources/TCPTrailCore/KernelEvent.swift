@@ -233,6 +233,10 @@ public struct KernelEvent: Sendable, Equatable {
     /// The owner's thread that took the socket (accept, connect, listen,
     /// read); empty when unknown (owners seeded from /proc).
     public var thread: ProcessName
+    /// The owner's cgroup v2 id as the kernel gave it (0: unknown).
+    public var cgroupID: UInt64
+    /// That cgroup's path, once user space resolved it (or read it from a log).
+    public var cgroup: CgroupRef
     public var kind: KernelEventKind
     public var family: AddressFamily
     public var localAddress: RawAddress
@@ -256,7 +260,8 @@ public struct KernelEvent: Sendable, Equatable {
     public init(
         monoNanoseconds: UInt64, cookie: UInt64, generation: UInt32 = 0,
         previousStateNanoseconds: UInt64? = nil, netns: UInt32 = 0, pid: UInt32 = 0,
-        comm: ProcessName = ProcessName(), thread: ProcessName = ProcessName(), kind: KernelEventKind, family: AddressFamily = .ipv4,
+        comm: ProcessName = ProcessName(), thread: ProcessName = ProcessName(), cgroupID: UInt64 = 0, cgroup: CgroupRef = .unknown,
+        kind: KernelEventKind, family: AddressFamily = .ipv4,
         localAddress: RawAddress = RawAddress(), remoteAddress: RawAddress = RawAddress(),
         localPort: UInt16 = 0, remotePort: UInt16 = 0,
         oldState: KernelTCPState? = nil, newState: KernelTCPState? = nil,
@@ -271,6 +276,8 @@ public struct KernelEvent: Sendable, Equatable {
         self.pid = pid
         self.comm = comm
         self.thread = thread
+        self.cgroupID = cgroupID
+        self.cgroup = cgroup
         self.kind = kind
         self.family = family
         self.localAddress = localAddress
@@ -289,7 +296,7 @@ public struct KernelEvent: Sendable, Equatable {
     }
 
     /// The socket's holder as the event names it (see `ownerKnown`).
-    public var owner: Owner { Owner(pid: pid, comm: comm) }
+    public var owner: Owner { Owner(pid: pid, comm: comm, cgroup: cgroup) }
     public var local: Endpoint { Endpoint(address: localAddress, port: localPort) }
     public var remote: Endpoint { Endpoint(address: remoteAddress, port: remotePort) }
 
@@ -401,7 +408,7 @@ public enum EventDecoder {
         var event = KernelEvent(
             monoNanoseconds: raw.mono_ns, cookie: raw.cookie, generation: raw.generation,
             previousStateNanoseconds: prevKnown ? raw.prev_state_ns : nil,
-            netns: raw.netns, pid: raw.pid, kind: kind, family: family,
+            netns: raw.netns, pid: raw.pid, cgroupID: raw.cgroup, kind: kind, family: family,
             localPort: raw.sport, remotePort: raw.dport,
             oldState: KernelTCPState(rawValue: raw.old_state),
             newState: KernelTCPState(rawValue: raw.new_state),
@@ -438,6 +445,7 @@ public enum EventDecoder {
         raw.prev_state_ns = event.previousStateNanoseconds ?? 0
         raw.netns = event.netns
         raw.pid = event.pid
+        raw.cgroup = event.cgroupID
         raw.error = event.errorNumber
         raw.sport = event.localPort
         raw.dport = event.remotePort

@@ -78,6 +78,8 @@ public struct OwnerFallback {
     private func apply(_ o: Owner, to e: inout KernelEvent) {
         e.pid = o.pid
         e.comm = o.comm
+        e.cgroup = o.cgroup
+        e.cgroupID = o.cgroup.info?.id ?? 0
         e.thread = ProcessName()  // /proc names the process only
         e.flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
     }

@@ -23,7 +23,10 @@ public enum TextColumn: String, Sendable, CaseIterable {
     /// What the line is: transition, retransmit, reset, error, listen_drop, anomaly, snapshot (and, for
     /// the lines that count, snapshot_digest, anomaly_burst, lost, untracked).
     case event
-    case pid, comm, laddr, lport, raddr, rport
+    case pid, comm
+    /// The owner's systemd unit, from its cgroup (`-w`, or chosen with `--columns`).
+    case unit
+    case laddr, lport, raddr, rport
     /// The state before and after (a single state for lines that are not changes).
     case old, new
     /// Time in the old state.
@@ -31,8 +34,14 @@ public enum TextColumn: String, Sendable, CaseIterable {
     /// The documents' step, or what happened (`!! RST sent (no socket)`, an anomaly's sentence).
     case step
 
-    /// Aligned text shows all but `event` (its lines say it with `!!`); CSV and TSV all.
+    /// Aligned text shows all but `event` (its lines say it with `!!`) and
+    /// `unit` (`-w` or `--columns` adds it); CSV and TSV all.
     public static func defaults(_ style: TextStyle) -> [TextColumn] {
+        style == .aligned ? wide(style).filter { $0 != .unit } : allCases
+    }
+
+    /// `-w`'s columns: the defaults and the unit.
+    public static func wide(_ style: TextStyle) -> [TextColumn] {
         style == .aligned ? allCases.filter { $0 != .event } : allCases
     }
 }
@@ -212,6 +221,9 @@ public struct TextLinesWriter: Sendable {
         layout.field(.event, to: &out) { $0.append(event) }
         layout.field(.pid, to: &out) { o in if ownerKnown { o.append(decimal: UInt64(owner.pid)) } else if style == .aligned { o.append(UInt8(ascii: "-")) } }
         layout.field(.comm, to: &out) { o in if ownerKnown { o.appendEscapedText(owner.comm) } else if style == .aligned { o.append(UInt8(ascii: "-")) } }
+        layout.field(.unit, to: &out) { o in
+            if ownerKnown, var unit = owner.cgroup.info?.unit { unit.withUTF8 { o.appendEscapedText(UnsafeRawBufferPointer($0)) } } else if style == .aligned { o.append(UInt8(ascii: "-")) }
+        }
         layout.field(.laddr, to: &out) { $0.append(address: local.address, family: family) }
         layout.field(.lport, to: &out) { $0.append(decimal: UInt64(local.port)) }
         layout.field(.raddr, to: &out) { $0.append(address: remote.address, family: family) }
@@ -256,6 +268,7 @@ public struct TextLinesWriter: Sendable {
                 case .event: o.append("EVENT" as StaticString)
                 case .pid: o.append("PID" as StaticString)
                 case .comm: o.append("COMM" as StaticString)
+                case .unit: o.append("UNIT" as StaticString)
                 case .laddr: o.append("LADDR" as StaticString)
                 case .lport: o.append("LPORT" as StaticString)
                 case .raddr: o.append("RADDR" as StaticString)
@@ -409,6 +422,7 @@ private struct Layout {
         case .event: 11
         case .pid: 7
         case .comm: 15
+        case .unit: 24
         case .laddr, .raddr: addressWidth
         case .lport, .rport: 5
         // The documents' SYN_RECEIVED is one longer than the kernel's ESTABLISHED.
@@ -435,6 +449,7 @@ private struct Layout {
         case .new: 9
         case .ms: 10
         case .step: 11
+        case .unit: 12
         }
     }
 

@@ -19,7 +19,7 @@ public enum ListenerScan {
                 guard let text = ProcSockets.readText("\(procRoot)/\(pid)/net/\(file)") else { continue }
                 for (port, inode) in ProcNetText.listeners(in: text) {
                     guard let owner = table.ownerOfInode[inode] else { continue }
-                    result.append(ListenerOwner(key: ListenerKey(netns: netns, family: family, port: port), owner: Owner(pid: owner, comm: table.comm(of: owner))))
+                    result.append(ListenerOwner(key: ListenerKey(netns: netns, family: family, port: port), owner: table.owner(owner)))
                 }
             }
         }
@@ -53,6 +53,11 @@ public struct ProcSockets {
     /// The process name from /proc/PID/comm.
     public func comm(of pid: UInt32) -> ProcessName {
         ProcessName(Self.readText("\(procRoot)/\(pid)/comm").map { String($0.prefix { $0 != "\n" }) } ?? "")
+    }
+
+    /// The process as an owner: its name and its cgroup.
+    public func owner(_ pid: UInt32) -> Owner {
+        Owner(pid: pid, comm: comm(of: pid), cgroup: CgroupResolver.shared.ofProcess(pid, procRoot: procRoot))
     }
 
     static func numericEntries(_ path: String) -> [UInt32] {

@@ -20,7 +20,7 @@ public enum SocketDiag {
             for var s in dump(inNamespaceOf: pid, procRoot: procRoot) {
                 s.netns = netns
                 if s.inode != 0, let owner = table.ownerOfInode[UInt64(s.inode)] {
-                    s.owner = Owner(pid: owner, comm: table.comm(of: owner))
+                    s.owner = table.owner(owner)
                 }
                 result.append(s)
             }
@@ -231,7 +231,7 @@ public struct ListenQueueMonitor {
                 for i in full.indices {
                     full[i].netns = netns
                     if let owner = owners.ownerOfInode[UInt64(full[i].inode)] {
-                        full[i].owner = Owner(pid: owner, comm: owners.comm(of: owner))
+                        full[i].owner = owners.owner(owner)
                     }
                 }
                 lastFull[netns] = full

@@ -95,6 +95,7 @@ public final class LivePipeline: RingBufferConsumer {
         if !filter.keepsAddresses(family: event.family, local: event.localAddress, remote: event.remoteAddress) {
             return true
         }
+        if event.cgroupID != 0 { event.cgroup = cgroup(event.cgroupID) }
         owners.fill(&event, rescan: rescanListeners)
         if event.kind == .transition { noteNamespace(event) }
         if event.kind == .accept || event.awaitingAccept || acceptHold.count > 0 {
@@ -105,6 +106,16 @@ public final class LivePipeline: RingBufferConsumer {
         if event.kind != .accept { events += 1 }  // accept events are never records
         if out.count >= 1 << 19 { flush() }
         return !finished
+    }
+
+    /// The last cgroup id resolved: a socket's events come in runs.
+    private var lastCgroup: (id: UInt64, ref: CgroupRef) = (0, .unknown)
+
+    private func cgroup(_ id: UInt64) -> CgroupRef {
+        if id == lastCgroup.id { return lastCgroup.ref }
+        let r = CgroupResolver.shared.ref(id)
+        if r.isKnown { lastCgroup = (id, r) }
+        return r
     }
 
     /// Accepted sockets' first events, until accept() names their holder.
@@ -119,6 +130,7 @@ public final class LivePipeline: RingBufferConsumer {
         // The kernel lets an accepted socket's events before accept() pass its
         // pid filter; they are filtered here, by the holder accept() named.
         if !filter.pids.isEmpty && !(event.ownerKnown && filter.pids.contains(event.pid)) { return }
+        if !filter.cgroups.isEmpty && !(event.ownerKnown && filter.keepsCgroup(event.cgroup)) { return }
         if engine != nil {
             engine!.process(event) { write($0) }
         } else {

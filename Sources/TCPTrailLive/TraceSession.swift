@@ -49,6 +49,7 @@ public final class TraceSession {
                                               listenersNow: listeners.count)
             let program = try TraceProgram.load(sized, facts: try KernelFacts.read())
             program.seedListeners(listeners)
+            guard program.seedCgroups(settings.cgroupIDs) else { throw LoaderError.configureFailed("the --cgroup set did not fit its table") }
             scanned = listeners
             try program.attach()
             return program

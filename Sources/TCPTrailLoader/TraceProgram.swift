@@ -78,7 +78,9 @@ public final class TraceProgram {
         if rc != 0 { throw .configureFailed("ring buffer size \(bytes): \(errnoText(-rc))") }
         let t = settings.tables
         let sized: [(BPFMapName, Int)] = [(.conns, t.connections), (.child_ids, t.connections), (.listeners, t.listeners),
-                                          (.owner_seeds, t.ownerSeeds), (.timewaits, t.connections)]
+                                          (.owner_seeds, t.ownerSeeds), (.timewaits, t.connections),
+                                          // Room for the cgroups made under the path later; none without --cgroup.
+                                          (.cgroup_set, settings.filter.cgroups.isEmpty ? 1 : max(16_384, settings.cgroupIDs.count * 2))]
         for (name, entries) in sized {
             guard let m = map(name) else { throw .configureFailed("no \(name.rawValue) map") }
             let rc = bpf_map__set_max_entries(m, UInt32(clamping: entries))
@@ -358,6 +360,7 @@ extension tcptrail_owner {
     init(_ o: Owner) {
         self.init()
         pid = o.pid
+        cgroup = o.cgroup.info?.id ?? 0
         withUnsafeMutableBytes(of: &comm) { $0.storeBytes(of: o.comm, as: ProcessName.self) }
     }
 }
@@ -375,6 +378,20 @@ extension TraceProgram {
             if bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY)) == 0 { written += 1 } else { seedFailures += 1 }
         }
         return written
+    }
+
+    /// Tells the kernel side which cgroups --cgroup keeps (after load, before
+    /// attach); false if one did not fit.
+    public func seedCgroups(_ ids: [UInt64]) -> Bool {
+        guard !ids.isEmpty else { return true }
+        guard let m = map(.cgroup_set) else { return false }
+        let fd = bpf_map__fd(m)
+        var one: UInt8 = 1
+        for id in ids {
+            var key = id
+            if bpf_map_update_elem(fd, &key, &one, UInt64(BPF_ANY)) != 0 { return false }
+        }
+        return true
     }
 
     /// Hands the kernel side the orphans open at start: FIN_WAIT_2 timewait

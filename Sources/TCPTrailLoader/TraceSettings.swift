@@ -20,6 +20,8 @@ public struct TraceSettings: Sendable, Equatable {
     public var tables = TableSizes()
     /// tw_timer_handler's address, when the timewait timer is followed (0: not).
     public var timewaitTimer: UInt64 = 0
+    /// --cgroup: the ids of the filtered paths' subtrees at start (`cgroup_set`).
+    public var cgroupIDs: [UInt64] = []
 
     /// How many values each filter list takes.
     public static let maxFilterValues = Int(TT_MAX_FILTER)
@@ -49,6 +51,7 @@ public struct TraceSettings: Sendable, Equatable {
         c.family = f.family?.kernel ?? 0
         c.wakeup_bytes = wakeupBytes ?? UInt64(ringBufferBytes / 4)
         c.tw_timer_fn = timewaitTimer
+        c.cgroup_filter = f.cgroups.isEmpty ? 0 : 1
         return c
     }
 }

@@ -63,6 +63,7 @@ public struct JSONLinesWriter: Sendable {
         if ownerKnown && !thread.isEmpty && thread != owner.comm {
             out.append(",\"thread\":", jsonString: thread)
         }
+        if let cgroup = owner.cgroup.info { out.appendCgroupMembers(cgroup) }
         out.append(",\"netns\":", decimal: UInt64(netns))
         out.append(",\"family\":", decimal: UInt64(family.rawValue))
         out.append(",\"laddr\":\"" as StaticString)

@@ -104,7 +104,7 @@ public struct LogRecord: Sendable {
         let e = event
         var s = SocketSnapshot(cookie: e.cookie, state: snapshotState ?? .close, family: e.family, local: e.local, remote: e.remote,
                                inode: 0, netns: e.netns, expiresMilliseconds: expiresMilliseconds,
-                               owner: Owner(pid: e.ownerKnown ? e.pid : 0, comm: e.comm))
+                               owner: Owner(pid: e.ownerKnown ? e.pid : 0, comm: e.comm, cgroup: e.cgroup))
         if let acceptQueue {
             s.acceptQueue = acceptQueue.depth
             s.acceptQueueLimit = acceptQueue.limit
@@ -324,6 +324,13 @@ public struct LogRecordParser {
             case .pid?: r.event.pid = UInt32(try number(v, "pid", max: UInt64(UInt32.max)))
             case .comm?: r.event.comm = try name(v, "comm")
             case .thread?: r.event.thread = try name(v, "thread")
+            // unit, container and pod are read again from the path.
+            case .cgroup?:
+                guard let path = JSONStrings.string(p, v) else { throw Self.fail("\"cgroup\" must be a string") }
+                guard let normal = CgroupInfo.normalized(path), normal == path else {
+                    throw Self.fail("\"cgroup\" must be a path from the cgroup2 mount, such as /system.slice/nginx.service")
+                }
+                r.event.cgroup = CgroupNames.intern(path: path)
             case .netns?: r.event.netns = UInt32(try number(v, "netns", max: UInt64(UInt32.max)))
             case .family?: family = try number(v, "family", max: 255)
             case .laddr?: laddr = v

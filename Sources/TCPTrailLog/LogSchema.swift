@@ -10,6 +10,7 @@ public enum LogKey: String, CaseIterable, Sendable {
     case monoNs = "mono_ns"
     // A connection's identity.
     case conn, pid, comm, thread, netns, family, laddr, lport, raddr, rport
+    case cgroup, unit, container, pod
     case ownerKnown = "owner_known"
     case cpu
     // A documented step.
@@ -62,7 +63,7 @@ public enum LogSchema {
     public static let common: [LogKey] = [.v, .seq, .type, .time, .monoNs]
     /// In every record about one connection.
     public static let connection: [LogKey] = [.conn, .pid, .comm, .netns, .family, .laddr, .lport, .raddr, .rport, .ownerKnown]
-    public static let connectionOptional: [LogKey] = [.thread, .cpu]
+    public static let connectionOptional: [LogKey] = [.thread, .cgroup, .unit, .container, .pod, .cpu]
     /// A documented step (the handshake engine's view of a transition).
     public static let documented: [LogKey] = [.from, .to, .step, .inferred, .reason]
     /// The members of `header.thresholds`.

@@ -40,6 +40,20 @@ struct WriterLayoutParser {
         return true
     }
 
+    /// `"cgroup"` and what it names (`unit`, `container`, `pod`, which are
+    /// read again from the path), written after `comm` and `thread` where known.
+    private mutating func optionalCgroup(_ r: inout LogRecord) -> Bool {
+        guard skip(",\"cgroup\":") else { return true }
+        guard let path = plainString(), path.end > path.start, p[path.start] == UInt8(ascii: "/") else { return false }
+        let text = String(decoding: UnsafeBufferPointer(start: p + path.start, count: path.end - path.start), as: UTF8.self)
+        guard CgroupInfo.normalized(text) == text else { return false }
+        r.event.cgroup = CgroupNames.intern(path: text)
+        for key in [",\"unit\":", ",\"container\":", ",\"pod\":"] as [StaticString] where skip(key) {
+            guard plainString() != nil else { return false }
+        }
+        return true
+    }
+
     private mutating func record(_ r: inout LogRecord) -> Bool {
         r = LogRecord()
         guard skip("{\"v\":1,\"seq\":"), let seq = unsigned(),
@@ -50,7 +64,7 @@ struct WriterLayoutParser {
               (try? LogRecordParser.parseConn(p, conn, into: &r.event)) != nil,
               skip(",\"pid\":"), let pid = unsigned(max: UInt64(UInt32.max)),
               skip(",\"comm\":"), let comm = plainString(),
-              optionalThread(&r),
+              optionalThread(&r), optionalCgroup(&r),
               skip(",\"netns\":"), let netns = unsigned(max: UInt64(UInt32.max)),
               skip(",\"family\":"), let family = unsigned(max: 255).flatMap({ AddressFamily(rawValue: UInt8($0)) }),
               skip(",\"laddr\":"), let laddr = plainString(),

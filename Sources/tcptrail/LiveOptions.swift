@@ -60,14 +60,31 @@ struct LiveOptions: ParsableArguments {
     }
 
     /// The session these options and filters start.
-    func session(_ filter: EventFilter) -> SessionOptions {
+    func session(_ filter: EventFilter) throws(CommandFailure) -> SessionOptions {
         var o = SessionOptions(settings: settings(filter))
+        o.settings.cgroupIDs = try Self.cgroupIDs(filter.cgroups)
         o.verbose = verbose
         o.maxConnections = maxConnections
         o.maxListeners = maxListeners
         o.pollInterval = pollInterval
         o.nice = nice
         return o
+    }
+
+    /// The kernel's --cgroup set: each path's subtree now; a path that is not
+    /// a cgroup (or no cgroup2 at all) ends the run.
+    static func cgroupIDs(_ paths: [String]) throws(CommandFailure) -> [UInt64] {
+        var ids: [UInt64] = []
+        for path in paths {
+            switch CgroupResolver.shared.filterPath(path) {
+            case .success(let found): ids += found.ids
+            case .failure(.noCgroup2):
+                throw CommandFailure("--cgroup \(path): this host has no cgroup2 mount in /proc/mounts (mount -t cgroup2 none /sys/fs/cgroup/unified); drop --cgroup", status: .notACgroup)
+            case .failure(.notACgroup(let p, let mount)):
+                throw CommandFailure("--cgroup \(p) is not a cgroup: no such directory under the cgroup2 mount \(mount); give a path as the records' cgroup field shows it, such as /system.slice/nginx.service", status: .notACgroup)
+            }
+        }
+        return ids
     }
 
     func settings(_ filter: EventFilter) -> TraceSettings {

@@ -21,7 +21,7 @@ struct Top: ParsableCommand {
         dimmed for 5 s. Below the table, the anomaly feed, newest first.
 
         Keys: arrows, PgUp/PgDn, Home/End scroll; s sort order; f state filter; a anomalies only; \
-        / process filter; g group by process or remote endpoint; w, + and - time window; p pause \
+        / process (or unit) filter; g group by process, unit or remote endpoint; w, + and - time window; p pause \
         (events are still read); ? help; q quit. Ctrl-C or SIGTERM also quit and restore the terminal.
 
         Filters (--pid, --port, ...) run in the kernel as for 'trace'. Needs a terminal; use \

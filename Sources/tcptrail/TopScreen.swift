@@ -323,7 +323,11 @@ struct TopScreen {
     }
 
     private func drawGroups(_ groups: ArraySlice<ConnectionBoard.Group>, grouping: ConnectionBoard.Grouping, top: Int, cols: Int) {
-        let nameTitle = grouping == .process ? "BY PROCESS (PID)" : "BY REMOTE ENDPOINT"
+        let nameTitle = switch grouping {
+        case .process: "BY PROCESS (PID)"
+        case .unit: "BY UNIT"
+        case .remote: "BY REMOTE ENDPOINT"
+        }
         var nw = nameTitle.utf8.count
         for g in groups { nw = max(nw, g.name.utf8.count) }
         nw = min(nw, max(16, cols / 3))
@@ -401,8 +405,8 @@ struct TopScreen {
             "     process, state",
             "  f  state filter: all, then each state",
             "  a  only rows with an anomaly",
-            "  /  process filter: name or pid substring (Enter applies, Esc cancels)",
-            "  g  group: none, by process, by remote endpoint",
+            "  /  process filter: name, pid or unit substring (Enter applies, Esc cancels)",
+            "  g  group: none, by process, by systemd unit, by remote endpoint",
             "  w  time window 10/30/60/300 s; + longer, - shorter",
             "  p  pause the display (events are still read and counted)",
             "  q  quit (also Ctrl-C)",

@@ -30,7 +30,7 @@ struct Trace: ParsableCommand {
     @Flag(help: "Write the text as tab-separated values, with a header row of field names.")
     var tsv = false
 
-    @Flag(name: [.customShort("w"), .long], help: "Address columns 39 characters wide from the start (any IPv6 address; -6 implies it). Without it they widen on the first longer address, under a new header.")
+    @Flag(name: [.customShort("w"), .long], help: "Wide text: address columns 39 characters wide from the start (any IPv6 address; -6 implies that alone), and the owner's systemd unit (UNIT, from its cgroup). Without it the addresses widen on the first longer address, under a new header.")
     var wide = false
 
     @Option(help: ArgumentHelp("The text's columns, in order, comma-separated: \(TextColumn.allCases.map(\.rawValue).joined(separator: ",")) (default: all but event; with --csv/--tsv all).", valueName: "columns"))
@@ -87,7 +87,7 @@ struct Trace: ParsableCommand {
         var f = TextFormat()
         f.style = csv ? .csv : tsv ? .tsv : .aligned
         f.timeFormat = timeFormat
-        if let columns, case .success(let list) = TextLinesWriter.columns(columns) { f.columns = list }
+        if let columns, case .success(let list) = TextLinesWriter.columns(columns) { f.columns = list } else if wide { f.columns = TextColumn.wide(f.style) }
         f.wide = wide || filters.ipv6Only
         f.utcOffsetSeconds = TimeZone.current.secondsFromGMT()
         return f

@@ -6,7 +6,7 @@ import Testing
 /// A record as the kernel side writes it: built byte by byte at the offsets
 /// bpf/tcptrail_event.h gives, independently of the Swift decoder.
 func recordedTransition() -> [UInt8] {
-    var b = [UInt8](repeating: 0, count: 120)
+    var b = [UInt8](repeating: 0, count: 128)
     func put<T: FixedWidthInteger>(_ v: T, at offset: Int) {
         withUnsafeBytes(of: v.littleEndian) { for (i, x) in $0.enumerated() { b[offset + i] = x } }
     }
@@ -29,13 +29,14 @@ func recordedTransition() -> [UInt8] {
     b[83] = 1                                // cpu
     for (i, c) in "curl".utf8.enumerated() { b[88 + i] = c }
     for (i, c) in "curl-worker".utf8.enumerated() { b[104 + i] = c }  // thread
+    put(UInt64(0x1_0000_2f4e), at: 120)      // cgroup
     return b
 }
 
 @Suite struct LayoutTests {
     @Test func swiftSeesTheSameLayoutAsTheHeader() {
         #expect(MemoryLayout<tcptrail_event>.size == Int(TT_EVENT_SIZE))
-        #expect(MemoryLayout<tcptrail_event>.size == 120)
+        #expect(MemoryLayout<tcptrail_event>.size == 128)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.mono_ns) == 0)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.cookie) == 8)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.prev_state_ns) == 16)
@@ -57,10 +58,13 @@ func recordedTransition() -> [UInt8] {
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.reason) == 84)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.comm) == 88)
         #expect(MemoryLayout<tcptrail_event>.offset(of: \.thread) == 104)
-        #expect(MemoryLayout<tcptrail_config>.size == 120)
-        #expect(MemoryLayout<tcptrail_owner>.size == 36 && MemoryLayout<tcptrail_listener>.size == 40)
-        #expect(MemoryLayout<tcptrail_tw_key>.size == 44 && MemoryLayout<tcptrail_tw>.size == 72)
-        #expect(MemoryLayout<tcptrail_tw>.offset(of: \.substate) == 64)
+        #expect(MemoryLayout<tcptrail_event>.offset(of: \.cgroup) == 120)
+        #expect(MemoryLayout<tcptrail_config>.size == 128)
+        #expect(MemoryLayout<tcptrail_config>.offset(of: \.cgroup_filter) == 120)
+        #expect(MemoryLayout<tcptrail_owner>.size == 48 && MemoryLayout<tcptrail_listener>.size == 56)
+        #expect(MemoryLayout<tcptrail_owner>.offset(of: \.cgroup) == 40)
+        #expect(MemoryLayout<tcptrail_tw_key>.size == 44 && MemoryLayout<tcptrail_tw>.size == 88)
+        #expect(MemoryLayout<tcptrail_tw>.offset(of: \.substate) == 80)
     }
 
     @Test func kernelStateNumbersMatchTheKernel() {
@@ -86,6 +90,7 @@ func recordedTransition() -> [UInt8] {
         #expect(event.pid == 5536)
         #expect(event.comm == ProcessName("curl"))
         #expect(event.thread == ProcessName("curl-worker"))
+        #expect(event.cgroupID == 0x1_0000_2f4e)
         #expect(event.family == .ipv4)
         #expect(event.localPort == 42174)
         #expect(event.remotePort == 8080)
@@ -103,7 +108,7 @@ func recordedTransition() -> [UInt8] {
 
     @Test func rejectsWrongSizeAndUnknownKinds() {
         var bytes = recordedTransition()
-        #expect(bytes.dropLast().withUnsafeBytes { EventDecoder.decode($0) } == .failure(.wrongSize(119)))
+        #expect(bytes.dropLast().withUnsafeBytes { EventDecoder.decode($0) } == .failure(.wrongSize(127)))
         bytes[78] = 9
         #expect(bytes.withUnsafeBytes { EventDecoder.decode($0) } == .failure(.unknownKind(9)))
         bytes[78] = 1

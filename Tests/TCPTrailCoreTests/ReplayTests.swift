@@ -527,6 +527,9 @@ func replaceNumber(in line: inout [UInt8], _ which: Int, _ pick: UInt8) {
         events[2].errorNumber = -5
         events[3].thread = ProcessName("pool-worker-7"); events[3].flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
         events[4].thread = ProcessName(bytes: [0x1b, 0x5c, 0x41]); events[4].flags |= UInt8(TT_FLAG_OWNER_KNOWN.rawValue)
+        // Owners' cgroups: a plain path (the fast path), one the general parser must unescape.
+        events[5].cgroup = CgroupNames.add(CgroupInfo(path: "/kubepods.slice/kubepods-pod0f1e2d3c_4b5a_6978_8695_a4b3c2d1e0f9.slice/crio-\(String(repeating: "ab", count: 32)).scope"))
+        events[6].cgroup = CgroupNames.add(CgroupInfo(path: "/tt.slice/a\u{1b}\"b.service"))
         var writer = JSONLinesWriter(clock: WallClock(bootOffsetNanoseconds: 0))
         var engine = HandshakeEngine()
         var lines: [[UInt8]] = []

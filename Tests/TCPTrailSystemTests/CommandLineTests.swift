@@ -53,7 +53,8 @@ func helpEntries(_ subcommand: String?) throws -> [HelpEntry] {
     ]
     /// Options with a value that is not a quantity (an id, a name, a time, a file, a mode).
     static let unitless: Set<String> = ["--pid", "--port", "--lport", "--rport", "--netns", "--addr", "--nice", "--output",
-                                        "--snapshot", "--listen", "--since", "--until", "--conn", "--html", "--time-format", "--columns"]
+                                        "--snapshot", "--listen", "--since", "--until", "--conn", "--html", "--time-format", "--columns",
+                                        "--cgroup"]
 
     @Test(arguments: subcommands)
     func everyOptionsHelpNamesItsDefaultAndUnit(_ subcommand: String) throws {

@@ -179,15 +179,15 @@ struct FirstHourTests {
         try r.stdout.write(toFile: file.path + "/t.csv", atomically: false, encoding: .utf8)
         let json = try run(["python3", "-c", "import csv, json, sys\nr = list(csv.reader(open(sys.argv[1])))\nprint(json.dumps(r))", file.path + "/t.csv"]).stdout
         let rows = try JSONDecoder().decode([[String]].self, from: Data(json.utf8))
-        #expect(rows.first == ["time", "event", "pid", "comm", "laddr", "lport", "raddr", "rport", "old", "new", "ms", "step"], "\(rows.first ?? [])")
-        #expect(rows.dropFirst().allSatisfy { $0.count == 12 }, "\(r.stdout.prefix(800))")
+        #expect(rows.first == ["time", "event", "pid", "comm", "unit", "laddr", "lport", "raddr", "rport", "old", "new", "ms", "step"], "\(rows.first ?? [])")
+        #expect(rows.dropFirst().allSatisfy { $0.count == 13 }, "\(r.stdout.prefix(800))")
         let iso = ISO8601DateFormatter()
         iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         for row in rows.dropFirst() {
             let t = iso.date(from: row[0])
             #expect(t.map { $0 >= started.addingTimeInterval(-1) && $0 <= ended.addingTimeInterval(1) } == true, "\(row)")
         }
-        let established = rows.filter { $0[1] == "transition" && $0[9] == "ESTABLISHED" }
+        let established = rows.filter { $0[1] == "transition" && $0[10] == "ESTABLISHED" }
         #expect(established.count == 6, "both ends of 3 connections: \(established)")
     }
 

@@ -126,7 +126,8 @@ struct HandshakeScenarioTests {
         #expect(fins.first?.source.hasPrefix(o.clientAddress + ".") == true)
         #expect(o.anomalies("close_wait_stall").count == 1)
         #expect(o.anomalies("close_wait_stall").first?.str("comm") == "tt-server")
-        #expect(o.anomalies("fin_wait_2_stall").count == 1)
+        let clientLife = o.transitions(client: true).map { "\($0.str("from"))->\($0.str("to")) \($0.str("reason")) @\($0.int("mono_ns"))" }
+        #expect(o.anomalies("fin_wait_2_stall").count == 1, "the client's transitions: \(clientLife)")
         #expect(o.anomalies("fin_wait_2_stall").first?.str("comm") == "tt-client")
     }
 }

@@ -282,8 +282,9 @@ final class VethPair {
 final class Peer {
     let background: Background
 
-    init(_ ns: NetworkNamespace?, _ args: [String]) throws {
-        let cmd = [Products.peer] + args
+    /// `prefix` runs it under a command that execs it (the pid stays tt-peer's).
+    init(_ ns: NetworkNamespace?, _ args: [String], prefix: [String] = []) throws {
+        let cmd = prefix + [Products.peer] + args
         background = try Background(ns.map { $0.command(cmd) } ?? cmd)
     }
 

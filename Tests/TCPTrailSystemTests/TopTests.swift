@@ -93,7 +93,7 @@ final class TmuxPane {
 /// The table's lines of a `top` screen: between the column titles and the anomaly feed.
 func topTableLines(_ screen: String) -> [String] {
     let lines = screen.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-    guard let head = lines.firstIndex(where: { $0.contains("PROCESS PID") || $0.contains("BY PROCESS") || $0.contains("BY REMOTE") }),
+    guard let head = lines.firstIndex(where: { $0.contains("PROCESS PID") || $0.contains("BY PROCESS") || $0.contains("BY UNIT") || $0.contains("BY REMOTE") }),
           let feed = lines.firstIndex(where: { $0.hasPrefix("ANOMALIES (newest first)") }), feed > head else { return [] }
     return Array(lines[(head + 1)..<feed]).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
 }
@@ -216,10 +216,14 @@ struct TopTests {
         try pane.send("End", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "Enter")
         try pane.waitFor("the rows again") { s in topTableLines(s).contains { $0.contains("tt-topcli") } }
 
-        // g: grouped by process, then by remote endpoint, then back.
+        // g: grouped by process, by systemd unit, by remote endpoint, then back.
         try pane.send("g")
         let byProcess = try pane.waitFor("the view by process") { $0.contains("BY PROCESS") }
         #expect(topTableLines(byProcess).contains { $0.contains("tt-topcli (\(clientPid))") }, "\(byProcess)")
+        try pane.send("g")
+        // The test's processes sit in whatever cgroup runs the tests: a unit, or none.
+        let byUnit = try pane.waitFor("the view by unit") { $0.contains("BY UNIT") }
+        #expect(!topTableLines(byUnit).isEmpty, "\(byUnit)")
         try pane.send("g")
         let byRemote = try pane.waitFor("the view by remote endpoint") { $0.contains("BY REMOTE ENDPOINT") }
         #expect(topTableLines(byRemote).contains { $0.contains("\(raddr):\(rport)") }, "\(byRemote)")

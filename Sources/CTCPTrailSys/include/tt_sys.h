@@ -35,4 +35,18 @@ int tt_start_writeback(int fd, long long offset, long long length);
 /// (posix_fadvise POSIX_FADV_DONTNEED); 0 or an error number.
 int tt_drop_cached(int fd, long long offset, long long length);
 
+/// 1 if path is a directory on a cgroup2 file system (statfs f_type
+/// CGROUP2_SUPER_MAGIC), 0 if not, -1 with errno if it cannot be read.
+int tt_is_cgroup2_dir(const char *path);
+
+/// The handle type the file system at dir_fd gives its directories
+/// (name_to_handle_at on dir_fd itself; FILEID_KERNFS on cgroup2), or -1 with errno.
+int tt_handle_type(int dir_fd);
+
+/// Writes into buf (len bytes, NUL-terminated) the path of the kernfs
+/// directory whose 64-bit id is id, on the file system of mount_fd
+/// (open_by_handle_at, then the link of the descriptor in /proc/self/fd);
+/// returns its length, or -1 with errno (ESTALE: no such cgroup now).
+int tt_kernfs_path(int mount_fd, int handle_type, unsigned long long id, char *buf, int len);
+
 #endif

@@ -319,6 +319,10 @@ public struct TimelineWriter {
             out.append(" (" as StaticString)
             out.appendEscapedText(id.owner.comm)
             out.append(UInt8(ascii: ")"))
+            if var unit = id.owner.cgroup.info?.unit {
+                out.append("  unit " as StaticString)
+                unit.withUTF8 { out.appendEscapedText(UnsafeRawBufferPointer($0)) }
+            }
         } else {
             out.append("owner unknown" as StaticString)
         }

@@ -108,6 +108,7 @@ public struct BoardJSON: Sendable {
         if id.ownerKnown && !id.thread.isEmpty && id.thread != id.owner.comm {
             out.append(",\"thread\":", jsonString: id.thread.escaped)
         }
+        if id.ownerKnown, let cgroup = id.owner.cgroup.info { out.appendCgroupMembers(cgroup) }
         out.append(",\"local\":\"" as StaticString)
         out.append(endpointOf: id, remote: false)
         out.append("\",\"remote\":\"" as StaticString)

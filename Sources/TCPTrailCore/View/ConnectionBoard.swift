@@ -385,7 +385,7 @@ extension ConnectionBoard {
             case state
         }
 
-        /// Matches the process name (escaped form) or pid, as a substring.
+        /// Matches the process name (escaped form) or its unit as a substring, or the pid.
         public var process: String?
         /// Matches the local or the remote port.
         public var port: UInt16?
@@ -403,7 +403,8 @@ extension ConnectionBoard {
             if let anomaly, !row.marks.contains(where: { $0.kind == anomaly }) { return false }
             if let process, !process.isEmpty {
                 let name = row.identity.owner.comm.escaped
-                if !name.contains(process) && !(row.identity.ownerKnown && String(row.identity.owner.pid) == process) { return false }
+                if !name.contains(process) && !(row.identity.ownerKnown && String(row.identity.owner.pid) == process)
+                    && !(row.identity.ownerKnown && row.identity.owner.cgroup.info?.unit?.contains(process) == true) { return false }
             }
             return true
         }
@@ -438,6 +439,8 @@ extension ConnectionBoard {
     /// Rows folded by what they share.
     public enum Grouping: String, Sendable, CaseIterable {
         case process
+        /// The owner's systemd unit, from its cgroup.
+        case unit
         case remote
     }
 
@@ -458,6 +461,8 @@ extension ConnectionBoard {
             switch grouping {
             case .process:
                 name = row.identity.ownerKnown ? "\(row.identity.owner.comm.escaped) (\(row.identity.owner.pid))" : "(owner unknown)"
+            case .unit:
+                name = row.identity.ownerKnown ? row.identity.owner.cgroup.info?.unit?.escaped ?? "(no unit)" : "(owner unknown)"
             case .remote:
                 // A server's remote end is a client's ephemeral port: group by the service instead.
                 switch row.side {

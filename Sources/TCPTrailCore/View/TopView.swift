@@ -35,7 +35,8 @@ public struct TopView {
     public mutating func cycleGrouping() {
         switch grouping {
         case nil: grouping = .process
-        case .process: grouping = .remote
+        case .process: grouping = .unit
+        case .unit: grouping = .remote
         case .remote: grouping = nil
         }
         offset = 0
