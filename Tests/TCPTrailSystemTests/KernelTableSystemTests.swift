@@ -15,10 +15,7 @@ import Testing
         let ns = try NetworkNamespace(prefix: "ttk")
         let port = Unique.port(), n = 60
         let tracer = try Tracer(["--port", "\(port)", "--buffer-size", "4096", "--no-snapshot"])
-        tracer.background.signal(SIGSTOP)
-        try Peer.exchange(ns, port: port, n: n)
-        usleep(300_000)
-        tracer.background.signal(SIGCONT)
+        try tracer.paused { try Peer.exchange(ns, port: port, n: n) }
         // The loss is counted at the next turn, the table read within a second.
         sleep(3)
         let ss = try run(ns.command(["ss", "-Htan", "state", "all", "( sport = :\(port) or dport = :\(port) )"]), timeout: 30).stdout
@@ -44,7 +41,7 @@ import Testing
             switch f.to {
             case "TIME_WAIT": #expect(there == "TIME-WAIT", "\(conn) \(f) but ss: \(there ?? "none")")
             case "CLOSED": #expect(there == nil || there == "TIME-WAIT", "\(conn) \(f) but ss: \(there ?? "none")")
-            default: Issue.record("\(conn) left in \(f.to) (\(f.pair)); ss: \(there ?? "none"); its records: \(records.filter { $0.str("conn") == conn })")
+            default: Issue.record("\(conn) left in \(f.to) (\(f.pair)); ss: \(there ?? "none"); its records: \(records.filter { $0.str("conn") == conn }.map { "\($0.str("type")) \($0.str("from"))->\($0.str("to")) \($0.str("reason"))" })")
             }
         }
     }

@@ -188,6 +188,16 @@ final class Tracer {
         try background.waitFor("tracing TCP events", inStderr: true)
     }
 
+    /// Runs `body` with the tracer stopped (SIGSTOP), so nothing drains its
+    /// ring, then lets it go on (SIGCONT) 300 ms after: with a small
+    /// --buffer-size the kernel side loses events, and counts them.
+    func paused(during body: () throws -> Void) rethrows {
+        background.signal(SIGSTOP)
+        defer { background.signal(SIGCONT) }
+        try body()
+        usleep(300_000)
+    }
+
     /// Stops the tracer (SIGINT) and returns every record it wrote.
     func stop() throws -> (records: [[String: Any]], status: Int32, stderr: String) {
         background.signal(SIGINT)

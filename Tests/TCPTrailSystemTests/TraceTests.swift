@@ -220,10 +220,7 @@ struct TraceTests {
         usleep(500_000)
         // The timewait sockets' transitions are not inet_sock_set_state's: leave them out.
         let tracer = try Tracer(["--port", "\(port)", "--buffer-size", "4096", "--no-timer-hooks"])
-        tracer.background.signal(SIGSTOP)
-        try Peer.exchange(ns, port: port, n: n)
-        usleep(300_000)
-        tracer.background.signal(SIGCONT)
+        try tracer.paused { try Peer.exchange(ns, port: port, n: n) }
         usleep(300_000)
         let (records, status, stderr) = try tracer.stop()
         counter.signal(SIGINT)
